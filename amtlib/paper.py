@@ -7,11 +7,13 @@ Metric cells there are ``[mean, sd, ci_low, ci_high]``.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+
+REPORTED_VALUES = Path(__file__).with_name("data") / "reported_values.yaml"
 
 #: Table 3/4 row keys in the order the paper prints them, with display labels.
 SUBGROUP_LABELS: dict[str, str] = {
@@ -35,8 +37,7 @@ SUBGROUP_LABELS: dict[str, str] = {
 @lru_cache(maxsize=1)
 def reported() -> dict[str, Any]:
     """All reported values as a nested dict (cached; treat as read-only)."""
-    text = resources.files("amtlib").joinpath("data/reported_values.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(REPORTED_VALUES.read_text())
 
 
 def metric_cell(cell: list[float]) -> dict[str, float]:

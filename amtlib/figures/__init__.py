@@ -69,7 +69,7 @@ def show_slice(
 
     ``spacing_yx`` sets the pixel aspect so anisotropic slices (sagittal/coronal) look right.
     """
-    ax.imshow(window(image_hu), cmap="gray", aspect=spacing_yx[0] / spacing_yx[1], interpolation="nearest")
+    ax.imshow(window(image_hu), cmap="gray", vmin=0.0, vmax=1.0, aspect=spacing_yx[0] / spacing_yx[1], interpolation="nearest")
     for mask, colour in masks:
         m = np.asarray(mask) > 0
         if m.any():

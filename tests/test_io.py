@@ -1,0 +1,40 @@
+"""Atomic writes and NIfTI I/O conventions shared by every module."""
+
+import numpy as np
+import pytest
+
+from amtlib import io
+
+
+def test_nifti_roundtrip_keeps_zyx_order_spacing_and_affine(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # (z, y, x)
+    aff = io.affine_from_spacing((5.0, 0.8, 0.7), origin_xyz=(-10.0, 20.0, 30.0))
+    p = io.save_nifti(arr, aff, tmp_path / "a.nii.gz")
+    back, spacing, aff2 = io.load_nifti(p)
+    assert back.shape == (2, 3, 4) and np.array_equal(back, arr)
+    assert spacing == pytest.approx((5.0, 0.8, 0.7))
+    assert np.allclose(aff, aff2)
+    assert io.same_geometry(back.shape, aff2, arr.shape, aff)
+    assert not io.same_geometry(back.shape, aff2 + np.diag([0, 0, 0.1, 0]), arr.shape, aff)
+
+
+def test_load_nifti_errors_name_the_file(tmp_path):
+    bad = tmp_path / "not.nii.gz"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match="not.nii.gz.*not a readable NIfTI"):
+        io.load_nifti(bad)
+    with pytest.raises(ValueError, match="missing.nii.gz: file not found"):
+        io.load_nifti(tmp_path / "missing.nii.gz")
+
+
+def test_atomic_write_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("original")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "original"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    io.write_json(tmp_path / "x.json", {"a": np.int64(3), "b": np.arange(2)})
+    assert (tmp_path / "x.json").read_text().replace(" ", "").replace("\n", "") == '{"a":3,"b":[0,1]}'
