@@ -14,6 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,8 @@ def categorise(
     ``over_segmentation`` when ``precision < low_precision`` and ``recall >= low_recall``; ``mixed``
     when both are low; ``other`` when neither is (possible only with thresholds above ``low_dice``).
     An empty prediction (precision NaN) counts as a miss. Returns a copy with a ``category`` column.
-    Defaults: 0.5 for all three thresholds (the Dice at which half the voxels disagree).
+    Defaults: 0.5 for all three (recall < 0.5: most of the tumour missed; precision < 0.5: most of the
+    prediction outside it).
     """
     need = {"case_id", "dice", "precision", "recall"}
     if not need <= set(per_case.columns):
@@ -262,6 +264,18 @@ def load_case(row: pd.Series) -> CaseVolumes:
     )
 
 
+def case_loader(table: pd.DataFrame) -> Callable[[str], CaseVolumes]:
+    """A function ``case_id -> CaseVolumes`` reading the paths of :func:`load_eval_table`'s rows."""
+    rows = {str(r["case_id"]): r for _, r in table.iterrows()}
+
+    def load(case_id: str) -> CaseVolumes:
+        if case_id not in rows:
+            raise ValueError(f"case {case_id!r} is not in the evaluation table")
+        return load_case(rows[case_id])
+
+    return load
+
+
 def load_eval_table(
     manifest_csv: str | Path,
     split_csv: str | Path,
@@ -322,6 +336,36 @@ def analyse_case(
         out["fp_main_structure"] = main_structure(attribution, min_fraction)
         out["fp_structures"] = ";".join(f"{s}:{f:.2f}" for s, f in zip(attribution["structure"], attribution["fraction"]))
     return out
+
+
+#: Columns of :func:`analyse_case` rows, so an empty result still has them.
+ANALYSIS_COLUMNS: tuple[str, ...] = ("case_id", "fp_ml", "fn_ml", "fp_main_structure", "fp_structures", "contrast_hu")
+
+
+def analyse_cases(
+    case_ids: "pd.Series | list[str]",
+    load: Callable[[str], CaseVolumes],
+    min_fraction: float = 0.2,
+    ring_mm: float = 3.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`analyse_case` for each case id (read one at a time with ``load``), one row per case."""
+    from tqdm import tqdm
+
+    ids = [str(c) for c in case_ids]
+    rows = [analyse_case(load(c), min_fraction, ring_mm) for c in tqdm(ids, desc="failure cases", unit="case", disable=not progress)]
+    return pd.DataFrame(rows, columns=list(ANALYSIS_COLUMNS))
+
+
+def select_best(table: pd.DataFrame, n: int = 6, min_dice: float = 0.7) -> pd.DataFrame:
+    """The ``n`` highest-Dice cases above ``min_dice`` for Fig 5 (paper: six cases with Dice > 0.70).
+
+    Ties are broken by ``case_id``; fewer than ``n`` rows (possibly none) when few cases pass.
+    """
+    passing = table[table["dice"] > min_dice]
+    if len(passing) < n:
+        warnings.warn(f"only {len(passing)} case(s) with Dice > {min_dice} for the success figure (wanted {n})", stacklevel=2)
+    return passing.sort_values(["dice", "case_id"], ascending=[False, True]).head(n).reset_index(drop=True)
 
 
 def category_counts(cases: pd.DataFrame, groups: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -59,6 +59,20 @@ def label_components(mask: np.ndarray, connectivity: int = CONNECTIVITY) -> tupl
     return labels, int(n)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Slices of the smallest box holding every nonzero voxel of a (z, y, x) mask; None when empty.
+
+    Components, overlaps and diameters inside this box equal those of the whole volume, so callers
+    crop to it before labelling (CT masks are mostly background).
+    """
+    m = np.asarray(mask)
+    m = m if m.dtype == bool else m != 0
+    axes = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if axes[0].size == 0:
+        return None
+    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)  # type: ignore[return-value]
+
+
 def overlap_table(pred_labels: np.ndarray, n_pred: int, ref_labels: np.ndarray, n_ref: int) -> np.ndarray:
     """Joint voxel histogram ``J`` of two label images, shape ``(n_pred + 1, n_ref + 1)``.
 
@@ -141,10 +155,10 @@ def max_axial_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float])
     row's and column's extreme points are needed (they span the convex hull). NaN for an empty mask.
     """
     m = np.asarray(mask) != 0
-    if not m.any():
+    box = bounding_box(m)
+    if box is None:
         return float("nan")
-    bounds = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    sub = m[tuple(slice(b[0], b[-1] + 1) for b in bounds)]
+    sub = m[box]
     sy, sx = float(spacing[1]), float(spacing[2])
     best = 0.0
     for sl in sub:

@@ -81,7 +81,7 @@ def mean_sd_ci(
     ci_low, ci_high`` (bootstrap), ``t_ci_low, t_ci_high`` (t-interval cross-check), ``n``, ``n_nan``
     and ``small_n`` (n < ``small_n``). n = 0: all NaN; n = 1: SD and t-interval NaN, CI = the value.
     """
-    x = np.asarray(list(values) if not isinstance(values, (np.ndarray, pd.Series)) else values, dtype=float)
+    x = np.asarray(values if isinstance(values, (np.ndarray, pd.Series)) else list(values), dtype=float).ravel()
     ok = x[~np.isnan(x)]
     n = ok.size
     out = {"mean": np.nan, "sd": np.nan, "ci_low": np.nan, "ci_high": np.nan, "t_ci_low": np.nan,
@@ -201,7 +201,8 @@ def subgroup_labels(meta: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 _PAPER_ROWS = {
-    "vendor": [k for k in paper.SUBGROUP_LABELS if k != "overall" and not k.startswith("size_") and k not in (*HISTOLOGY_ROWS, "others")],
+    "vendor": [k for k in paper.SUBGROUP_LABELS
+               if k != "overall" and not k.startswith("size_") and k not in (*HISTOLOGY_ROWS, "others")],
     "size": [k for k in paper.SUBGROUP_LABELS if k.startswith("size_")],
     "histology": [*HISTOLOGY_ROWS, "others"],
 }
@@ -215,7 +216,7 @@ def subgroup_masks(meta: pd.DataFrame) -> dict[str, np.ndarray]:
     """
     keys: dict[str, np.ndarray] = {"overall": np.ones(len(meta), dtype=bool)}
     for kind, lab in subgroup_labels(meta).items():
-        values = np.asarray(lab.astype(object))
+        values = np.array([v if isinstance(v, str) else None for v in lab], dtype=object)
         extra = sorted({v for v in values if v is not None} - set(_PAPER_ROWS[kind]))
         for key in [*_PAPER_ROWS[kind], *extra]:
             keys[key] = values == key
@@ -318,3 +319,30 @@ def side_by_side(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
         out[c] = table[c]
         out[f"{c} (paper)"] = table[f"{c}_reported"]
     return out
+
+
+def froc_vs_paper(froc: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Fig. 4 narrative (IoU 0.05-0.15 range; IoU 0.5 mean ± SD (CI)) beside the regenerated curve."""
+    text = paper.reported()["froc_text"]
+    at = froc.set_index("iou_threshold")
+    low = at.loc[[t for t in at.index if 0.05 - 1e-9 <= t <= 0.15 + 1e-9]]
+    p05 = text["iou_0.50"]
+
+    def span(v: pd.Series) -> str:
+        return f"{v.min():.2f}–{v.max():.2f}" if len(v) else "–"
+
+    def cell(m: str) -> str:
+        if not np.isclose(at.index, 0.5).any():
+            return "–"
+        r = at.loc[at.index[np.isclose(at.index, 0.5)][0]]
+        return paper.format_cell(r[m], r[f"{m}_sd"], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+
+    rows = {
+        "sensitivity, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["sensitivity"]),
+                                       span(low["sensitivity"])),
+        "FP/scan, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["fp_per_scan"]), span(low["fp_per_scan"])),
+        "sensitivity, IoU 0.5": (paper.format_cell(p05["sensitivity"], p05["sensitivity_sd"], *p05["sensitivity_ci"]),
+                                 cell("sensitivity")),
+        "FP/scan, IoU 0.5": (paper.format_cell(p05["fp_per_scan"], p05["fp_sd"], *p05["fp_ci"]), cell("fp_per_scan")),
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["paper", "regenerated"])

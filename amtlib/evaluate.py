@@ -1,0 +1,388 @@
+"""Evaluate predicted masks against reference masks: per-case metrics, lesion counts, FROC, Tables 3-4.
+
+Paper: Evaluation (voxel-wise and lesion-wise metrics). This module is the file-facing edge of
+:mod:`amtlib.metrics`, :mod:`amtlib.lesions` and :mod:`amtlib.stats`: it pairs ``<case_id>.nii.gz``
+files, checks them, scores each case once (components labelled once, every IoU threshold matched on
+the small IoU matrix) and writes the tables. It needs nothing else from the pipeline, so it scores any
+model's masks (``amt evaluate --pred DIR --ref DIR --out DIR``).
+
+Bad input is reported, never silently dropped: a reference without prediction is scored as an empty
+prediction (``pred_missing`` is True); a prediction without reference is ignored with a warning; a
+shape or affine mismatch is an error naming the case unless ``resample_pred`` (nearest neighbour onto
+the reference grid); label values other than 0/1 are an error unless ``label`` picks the tumour label.
+
+.. note:: The voxel metrics score the raw binary prediction; the < 10-voxel filter applies only to
+   the lesion-wise analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from amtlib import io, lesions, stats
+from amtlib.metrics import metrics_from_counts
+
+
+#: ``per_case.csv`` columns (docs/architecture.md), then ``pred_missing``; metadata columns follow.
+PER_CASE_COLUMNS: tuple[str, ...] = (
+    "case_id", "dice", "iou", "precision", "recall", "tp_voxels", "fp_voxels", "fn_voxels",
+    "n_ref_lesions", "n_pred_lesions", "max_axial_diameter_mm", "volume_ml", "pred_missing",
+)
+#: Case metadata carried from the clinical table / manifest into ``per_case.csv`` when present.
+META_COLUMNS: tuple[str, ...] = ("manufacturer", "histology", "split")
+LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp", "fn", "n_ref_lesions", "n_pred_lesions")
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+@dataclass
+class Evaluation:
+    """Scores of a set of cases: ``per_case`` (one row per case) and ``lesion_counts`` (case x threshold)."""
+
+    per_case: pd.DataFrame
+    lesion_counts: pd.DataFrame
+
+
+def score_case(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float],
+    thresholds: np.ndarray = lesions.IOU_THRESHOLDS, min_pred_voxels: int = lesions.MIN_PRED_VOXELS,
+    connectivity: int = lesions.CONNECTIVITY,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Voxel metrics, tumour size and lesion TP/FP/FN at every threshold for one (z, y, x) mask pair.
+
+    Paper: Voxel-wise metrics, Post-processing, Lesion-wise metrics. Both masks are cropped to the box
+    of their union, components are labelled once per mask, and one joint histogram of the two label
+    images gives both the voxel confusion counts and the lesion IoU matrix.
+    ``max_axial_diameter_mm`` and ``volume_ml`` describe the reference (NaN / 0 when it is empty).
+    Returns ``(row, counts)`` with ``counts`` = ``{"tp", "fp", "fn"}`` arrays over ``thresholds``.
+    """
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
+    pred = pred if pred.dtype == bool else pred != 0
+    ref = ref if ref.dtype == bool else ref != 0
+    box = lesions.bounding_box(pred | ref)
+    if box is None:
+        pred = ref = np.zeros((1, 1, 1), dtype=bool)
+    else:  # labelling the foreground box gives the same components, much faster
+        pred, ref = np.ascontiguousarray(pred[box]), np.ascontiguousarray(ref[box])
+    pl, n_pred = lesions.label_components(pred, connectivity)
+    rl, n_ref = lesions.label_components(ref, connectivity)
+    joint = lesions.overlap_table(pl, n_pred, rl, n_ref)
+    tp_v, fp_v, fn_v = int(joint[1:, 1:].sum()), int(joint[1:, 0].sum()), int(joint[0, 1:].sum())
+    iou, _, ref_sizes = lesions.lesion_iou(joint, min_pred_voxels)
+    tp, fp, fn = lesions.detection_counts(iou, thresholds)
+    row = {
+        **metrics_from_counts(tp_v, fp_v, fn_v), "tp_voxels": tp_v, "fp_voxels": fp_v, "fn_voxels": fn_v,
+        "n_ref_lesions": n_ref, "n_pred_lesions": int(iou.shape[0]),
+        "max_axial_diameter_mm": lesions.max_axial_diameter_mm(ref, spacing),
+        "volume_ml": float(ref_sizes.sum()) * float(np.prod(spacing)) / 1000.0,
+    }
+    return row, {"tp": tp, "fp": fp, "fn": fn}
+
+
+def load_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Read a binary mask NIfTI as ``(bool array zyx, spacing_zyx_mm, affine)``.
+
+    Values must be 0/1 unless ``label`` is given, in which case voxels equal to ``label`` are the
+    tumour. Raises ``ValueError`` naming the file for non-NIfTI input or other label values.
+    """
+    arr, spacing, affine = io.load_nifti(path)
+    if label is not None:
+        return arr == label, spacing, affine
+    if arr.dtype == bool:
+        return arr, spacing, affine
+    if np.issubdtype(arr.dtype, np.integer):
+        binary = arr.size == 0 or (arr.min() >= 0 and arr.max() <= 1)
+    else:
+        binary = bool(np.all((arr == 0) | (arr == 1)))
+    if not binary:
+        found = np.unique(arr[(arr != 0) & (arr != 1)])[:5]
+        raise ValueError(f"{path}: mask has label values other than 0/1 (e.g. {found.tolist()}); "
+                         "choose the tumour label with --label N (label=N)")
+    return arr.view(bool) if arr.dtype.itemsize == 1 and np.issubdtype(arr.dtype, np.integer) else arr != 0, spacing, affine
+
+
+def resample_nearest(mask: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target_affine: np.ndarray) -> np.ndarray:
+    """Resample a (z, y, x) mask onto another grid (``shape`` zyx, ``target_affine``), nearest neighbour."""
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    img = nib.Nifti1Image(np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)), affine)
+    out = resample_from_to(img, (tuple(shape[::-1]), target_affine), order=0)
+    return np.ascontiguousarray(np.asarray(out.dataobj).transpose(2, 1, 0)) != 0
+
+
+def load_pair(
+    case_id: str, pred_path: "str | Path | None", ref_path: str | Path, label: int | None = None, resample_pred: bool = False
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Load a case's prediction and reference on the reference grid: ``(pred, ref, spacing)``.
+
+    A missing prediction (``pred_path`` None) is an empty mask. Raises ``ValueError`` naming the case
+    when the geometries differ and ``resample_pred`` is False.
+    """
+    ref, spacing, ref_aff = load_mask(ref_path, label)
+    if pred_path is None:
+        return np.zeros_like(ref, dtype=bool), ref, spacing
+    pred, _, pred_aff = load_mask(pred_path, label)
+    if not io.same_geometry(pred.shape, pred_aff, ref.shape, ref_aff):
+        if not resample_pred:
+            what = (f"shape {pred.shape} != reference shape {ref.shape} (z, y, x)" if pred.shape != ref.shape
+                    else f"affine differs from the reference's by up to {np.abs(pred_aff - ref_aff).max():.3g} mm")
+            raise ValueError(f"case {case_id}: prediction {pred_path} {what}; resample it onto the reference "
+                             "grid with --resample-pred (resample_pred=True, nearest neighbour)")
+        pred = resample_nearest(pred, pred_aff, ref.shape, ref_aff)
+    return pred, ref, spacing
+
+
+def _evaluate_one(case_id: str, pred_path: "str | None", ref_path: str, options: dict[str, Any]) -> tuple[dict, dict]:
+    pred, ref, spacing = load_pair(case_id, pred_path, ref_path, options["label"], options["resample_pred"])
+    row, counts = score_case(pred, ref, spacing, options["thresholds"], options["min_pred_voxels"], options["connectivity"])
+    return {"case_id": case_id, **row, "pred_missing": pred_path is None}, counts
+
+
+def evaluate_cases(
+    cases: pd.DataFrame, thresholds: "list[float] | np.ndarray | None" = None,
+    min_pred_voxels: int = lesions.MIN_PRED_VOXELS, connectivity: int = lesions.CONNECTIVITY,
+    label: int | None = None, resample_pred: bool = False, workers: int = 1, progress: bool = True,
+) -> Evaluation:
+    """Score every case of ``cases`` (columns ``case_id, pred_path, ref_path``; pred_path may be empty).
+
+    Paper: Evaluation. Cases run in ``workers`` processes with a tqdm bar. Columns of ``cases`` named in
+    :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
+    order of ``cases``.
+    """
+    from tqdm.auto import tqdm
+
+    thr = lesions.iou_thresholds(thresholds)
+    options = {"thresholds": thr, "min_pred_voxels": int(min_pred_voxels), "connectivity": int(connectivity),
+               "label": label, "resample_pred": bool(resample_pred)}
+    jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path))
+            for r in cases.itertuples(index=False)]
+    for cid, pred_path, _ in jobs:
+        if pred_path is None:
+            warnings.warn(f"case {cid}: no prediction; scored as an empty prediction", stacklevel=2)
+    results: list[tuple[dict, dict]] = []
+    with tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress) as bar:
+        if workers <= 1:
+            for job in jobs:
+                results.append(_evaluate_one(*job, options))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_evaluate_one, *job, options) for job in jobs]
+                for f in futures:
+                    f.add_done_callback(lambda _: bar.update())
+                results = [f.result() for f in futures]
+    per_case = pd.DataFrame([row for row, _ in results], columns=list(PER_CASE_COLUMNS))
+    meta = [c for c in META_COLUMNS if c in cases]
+    if meta:
+        for c in meta:
+            per_case[c] = cases[c].to_numpy()
+        per_case["size_bin"] = per_case["max_axial_diameter_mm"].map(stats.size_bin)
+    counts = pd.DataFrame({
+        "case_id": np.repeat([r["case_id"] for r, _ in results], len(thr)),
+        "iou_threshold": np.tile(thr, len(results)),
+        **{k: np.concatenate([c[k] for _, c in results]) if results else np.zeros(0, int) for k in ("tp", "fp", "fn")},
+        "n_ref_lesions": np.repeat([r["n_ref_lesions"] for r, _ in results], len(thr)),
+        "n_pred_lesions": np.repeat([r["n_pred_lesions"] for r, _ in results], len(thr)),
+    }, columns=list(LESION_COUNT_COLUMNS))
+    return Evaluation(per_case, counts)
+
+
+def _empty(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v) == ""
+
+
+def _nifti_files(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: {what} folder not found")
+    out = {}
+    for p in sorted(folder.iterdir()):
+        suffix = next((s for s in NIFTI_SUFFIXES if p.name.endswith(s)), None)
+        if p.is_file() and suffix:
+            out[p.name[: -len(suffix)]] = p
+        elif p.is_file() and not p.name.startswith("."):
+            warnings.warn(f"{p}: not a NIfTI file (.nii.gz/.nii); ignored", stacklevel=3)
+    return out
+
+
+def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
+    """Pair ``<case_id>.nii.gz`` files of two folders by name: ``case_id, pred_path, ref_path``.
+
+    Every reference is kept (pred_path None when the prediction is missing, with a warning); a
+    prediction without reference is ignored with a warning; other files are ignored with a warning.
+    Raises ``ValueError`` when a folder is missing or the reference folder holds no NIfTI file.
+    """
+    preds = _nifti_files(Path(pred_dir), "prediction")
+    refs = _nifti_files(Path(ref_dir), "reference")
+    if not refs:
+        raise ValueError(f"{ref_dir}: no reference masks (<case_id>.nii.gz) found")
+    orphans = sorted(set(preds) - set(refs))
+    if orphans:
+        warnings.warn(f"{len(orphans)} prediction(s) without reference ignored: {', '.join(orphans[:10])}"
+                      f"{' ...' if len(orphans) > 10 else ''}", stacklevel=2)
+    return pd.DataFrame({"case_id": list(refs), "pred_path": [str(preds[c]) if c in preds else None for c in refs],
+                         "ref_path": [str(p) for p in refs.values()]})
+
+
+def read_clinical(path: str | Path) -> pd.DataFrame:
+    """Case metadata CSV (``case_id, manufacturer, histology`` [, ``split``]); the manifest qualifies."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: clinical CSV not found")
+    df = pd.read_csv(path, dtype={"case_id": str})
+    need = {"case_id", "manufacturer", "histology"}
+    if not need <= set(df.columns):
+        raise ValueError(f"{path}: clinical CSV needs columns {sorted(need)}; has {list(df.columns)}")
+    return df[["case_id", *[c for c in META_COLUMNS if c in df.columns]]]
+
+
+def attach_clinical(cases: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:
+    """Add the metadata columns of ``clinical`` to ``cases`` by ``case_id``; warn about cases without."""
+    cols = [c for c in clinical.columns if c != "case_id" and c not in cases.columns]
+    out = cases.merge(clinical[["case_id", *cols]].drop_duplicates("case_id"), on="case_id", how="left")
+    lacking = sorted(set(cases["case_id"]) - set(clinical["case_id"]))
+    if lacking:
+        warnings.warn(f"{len(lacking)} case(s) without clinical metadata (left out of subgroups): "
+                      f"{', '.join(lacking[:10])}", stacklevel=2)
+    return out
+
+
+def run_cases(run_dir: str | Path, split: str = "external_test") -> pd.DataFrame:
+    """Cases of one split of a pipeline run: ``case_id, pred_path, ref_path, manufacturer, histology, split``.
+
+    Reads ``01_cohort/manifest.csv`` (reference = ``mask_path`` relative to the manifest folder) and
+    ``02_split/split.csv``; predictions are ``03_train/predictions/<case_id>.nii.gz`` (None if absent).
+    """
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(run_dir)
+    for f in (P.manifest, P.split_csv):
+        if not f.is_file():
+            raise ValueError(f"{f}: not found; run the earlier steps (01_cohort, 02_split) first")
+    manifest = pd.read_csv(P.manifest, dtype={"case_id": str})
+    split_df = pd.read_csv(P.split_csv, dtype={"case_id": str})
+    ids = split_df.loc[split_df["split"] == split, "case_id"]
+    if ids.empty:
+        raise ValueError(f"{P.split_csv}: no case in split {split!r}; splits are {sorted(split_df['split'].unique())}")
+    m = manifest.drop(columns=["split"], errors="ignore").merge(split_df[["case_id", "split"]], on="case_id")
+    m = m[m["case_id"].isin(set(ids))].sort_values("case_id").reset_index(drop=True)
+    pred = [P.predictions_dir / f"{c}.nii.gz" for c in m["case_id"]]
+    return pd.DataFrame({
+        "case_id": m["case_id"],
+        "pred_path": [str(p) if p.is_file() else None for p in pred],
+        "ref_path": [str((P.manifest.parent / mp).resolve()) for mp in m["mask_path"]],
+        "manufacturer": m["manufacturer"], "histology": m["histology"], "split": m["split"],
+    })
+
+
+def write_outputs(
+    ev: Evaluation, out_dir: str | Path, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0,
+) -> dict[str, Path]:
+    """Write ``per_case.csv``, ``lesion_counts.csv``, ``froc.csv`` and, with metadata, ``table3.csv``
+    and ``table4.csv`` into ``out_dir`` (atomic writes); return the paths by name."""
+    out = Path(out_dir)
+    paths = {"per_case": io.write_csv(out / "per_case.csv", ev.per_case),
+             "lesion_counts": io.write_csv(out / "lesion_counts.csv", ev.lesion_counts)}
+    froc = lesions.froc_curve(ev.lesion_counts, n_resamples, ci_level, seed)
+    paths["froc"] = io.write_csv(out / "froc.csv", froc)
+    if any(c in ev.per_case for c in ("manufacturer", "histology")):
+        paths["table3"] = io.write_csv(out / "table3.csv", stats.table3(ev.per_case, n_resamples, ci_level, seed))
+        paths["table4"] = io.write_csv(
+            out / "table4.csv",
+            stats.table4(ev.per_case, ev.lesion_counts, n_resamples=n_resamples, ci_level=ci_level, seed=seed))
+    return paths
+
+
+CLI_DEFINITIONS = """definitions (Takemura et al. 2026, Methods; each a parameter with this default):
+  voxel metrics per case: Dice 2TP/(2TP+FP+FN), IoU TP/(TP+FP+FN), precision TP/(TP+FP), recall TP/(TP+FN);
+    a 0 denominator gives NaN, left out of means and counted
+  lesions: 26-connected 3D components; predicted components < 10 voxels removed, references kept
+  matching per case and IoU threshold t (0.05..0.95): one-to-one, most pairs with IoU > t, then largest
+    total IoU (Hungarian); matched prediction = TP, other predictions = FP, unmatched references = FN
+  sensitivity pooled over reference lesions; FP/scan = all FP / scans; SD and percentile 95% CI from a
+    seeded case bootstrap (per-case metrics: mean +- SD, bootstrap CI of the mean)
+  subgroups: vendor (DICOM Manufacturer), size by max axial diameter (<50, 50-80, >80 mm), histology
+
+outputs in --out: per_case.csv, lesion_counts.csv, froc.csv, summary.json, and with --clinical
+  table3.csv and table4.csv (regenerated beside the paper's values)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amt evaluate",
+        description="Score predicted tumour masks against reference masks (<case_id>.nii.gz in two folders): "
+                    "voxel-wise Dice/IoU/precision/recall per case, lesion-wise IoU-sweep FROC with case "
+                    "bootstrap, and Tables 3-4 by vendor, size and histology when --clinical is given.",
+        epilog=CLI_DEFINITIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred", required=True, type=Path, help="folder of predicted masks <case_id>.nii.gz")
+    p.add_argument("--ref", required=True, type=Path, help="folder of reference masks <case_id>.nii.gz")
+    p.add_argument("--out", required=True, type=Path, help="output folder (the only place written)")
+    p.add_argument("--clinical", type=Path, help="CSV with case_id, manufacturer, histology (manifest.csv qualifies)")
+    p.add_argument("--resample-pred", action="store_true",
+                   help="resample predictions onto the reference grid (nearest neighbour) when geometry differs")
+    p.add_argument("--label", type=int, help="tumour label value in masks that are not 0/1")
+    p.add_argument("--min-lesion-voxels", type=int, default=lesions.MIN_PRED_VOXELS,
+                   help="drop predicted components smaller than this (default 10)")
+    p.add_argument("--connectivity", type=int, default=lesions.CONNECTIVITY, choices=(6, 18, 26),
+                   help="3D connectivity of lesions (default 26)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="case-bootstrap resamples (default 2000)")
+    p.add_argument("--ci-level", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``amt evaluate``: score a folder of predictions against a folder of references; exit code 0/2."""
+    args = build_parser().parse_args(argv)
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        sys.stderr.write(f"amt evaluate: warning: {message}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        try:
+            if args.bootstrap < 1 or not 0 < args.ci_level < 1:
+                raise ValueError("--bootstrap must be >= 1 and --ci-level in (0, 1)")
+            out = args.out.resolve()
+            if out in (args.pred.resolve(), args.ref.resolve()):
+                raise ValueError(f"{out}: --out must differ from the --pred and --ref folders")
+            cases = pair_folders(args.pred, args.ref)
+            if args.clinical is not None:
+                cases = attach_clinical(cases, read_clinical(args.clinical))
+            ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
+                                args.resample_pred, args.workers, progress=not args.no_progress)
+            paths = write_outputs(ev, out, args.bootstrap, args.ci_level, args.seed)
+            missing = ev.per_case.loc[ev.per_case["pred_missing"], "case_id"].tolist()
+            io.write_json(out / "summary.json", {
+                "n_cases": len(ev.per_case), "missing_predictions": missing,
+                "pred_dir": str(args.pred.resolve()), "ref_dir": str(args.ref.resolve()),
+                "clinical": str(args.clinical.resolve()) if args.clinical else None,
+                "min_lesion_voxels": args.min_lesion_voxels, "connectivity": args.connectivity,
+                "bootstrap": args.bootstrap, "ci_level": args.ci_level, "seed": args.seed,
+                "label": args.label, "resample_pred": args.resample_pred,
+                "iou_thresholds": lesions.IOU_THRESHOLDS.tolist(),
+            })
+        except ValueError as exc:
+            sys.stderr.write(f"amt evaluate: error: {exc}\n")
+            return 2
+    froc = pd.read_csv(paths["froc"])
+    at = froc.set_index("iou_threshold")
+    summary = (f"{len(ev.per_case)} cases ({len(missing)} without prediction); mean Dice "
+               f"{ev.per_case['dice'].mean():.3f}; sensitivity {at.loc[0.1, 'sensitivity']:.3f} / "
+               f"{at.loc[0.5, 'sensitivity']:.3f} and FP/scan {at.loc[0.1, 'fp_per_scan']:.3f} / "
+               f"{at.loc[0.5, 'fp_per_scan']:.3f} at IoU 0.1 / 0.5; wrote {', '.join(p.name for p in paths.values())} to {out}")
+    sys.stdout.write(summary + "\n")
+    return 0

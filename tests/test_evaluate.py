@@ -1,0 +1,241 @@
+"""``amt evaluate`` end to end on tiny NIfTI folders: pairing, bad input, outputs and a pipeline run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amtlib import evaluate, lesions
+from amtlib.io import affine_from_spacing, save_nifti
+
+SHAPE = (4, 16, 16)
+SPACING = (5.0, 1.0, 1.0)
+AFFINE = affine_from_spacing(SPACING)
+
+
+def block(z0=1, z1=3, y0=2, y1=8, x0=2, x1=8, shape=SHAPE, value=1) -> np.ndarray:
+    m = np.zeros(shape, dtype=np.uint8)
+    m[z0:z1, y0:y1, x0:x1] = value
+    return m
+
+
+def write(folder: Path, case_id: str, arr: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    return save_nifti(arr, affine, folder / f"{case_id}.nii.gz")
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """Refs a, b, c; preds a (perfect), b (half), d (no reference), plus a stray text file."""
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for c in "abc":
+        write(ref, c, block())
+    write(pred, "a", block())
+    write(pred, "b", block(y1=5))
+    write(pred, "d", block())
+    (pred / "notes.txt").write_text("not a mask")
+    return pred, ref
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = evaluate.cli_main([*argv, "--bootstrap", "100", "--no-progress"])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_cli_end_to_end_with_missing_and_orphan_predictions(folders, tmp_path, capsys):
+    pred, ref = folders
+    out = tmp_path / "out"
+    rc, stdout, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert "case c: no prediction" in err and "without reference ignored: d" in err and "notes.txt" in err
+    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).set_index("case_id")
+    assert list(pc.index) == ["a", "b", "c"]
+    assert list(pc.columns) == list(evaluate.PER_CASE_COLUMNS[1:])
+    assert pc.loc["a", "dice"] == 1.0 and pc.loc["b", "dice"] == pytest.approx(2 * 36 / (36 + 72))
+    assert pc.loc["c", "pred_missing"] and pc.loc["c", "dice"] == 0 and np.isnan(pc.loc["c", "precision"])
+    assert pc.loc["a", "volume_ml"] == pytest.approx(72 * 5 / 1000)
+    assert pc.loc["a", "max_axial_diameter_mm"] == pytest.approx(np.hypot(5, 6))
+    counts = pd.read_csv(out / "lesion_counts.csv", dtype={"case_id": str})
+    assert len(counts) == 3 * 19 and list(counts.columns) == list(evaluate.LESION_COUNT_COLUMNS)
+    froc = pd.read_csv(out / "froc.csv").set_index("iou_threshold")
+    assert len(froc) == 19
+    # a: IoU 1; b: IoU 1/2; c: missed. At 0.45 two of three lesions are found, at 0.5 one (strict).
+    assert froc.loc[0.45, "sensitivity"] == pytest.approx(2 / 3) and froc.loc[0.5, "sensitivity"] == pytest.approx(1 / 3)
+    assert froc.loc[0.5, "fp_per_scan"] == pytest.approx(1 / 3)
+    assert not (out / "table3.csv").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["froc.csv", "lesion_counts.csv", "per_case.csv", "summary.json"]
+    assert "3 cases (1 without prediction)" in stdout
+
+
+def test_cli_with_clinical_metadata_writes_tables(folders, tmp_path, capsys):
+    pred, ref = folders
+    clinical = tmp_path / "clinical.csv"
+    pd.DataFrame({"case_id": ["a", "b", "c"], "manufacturer": ["TOSHIBA", "SIEMENS", "SIEMENS"],
+                  "histology": ["thymoma", "lymphoma", "teratoma"]}).to_csv(clinical, index=False)
+    out = tmp_path / "out"
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--clinical", str(clinical)], capsys)
+    assert rc == 0, err
+    t3 = pd.read_csv(out / "table3.csv").set_index("subgroup")
+    assert t3.loc["siemens", "n"] == 2 and t3.loc["size_small", "n"] == 3 and t3.loc["others", "n"] == 1
+    assert t3.loc["overall", "dice_reported"] == "0.82 ± 0.15 (0.79–0.84)"
+    t4 = pd.read_csv(out / "table4.csv").set_index("subgroup")
+    assert t4.loc["overall", "sensitivity_iou0.5_mean"] == pytest.approx(1 / 3)
+    pc = pd.read_csv(out / "per_case.csv")
+    assert {"manufacturer", "histology", "size_bin"} <= set(pc.columns)
+
+
+def test_shape_mismatch_names_the_case_and_writes_nothing(folders, tmp_path, capsys):
+    pred, ref = folders
+    write(pred, "b", block(shape=(4, 16, 18)))
+    out = tmp_path / "out"
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 2
+    assert "case b" in err and "(4, 16, 18)" in err and "--resample-pred" in err
+    assert not out.exists()
+
+
+def test_affine_mismatch_is_an_error(folders, tmp_path):
+    pred, ref = folders
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 3.0
+    write(pred, "a", block(), shifted)
+    with pytest.warns(UserWarning) as rec:
+        cases = evaluate.pair_folders(pred, ref)
+    assert any("without reference ignored: d" in str(w.message) for w in rec)
+    with pytest.warns(UserWarning, match="case c"):
+        with pytest.raises(ValueError, match="case a: .*affine differs"):
+            evaluate.evaluate_cases(cases, progress=False)
+
+
+def test_resample_pred_maps_the_prediction_onto_the_reference_grid(folders, tmp_path, capsys):
+    pred, ref = folders
+    # a larger grid starting 2 voxels earlier in x and y: reference voxel (z, y, x) is its (z, y+2, x+2)
+    big = np.zeros((4, 20, 20), dtype=np.uint8)
+    big[1:3, 4:10, 4:10] = 1
+    shifted = AFFINE.copy()
+    shifted[:2, 3] = -2.0
+    write(pred, "a", big, shifted)
+    out = tmp_path / "out"
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 2 and "case a" in err
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--resample-pred"], capsys)
+    assert rc == 0, err
+    assert pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).set_index("case_id").loc["a", "dice"] == 1.0
+
+
+def test_label_values_other_than_binary(folders, tmp_path, capsys):
+    pred, ref = folders
+    write(ref, "a", block(value=2))
+    write(pred, "a", block(value=2))
+    out = tmp_path / "out"
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 2 and "a.nii.gz" in err and "[2]" in err and "--label" in err
+    m, _, _ = evaluate.load_mask(ref / "a.nii.gz", label=2)
+    assert m.sum() == 72
+
+
+def test_a_file_that_is_not_nifti(folders, tmp_path, capsys):
+    pred, ref = folders
+    (ref / "e.nii.gz").write_text("this is text")
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2 and "e.nii.gz" in err and "not a readable NIfTI" in err
+
+
+def test_missing_folder_and_empty_reference(tmp_path, capsys):
+    rc, _, err = run(["--pred", str(tmp_path / "nope"), "--ref", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "prediction folder not found" in err
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    rc, _, err = run(["--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r"), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "no reference masks" in err
+
+
+def test_workers_give_the_same_result(folders):
+    pred, ref = folders
+    with pytest.warns(UserWarning):
+        cases = evaluate.pair_folders(pred, ref)
+    with pytest.warns(UserWarning, match="case c"):
+        one = evaluate.evaluate_cases(cases, progress=False)
+        two = evaluate.evaluate_cases(cases, workers=2, progress=False)
+    pd.testing.assert_frame_equal(one.per_case, two.per_case)
+    pd.testing.assert_frame_equal(one.lesion_counts, two.lesion_counts)
+
+
+def test_score_case_counts_lesions_once_for_all_thresholds():
+    ref = block()
+    pred = block(y1=5)
+    pred[0, 12:14, 12:15] = 1  # 6-voxel speck: FP voxels, but no lesion
+    row, counts = evaluate.score_case(pred.astype(bool), ref.astype(bool), SPACING)
+    assert row["fp_voxels"] == 6 and row["n_pred_lesions"] == 1 and row["n_ref_lesions"] == 1
+    i = int(np.flatnonzero(np.isclose(lesions.IOU_THRESHOLDS, 0.45))[0])
+    assert (counts["tp"][i], counts["fp"][i], counts["fn"][i]) == (1, 0, 0)
+    assert (counts["tp"][i + 1], counts["fp"][i + 1], counts["fn"][i + 1]) == (0, 1, 1)
+
+
+def test_run_cases_reads_manifest_split_and_predictions(tmp_path):
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(tmp_path / "run")
+    for c in ("001", "002", "003"):
+        write(P.masks_dir, c, block())
+    write(P.predictions_dir, "001", block())
+    P.step("02_split")
+    pd.DataFrame({"case_id": ["001", "002", "003"], "mask_path": [f"masks/{c}.nii.gz" for c in ("001", "002", "003")],
+                  "manufacturer": ["SIEMENS", "TOSHIBA", "GE"], "histology": ["thymoma"] * 3, "split": [""] * 3}
+                 ).to_csv(P.manifest, index=False)
+    pd.DataFrame({"case_id": ["001", "002", "003"], "patient_id": ["p1", "p2", "p3"], "institution": ["X", "Y", "CENTRAL"],
+                  "split": ["external_test", "external_test", "train"]}).to_csv(P.split_csv, index=False)
+    cases = evaluate.run_cases(P.root, "external_test")
+    assert list(cases["case_id"]) == ["001", "002"]
+    assert cases.loc[0, "pred_path"].endswith("predictions/001.nii.gz") and pd.isna(cases.loc[1, "pred_path"])
+    assert Path(cases.loc[1, "ref_path"]) == P.masks_dir / "002.nii.gz"
+    with pytest.warns(UserWarning, match="case 002"):
+        ev = evaluate.evaluate_cases(cases, progress=False)
+    assert list(ev.per_case["split"]) == ["external_test"] * 2 and ev.per_case["size_bin"].tolist() == ["size_small"] * 2
+    with pytest.raises(ValueError, match="no case in split"):
+        evaluate.run_cases(P.root, "tuning")
+
+
+def test_score_case_equals_full_volume_computation_on_random_masks():
+    from amtlib.metrics import voxel_metrics
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        pred = np.zeros((10, 40, 40), dtype=bool)
+        ref = np.zeros_like(pred)
+        pred[2:8, 5:30, 10:35] = rng.random((6, 25, 25)) < 0.4
+        ref[3:9, 8:33, 5:30] = rng.random((6, 25, 25)) < 0.4
+        row, counts = evaluate.score_case(pred, ref, (2.0, 0.5, 0.5))
+        iou = lesions.lesion_iou_from_masks(pred, ref)  # uncropped, independent path
+        tp, fp, fn = lesions.detection_counts(iou)
+        np.testing.assert_array_equal(counts["tp"], tp)
+        np.testing.assert_array_equal(counts["fp"], fp)
+        np.testing.assert_array_equal(counts["fn"], fn)
+        assert {k: row[k] for k in ("tp_voxels", "fp_voxels", "fn_voxels")} == {
+            k: v for k, v in voxel_metrics(pred, ref).items() if k.endswith("voxels")}
+        assert row["n_pred_lesions"] == iou.shape[0]
+        assert row["max_axial_diameter_mm"] == pytest.approx(lesions.max_axial_diameter_mm(ref, (2.0, 0.5, 0.5)))
+
+
+def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from amtlib import stats
+    from amtlib.figures.evaluation import plot_froc, plot_subgroup_forest
+
+    pred, ref = folders
+    out = tmp_path / "out"
+    assert run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)[0] == 0
+    froc = pd.read_csv(out / "froc.csv")
+    fig = plot_froc(froc)
+    assert fig.axes[0].get_xlabel() == "False positives per scan"
+    cmp = stats.froc_vs_paper(froc)
+    assert cmp.loc["sensitivity, IoU 0.5", "paper"] == "0.87 ± 0.02 (0.81–0.92)"
+    assert cmp.loc["sensitivity, IoU 0.5", "regenerated"].startswith("0.33 ± ")
+    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).assign(manufacturer="SIEMENS", histology="thymoma")
+    fig = plot_subgroup_forest(stats.table3(pc, n_resamples=50), ["dice", "recall"])
+    assert len(fig.axes) == 2
