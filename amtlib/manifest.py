@@ -85,7 +85,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 #: The columns a user fills in ``data_manifest/template.csv``.
-INPUT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.derived) + ("study_uid", "series_uid")
+INPUT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.derived or c.name in ("study_uid", "series_uid"))
 
 
 class ManifestError(ValueError):
@@ -240,7 +240,7 @@ def _file_issues(
             if col in headers:
                 s, a, _ = headers[col]
                 if s != shape or not np.allclose(a, affine, atol=atol_mm):
-                    diff = f"shape {s} vs {shape}" if s != shape else f"affine differs by up to {np.abs(a - affine).max():.3g} mm"
+                    diff = f"shape (z, y, x) {s[::-1]} vs {shape[::-1]}" if s != shape else f"affine differs by up to {np.abs(a - affine).max():.3g} mm"
                     issues.append(Issue(line, case, col, f"geometry differs from the image ({diff}); "
                                         "a mask must be drawn on exactly its image's voxel grid"))
         expected_zyx = {"shape_z": shape[2], "shape_y": shape[1], "shape_x": shape[0],

@@ -1,0 +1,315 @@
+"""Design of the synthetic screened cohort: one row per patient, with the paper's counts at scale 1.0.
+
+Paper sections: Inclusion and exclusion criteria (858 screened, 147 excluded, 711 included from 136
+institutions), Dataset splitting (164 external test cases from 121 institutions; 547 development cases
+from 15 institutions, 485 training / 62 tuning), Table 1 (histology, age, sex) and Table 2 (vendors of
+the external test set), Image acquisition protocol (central hospital Canon, 120 kV, 5/7/10 mm;
+referral hospitals five vendors, 100-135 kV, 5-10 mm; external test all 5 mm).
+
+Smaller scales keep the proportions by largest-remainder rounding, and every nonzero category keeps at
+least one case when the total allows it. Choices the paper does not state (exclusion reasons'
+shares, development institution sizes, per-vendor models, kernels and kVp, second-series rate) are
+module constants below.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from amtlib.paper import reported
+
+#: Why a screened patient is built to be excluded, with its share of the 147 (our choice).
+EXCLUSION_REASONS: dict[str, int] = {
+    "poor_image_quality": 45,      # unreadable file: truncated pixel data or a non-DICOM file
+    "incomplete_series": 40,       # missing slices or inconsistent slice spacing
+    "age_under_18": 10,
+    "missing_clinical_data": 27,   # age or sex empty
+    "no_pathology": 25,            # pathology_confirmed False
+}
+#: Which file defects realise each image-level exclusion reason.
+DEFECTS: dict[str, tuple[str, ...]] = {
+    "poor_image_quality": ("truncated_file", "non_dicom_file"),
+    "incomplete_series": ("missing_slices", "uneven_spacing"),
+}
+HISTOLOGIES: tuple[str, ...] = (
+    "thymoma", "thymic_carcinoma", "lymphoma", "thymic_cyst", "teratoma", "carcinoid",
+    "sarcomatous_transformation_of_teratoma",
+)
+SPLITS: tuple[str, ...] = ("train", "tuning", "external_test")
+_TABLE1_SPLIT = {"train": "training", "tuning": "tuning", "external_test": "external_testing"}
+SIZE_BINS: tuple[str, ...] = ("small", "medium", "large")
+#: External test size bins in the paper (Tables 3-4: < 5, 5-8, > 8 cm max axial diameter).
+SIZE_BIN_COUNTS: dict[str, int] = {"small": 39, "medium": 57, "large": 68}
+#: Development referral institution sizes at scale 1 (the central hospital takes the rest of 547);
+#: many small institutions make a random 62-case tuning set touch few of them, as in the paper.
+DEV_REFERRAL_SIZES: tuple[int, ...] = (4, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1)
+CENTRAL = "CENTRAL"
+
+#: Per vendor: DICOM Manufacturer, models, soft-tissue kernels, kVp choices, added noise SD (HU),
+#: in-plane blur sigma (pixels) and HU calibration offset range (our choice, typical values).
+VENDORS: dict[str, dict] = {
+    "canon_medical_systems": {
+        "manufacturer": "CANON_MEC", "models": ("Aquilion", "Aquilion Prime", "Aquilion ONE"),
+        "kernels": ("FC13", "FC03", "FC08"), "kvp": (100, 120, 135), "noise": (7, 13), "blur": (0.5, 0.8), "offset": (-4, 4),
+    },
+    "ge_healthcare": {
+        "manufacturer": "GE MEDICAL SYSTEMS", "models": ("LightSpeed VCT", "Discovery CT750 HD", "Revolution CT", "Optima CT660"),
+        "kernels": ("STANDARD", "SOFT"), "kvp": (100, 120), "noise": (9, 17), "blur": (0.4, 0.9), "offset": (-8, 6),
+    },
+    "siemens": {
+        "manufacturer": "SIEMENS", "models": ("SOMATOM Definition AS", "SOMATOM Definition Flash", "SOMATOM Force", "SOMATOM go.Top"),
+        "kernels": ("B30f", "B31f", "Br40d", "I30f"), "kvp": (100, 110, 120, 130), "noise": (8, 15), "blur": (0.4, 0.8), "offset": (-6, 6),
+    },
+    "fujifilm": {
+        "manufacturer": "FUJIFILM Corporation", "models": ("SCENARIA View", "Supria", "ECLOS"),
+        "kernels": ("STANDARD", "BODY"), "kvp": (120, 130), "noise": (10, 18), "blur": (0.6, 1.0), "offset": (-5, 8),
+    },
+    "philips_healthcare": {
+        "manufacturer": "Philips", "models": ("Ingenuity CT", "Brilliance iCT", "IQon Spectral CT"),
+        "kernels": ("B", "C", "YA"), "kvp": (100, 120), "noise": (8, 14), "blur": (0.4, 0.8), "offset": (-6, 4),
+    },
+}
+#: DICOM Manufacturer string -> Table 2 vendor key (older central scanners report TOSHIBA).
+MANUFACTURER_TO_VENDOR: dict[str, str] = {
+    **{v["manufacturer"]: k for k, v in VENDORS.items()},
+    "TOSHIBA": "canon_medical_systems",
+}
+#: Central hospital scanners by first year of use (paper: TCT-900S ... Aquilion Precision).
+CENTRAL_MODELS: tuple[tuple[int, str, str], ...] = (
+    (2000, "TOSHIBA", "TCT-900S"), (2002, "TOSHIBA", "Xvigor"), (2004, "TOSHIBA", "Aquilion"),
+    (2012, "TOSHIBA", "Aquilion Prime"), (2015, "CANON_MEC", "Aquilion ONE"), (2019, "CANON_MEC", "Aquilion Precision"),
+)
+DEV_VENDOR_WEIGHTS: dict[str, float] = {
+    "canon_medical_systems": 0.4, "ge_healthcare": 0.2, "siemens": 0.2, "fujifilm": 0.1, "philips_healthcare": 0.1,
+}
+CENTRAL_THICKNESS_MM: dict[float, float] = {5.0: 0.6, 7.0: 0.2, 10.0: 0.2}
+REFERRAL_THICKNESS_MM: dict[float, float] = {5.0: 0.6, 7.0: 0.15, 8.0: 0.05, 10.0: 0.2}
+#: Share of referral patients who also have a central-hospital scan (a second series).
+SECOND_SERIES_RATE = 0.2
+#: Shares of the failure-mode look-alikes.
+EFFUSION_RATE = 0.2  # applied on backgrounds with a true heart label only
+ABUT_AORTA_RATE = 0.2
+LOW_CONTRAST_RATE_SMALL = 0.35
+FOV_MM = (320.0, 450.0)
+
+CLINICAL_COLUMNS: tuple[str, ...] = (
+    "patient_id", "institution", "age", "sex", "histology", "pathology_confirmed", "scan_date",
+    "intended_exclusion", "background", "role", "intended_split",
+)
+
+
+def allocate(total: int, weights: list[float] | tuple[float, ...], keep_nonzero: bool = True) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder, ties to the first).
+
+    With ``keep_nonzero``, each nonzero weight gets at least 1 when ``total`` is at least the number
+    of nonzero weights (taken from the largest shares). Zero weights always get 0.
+    """
+    w = np.asarray(weights, dtype=float)
+    if total <= 0 or w.sum() <= 0:
+        return [0] * len(w)
+    exact = w / w.sum() * total
+    out = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[: total - out.sum()]] += 1
+    nonzero = np.flatnonzero(w > 0)
+    if keep_nonzero and total >= len(nonzero):
+        for i in nonzero:
+            if out[i] == 0:
+                donor = max(nonzero, key=lambda j: (out[j], -j))
+                out[donor] -= 1
+                out[i] = 1
+    return out.tolist()
+
+
+def ages_with_median_range(n: int, median: float, lo: int, hi: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` integer ages whose median is ``median`` and whose range is exactly [lo, hi] (n >= 3).
+
+    Half-integer medians are met by the two middle values floor and ceil. Values are drawn from a
+    normal around the median (SD 13 years) truncated to each half, then shuffled. Smaller ``n``
+    returns values clipped to the range with the median as close as possible.
+    """
+    if n < 3:
+        return np.clip(np.round(np.full(n, median)), lo, hi).astype(int)
+    m_lo, m_hi = int(np.floor(median)), int(np.ceil(median))
+
+    def draw(k: int, a: int, b: int) -> np.ndarray:
+        x = np.round(rng.normal(median, 13.0, size=k * 4))
+        x = x[(x >= a) & (x <= b)]
+        while x.size < k:
+            x = np.concatenate([x, rng.integers(a, b + 1, size=k)])
+        return x[:k]
+
+    if n % 2 == 1:
+        half = (n - 1) // 2
+        lower = np.concatenate([[lo], draw(half - 1, lo, m_lo)])
+        upper = np.concatenate([[hi], draw(half - 1, m_lo, hi)])
+        ages = np.concatenate([lower, [m_lo], upper])
+    else:
+        half = n // 2
+        lower = np.concatenate([[lo, m_lo], draw(half - 2, lo, m_lo)])
+        upper = np.concatenate([[hi, m_hi], draw(half - 2, m_hi, hi)])
+        ages = np.concatenate([lower, upper])
+    return rng.permutation(ages.astype(int))
+
+
+def _weighted_choice(rng: np.random.Generator, table: dict, size: int | None = None):
+    keys = list(table)
+    p = np.asarray(list(table.values()), dtype=float)
+    idx = rng.choice(len(keys), size=size, p=p / p.sum())
+    return keys[idx] if size is None else [keys[i] for i in idx]
+
+
+def _central_model(year: int) -> tuple[str, str]:
+    manufacturer, model = CENTRAL_MODELS[0][1:]
+    for first_year, manu, name in CENTRAL_MODELS:
+        if year >= first_year:
+            manufacturer, model = manu, name
+    return manufacturer, model
+
+
+def _assign_vendors_exact(sizes: list[int], counts: dict[str, int], rng: np.random.Generator) -> list[str]:
+    """One vendor per institution so that the case counts per vendor equal ``counts`` exactly."""
+    need = dict(counts)
+    out = [""] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda j: (-sizes[j], rng.random())):
+        fits = [v for v in need if need[v] >= sizes[i]]
+        vendor = max(fits, key=lambda v: (need[v], rng.random())) if fits else max(need, key=need.get)
+        out[i] = vendor
+        need[vendor] -= sizes[i]
+    return out
+
+
+def _scan_date(rng: np.random.Generator) -> date:
+    start, end = date.fromisoformat("2000-04-01"), date.fromisoformat("2024-03-31")
+    # referrals grew over the enrolment window: later years are more frequent
+    u = rng.random() ** 0.7
+    return start + timedelta(days=int(u * (end - start).days))
+
+
+def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...] = ("lidc", "lung1", "lung2")) -> pd.DataFrame:
+    """The screened cohort as one row per patient: clinical columns, audit columns and image design.
+
+    Paper sections: Inclusion/exclusion, Dataset splitting, Tables 1-2, Image acquisition protocol.
+    Columns: :data:`CLINICAL_COLUMNS` (written to ``clinical.csv``), then per-patient image design
+    (``vendor``, ``manufacturer``, ``model_name``, ``kvp``, ``kernel``, ``slice_thickness_mm``,
+    ``fov_mm``, ``size_bin``, ``second_series``, ``defect``, ``effusion``, ``abut_aorta``,
+    ``low_contrast``, ``study_date``) used by the image writer. ``scale`` in (0, 1]; at 1.0 the counts
+    are the paper's. Deterministic in (scale, seed).
+    """
+    if not 0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    flow = reported()["cohort_flow"]
+    t1 = reported()["table1"]
+    n_screened = max(3, round(flow["screened"] * scale))
+    n_excluded = max(0, round(flow["excluded"] * scale))
+    n_included = n_screened - n_excluded
+    n_split = dict(zip(SPLITS, allocate(n_included, [flow["training"]["cases"], flow["tuning"]["cases"], flow["external_test"]["cases"]])))
+    n_dev = n_split["train"] + n_split["tuning"]
+    n_ext = n_split["external_test"]
+
+    # institutions
+    n_ext_inst = min(n_ext, max(1, round(flow["external_test"]["institutions"] * scale)))
+    n_dev_ref = min(len(DEV_REFERRAL_SIZES), max(1, round(len(DEV_REFERRAL_SIZES) * scale)))
+    dev_ref_total = min(max(n_dev_ref, round(sum(DEV_REFERRAL_SIZES) * scale)), max(n_dev - 1, 0))
+    dev_ref_sizes = allocate(dev_ref_total, DEV_REFERRAL_SIZES[:n_dev_ref]) if dev_ref_total else []
+    dev_ref_sizes = [s for s in dev_ref_sizes if s > 0]
+    ext_sizes = np.ones(n_ext_inst, dtype=int)
+    if n_ext > n_ext_inst:
+        extra = rng.choice(n_ext_inst, size=n_ext - n_ext_inst, replace=True)
+        np.add.at(ext_sizes, extra, 1)
+    numbers = rng.permutation(np.arange(1, n_ext_inst + len(dev_ref_sizes) + 1))
+    ext_names = [f"INST-{k:03d}" for k in numbers[:n_ext_inst]]
+    dev_names = [f"INST-{k:03d}" for k in numbers[n_ext_inst:]]
+    table2 = reported()["table2"]
+    ext_vendor_counts = dict(zip(table2, allocate(n_ext, list(table2.values()))))
+    inst_vendor = dict(zip(ext_names, _assign_vendors_exact(ext_sizes.tolist(), ext_vendor_counts, rng)))
+    for name in dev_names:
+        inst_vendor[name] = _weighted_choice(rng, DEV_VENDOR_WEIGHTS)
+
+    # included patients by intended split
+    rows: list[dict] = []
+    ext_insts = [name for name, size in zip(ext_names, ext_sizes) for _ in range(size)]
+    dev_insts = [name for name, size in zip(dev_names, dev_ref_sizes) for _ in range(size)]
+    dev_insts += [CENTRAL] * (n_dev - len(dev_insts))
+    dev_insts = list(rng.permutation(dev_insts))
+    inst_by_split = {"external_test": list(rng.permutation(ext_insts)), "train": dev_insts[: n_split["train"]], "tuning": dev_insts[n_split["train"]:]}
+    for split in SPLITS:
+        n = n_split[split]
+        key = _TABLE1_SPLIT[split]
+        hist_counts = allocate(n, [t1["histology_counts"][h][key] for h in HISTOLOGIES])
+        hist = rng.permutation([h for h, c in zip(HISTOLOGIES, hist_counts) for _ in range(c)])
+        med, lo, hi = t1["age_median_range"][key]
+        ages = ages_with_median_range(n, med, lo, hi, rng)
+        bins_n = allocate(n, list(SIZE_BIN_COUNTS.values()))
+        bins = rng.permutation([b for b, c in zip(SIZE_BINS, bins_n) for _ in range(c)])
+        for i in range(n):
+            rows.append({"institution": inst_by_split[split][i], "age": int(ages[i]), "histology": str(hist[i]),
+                         "pathology_confirmed": True, "intended_exclusion": "", "intended_split": split, "size_bin": str(bins[i])})
+    sex_n = allocate(n_included, [flow["sex"]["male"], flow["sex"]["female"]])
+    sexes = rng.permutation(["M"] * sex_n[0] + ["F"] * sex_n[1])
+    for row, sex in zip(rows, sexes):
+        row["sex"] = str(sex)
+
+    # excluded patients: same institutions, a stated reason
+    all_insts = ext_names + dev_names + [CENTRAL]
+    reasons_n = allocate(n_excluded, list(EXCLUSION_REASONS.values()))
+    hist_all = [sum(t1["histology_counts"][h].values()) for h in HISTOLOGIES]
+    for reason, count in zip(EXCLUSION_REASONS, reasons_n):
+        for _ in range(count):
+            inst = CENTRAL if rng.random() < 0.5 else str(rng.choice(all_insts))
+            row = {"institution": inst, "age": int(rng.integers(20, 86)), "sex": str(rng.choice(["M", "F"])),
+                   "histology": str(_weighted_choice(rng, dict(zip(HISTOLOGIES, hist_all)))), "pathology_confirmed": True,
+                   "intended_exclusion": reason, "intended_split": "", "size_bin": str(rng.choice(SIZE_BINS))}
+            if reason == "age_under_18":
+                row["age"] = int(rng.integers(12, 18))
+            elif reason == "missing_clinical_data":
+                which = rng.integers(0, 3)
+                if which in (0, 2):
+                    row["age"] = None
+                if which in (1, 2):
+                    row["sex"] = ""
+            elif reason == "no_pathology":
+                row["pathology_confirmed"] = False
+            rows.append(row)
+
+    ext_set = set(ext_names)
+    order = rng.permutation(len(rows))
+    out = []
+    for pid, idx in enumerate(order, start=1):
+        row = dict(rows[idx])
+        inst = row["institution"]
+        row["patient_id"] = f"PT{pid:04d}"
+        row["role"] = "external_candidate" if inst in ext_set else "development"
+        row["background"] = str(rng.choice(backgrounds))
+        d = _scan_date(rng)
+        if inst == CENTRAL:
+            vendor = "canon_medical_systems"
+            manufacturer, model = _central_model(d.year)
+            kvp, kernel = 120, str(rng.choice(["FC13", "FC03"]))
+            thickness = float(_weighted_choice(rng, CENTRAL_THICKNESS_MM))
+        else:
+            vendor = inst_vendor[inst]
+            spec = VENDORS[vendor]
+            manufacturer, model = spec["manufacturer"], str(rng.choice(spec["models"]))
+            kvp, kernel = int(rng.choice(spec["kvp"])), str(rng.choice(spec["kernels"]))
+            thickness = 5.0 if row["role"] == "external_candidate" else float(_weighted_choice(rng, REFERRAL_THICKNESS_MM))
+        reason = row["intended_exclusion"]
+        row.update({
+            "scan_date": d.isoformat(), "study_date": d.strftime("%Y%m%d"), "vendor": vendor, "manufacturer": manufacturer,
+            "model_name": model, "kvp": kvp, "kernel": kernel, "slice_thickness_mm": thickness,
+            "fov_mm": float(np.clip(rng.normal(370, 30), *FOV_MM)),
+            "defect": str(rng.choice(DEFECTS[reason])) if reason in DEFECTS else "",
+            "second_series": bool(inst != CENTRAL and reason not in DEFECTS and rng.random() < SECOND_SERIES_RATE),
+            "effusion": bool(rng.random() < EFFUSION_RATE),
+            "abut_aorta": bool(rng.random() < ABUT_AORTA_RATE),
+            "low_contrast": bool(row["size_bin"] == "small" and rng.random() < LOW_CONTRAST_RATE_SMALL),
+        })
+        out.append(row)
+    df = pd.DataFrame(out)
+    df["age"] = df["age"].astype("Int64")
+    design_cols = [c for c in df.columns if c not in CLINICAL_COLUMNS]
+    return df[list(CLINICAL_COLUMNS) + design_cols]
