@@ -5,6 +5,7 @@
     amt synth     generate the synthetic demo cohort (DICOM + masks + clinical table)
     amt manifest  validate a cohort manifest (see data_manifest/)
     amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
+    amt train     train the 3D U-Net on a run folder (also the torchrun entry for several GPUs)
 
 Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
 """
@@ -23,6 +24,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "synth": ("amtlib.phantom", "generate the synthetic demo cohort"),
     "manifest": ("amtlib.manifest", "validate a cohort manifest"),
     "evaluate": ("amtlib.evaluate", "score predicted masks against reference masks"),
+    "train": ("amtlib.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
 }
 
 

@@ -1,0 +1,154 @@
+"""Whole-volume inference: sliding window, sigmoid, threshold, back to each case's original grid.
+
+Paper: "Training settings" (tuning Dice for model selection) and the predictions evaluated in
+"Evaluation". MONAI :func:`~monai.inferers.sliding_window_inference` tiles the normalised volume with
+the training patch (Gaussian blending, overlap a parameter; volumes smaller than the patch are padded
+with air). The sigmoid probability is resampled trilinearly back onto the image's original grid and
+thresholded at ``threshold`` (default 0.5; the paper suggests an adjustable operating point), and
+written as uint8 NIfTI with exactly the image's shape and affine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.inferers import sliding_window_inference
+
+from amtlib.io import save_nifti
+from amtlib.model import ModelConfig, UNet3D
+from amtlib.preprocess import CaseVolume, Normalisation, load_case, resample_to_shape
+
+MODEL_FORMAT = "amtlib-unet3d/1"
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA devices that support it, else fp16 on CUDA; None (full float32) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for ``device`` (a no-op on CPU or when disabled)."""
+    dtype = autocast_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_probability(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch: Sequence[int],
+    device: torch.device | str = "cpu",
+    overlap: float = 0.25,
+    sw_batch_size: int = 4,
+    pad_value: float = 0.0,
+    amp: bool = True,
+) -> np.ndarray:
+    """Tumour probability (float32, same (z, y, x) shape) of a normalised volume by sliding window."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    with autocast(device, amp):
+        logits = sliding_window_inference(x, tuple(int(p) for p in patch), sw_batch_size, model, overlap=overlap,
+                                          mode="gaussian", padding_mode="constant", cval=float(pad_value))
+    model.train(was_training)
+    return torch.sigmoid(torch.as_tensor(logits).float())[0, 0].cpu().numpy()
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two binary volumes; 1.0 when both are empty (nothing to find, nothing found)."""
+    p, r = np.asarray(pred) > 0, np.asarray(ref) > 0
+    denom = int(p.sum()) + int(r.sum())
+    return 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet3D, dict[str, Any]]:
+    """Load ``model.pt`` (``weights_only=True``) as an eval-mode network plus its metadata.
+
+    The metadata holds ``norm`` (HU range), ``spacing_mm`` (training grid, None = native), ``patch``,
+    ``sw_overlap``, ``threshold``, ``iteration`` and ``tuning_dice``. Raises ``ValueError`` naming the
+    file when it is not an amtlib model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: model file not found; run notebook 03_train first")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an amtlib 3D U-Net model (expected format {MODEL_FORMAT})")
+    model = UNet3D(ModelConfig.from_dict(blob["model_config"]))
+    model.load_state_dict(blob["model"])
+    model.to(torch.device(device)).eval()
+    return model, {k: v for k, v in blob.items() if k not in ("model",)}
+
+
+def to_original_grid(prob: np.ndarray, case: CaseVolume) -> np.ndarray:
+    """Resample a training-grid probability map onto the case's original (z, y, x) grid."""
+    return np.clip(resample_to_shape(prob, case.original_shape), 0.0, 1.0)
+
+
+def predict_cases(
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    cases: Iterable[CaseVolume],
+    predictions_dir: str | Path,
+    probabilities_dir: str | Path | None = None,
+    threshold: float | None = None,
+    device: torch.device | str = "cpu",
+    sw_batch_size: int = 4,
+    amp: bool = True,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Write ``<case_id>.nii.gz`` (uint8 0/1, original shape and affine) for each case; one row per case.
+
+    ``cases`` are on the model's training grid (``meta["spacing_mm"]``); ``threshold`` defaults to the
+    model's. With ``probabilities_dir`` the float32 probability map is written as well. Columns:
+    ``case_id, prediction_path, predicted_voxels, max_probability``.
+    """
+    norm = Normalisation.from_dict(meta["norm"])
+    thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    if not 0.0 < thr < 1.0:
+        raise ValueError(f"threshold {thr} must lie strictly between 0 and 1")
+    cases = list(cases)
+    rows = []
+    it = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(cases, desc="predict", leave=False)
+    for case in it:
+        prob = predict_probability(model, norm.apply(case.image_hu), meta["patch"], device, float(meta.get("sw_overlap", 0.25)),
+                                   sw_batch_size, norm.pad_value, amp)
+        prob = to_original_grid(prob, case)
+        pred = (prob >= thr).astype(np.uint8)
+        path = save_nifti(pred, case.affine, Path(predictions_dir) / f"{case.case_id}.nii.gz")
+        if probabilities_dir is not None:
+            save_nifti(prob.astype(np.float32), case.affine, Path(probabilities_dir) / f"{case.case_id}.nii.gz")
+        rows.append({"case_id": case.case_id, "prediction_path": str(path), "predicted_voxels": int(pred.sum()),
+                     "max_probability": float(prob.max())})
+    return pd.DataFrame(rows, columns=["case_id", "prediction_path", "predicted_voxels", "max_probability"])
+
+
+def predict_nifti(model_path: str | Path, image_path: str | Path, out_path: str | Path, threshold: float | None = None,
+                  device: torch.device | str = "cpu") -> Path:
+    """Segment one NIfTI CT image (HU) with a saved model; write the uint8 mask in the image's geometry."""
+    model, meta = load_model(model_path, device)
+    spacing = meta.get("spacing_mm")
+    case = load_case(Path(image_path).name.split(".")[0], image_path, None, spacing)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # predict into a private folder: the case id comes from the image name, which may sit beside ``out``
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        predict_cases(model, meta, [case], tmp, threshold=threshold, device=device)
+        os.replace(Path(tmp) / f"{case.case_id}.nii.gz", out)
+    return out

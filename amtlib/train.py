@@ -1,0 +1,495 @@
+"""Training of the paper's 3D U-Net with tuning-set model selection (paper: "Training settings").
+
+Batch 3, Adam (lr 1e-3, betas 0.9/0.999) at a constant learning rate, Dice loss, no early stopping, a
+fixed budget of iterations. Every ``eval_every`` iterations (and at the end) the tuning Dice is computed
+by sliding-window inference on whole tuning volumes (on the training grid) and the model with the
+highest mean tuning Dice is written to ``model.pt``. The paper says "Dice loss" without details: here it
+is MONAI's soft Dice on sigmoid outputs with the sums taken over the whole batch (``dice_batch=True``), so
+that a crop without tumour does not produce a degenerate per-sample Dice (``False``: per-crop Dice, averaged).
+
+Device: ``"auto"`` picks CUDA when available (mixed precision, bf16 where supported, cudnn autotuning,
+channels-last) else the CPU with ``workers`` threads (0 = all cores); ``"cuda"`` without a GPU is an
+error. Seeds are fixed: model initialisation from ``seed``, every batch a pure function of (seed,
+iteration, rank), so on the CPU a run is deterministic and a run interrupted and resumed from
+``checkpoints/last.pt`` ends bitwise equal to an uninterrupted one. Checkpoints are written atomically
+and load with ``torch.load(..., weights_only=True)``; one written under another model or training
+configuration is refused.
+
+Multi-GPU: run the CLI under ``torchrun`` (``torchrun --standalone --nproc_per_node=N -m amtlib.train
+--run-dir RUN --config configs/paper.yaml``); each process draws its own ``batch_size`` crops, gradients
+are averaged by DistributedDataParallel, rank 0 evaluates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.losses import DiceLoss
+
+from amtlib.augment import AugmentConfig, BatchSampler
+from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability
+from amtlib.io import atomic_path, write_csv, write_json
+from amtlib.model import ModelConfig, UNet3D
+from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "amtlib-train-checkpoint/1"
+LOG_COLUMNS = ["iteration", "epoch", "train_loss", "tuning_dice", "best_tuning_dice", "is_best", "elapsed_s", "iterations_per_s"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All training settings; the paper's values are the defaults where it states them.
+
+    ``spacing_mm`` (z, y, x) training grid, None = native (paper). ``patch`` (z, y, x) voxels, each a
+    multiple of ``2 ** (levels - 1)``. ``iterations``: optimisation steps; ``eval_every``: steps between
+    tuning evaluations; ``checkpoint_every``: steps between ``last.pt`` writes (0 = only at evaluations).
+    ``threshold``: probability cut-off of the predictions. ``device``: ``auto``, ``cpu`` or ``cuda[:i]``.
+    """
+
+    spacing_mm: tuple[float, float, float] | None = None
+    patch: tuple[int, int, int] = (48, 128, 128)
+    base_width: int = 32
+    blocks_per_level: int = 2
+    levels: int = 4
+    batch_size: int = 3
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    iterations: int = 40000
+    eval_every: int = 1000
+    checkpoint_every: int = 0
+    rotate_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.8, 1.2)
+    fg_probability: float = 1.0
+    dice_batch: bool = True
+    sw_overlap: float = 0.25
+    sw_batch_size: int = 4
+    threshold: float = 0.5
+    amp: bool = True
+    save_probabilities: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        d = 2 ** (self.levels - 1)
+        if len(self.patch) != 3 or any(int(p) % d or p <= 0 for p in self.patch):
+            raise ValueError(f"train_patch {list(self.patch)} (z, y, x) must have 3 positive multiples of {d} for {self.levels} levels")
+        if self.batch_size < 1 or self.iterations < 1 or self.eval_every < 1:
+            raise ValueError("train_batch_size, train_iterations and train_eval_every must be >= 1")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"train_threshold {self.threshold} must lie strictly between 0 and 1")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
+        """Build from flat config keys: ``train_<field>`` plus ``device``, ``seed``, ``workers``; others ignored."""
+        kw: dict[str, Any] = {}
+        names = {f.name for f in fields(cls)}
+        for key, value in params.items():
+            name = key[len("train_"):] if key.startswith("train_") else key
+            if name in names and (key.startswith("train_") or key in ("device", "seed", "workers")):
+                kw[name] = value
+        for name in ("spacing_mm", "patch", "betas", "scale_range"):
+            if name in kw and kw[name] is not None:
+                kw[name] = tuple(kw[name])
+        if "spacing_mm" in kw and kw["spacing_mm"] is not None:
+            kw["spacing_mm"] = tuple(float(s) for s in kw["spacing_mm"])
+        if "patch" in kw:
+            kw["patch"] = tuple(int(p) for p in kw["patch"])
+        return cls(**kw)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(base_width=self.base_width, blocks_per_level=self.blocks_per_level, levels=self.levels)
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.rotate_deg, self.scale_range[0], self.scale_range[1], self.fg_probability)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings that change the trajectory; a checkpoint made under others is refused on resume."""
+        skip = {"iterations", "eval_every", "checkpoint_every", "threshold", "save_probabilities", "device", "workers",
+                "sw_batch_size"}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
+
+
+# ----------------------------------------------------------------------------------------------- device
+
+
+def resolve_device(device: str = "auto", workers: int = 0) -> torch.device:
+    """The torch device for ``device`` (``auto``/``cpu``/``cuda[:i]``), with threads and cudnn set up.
+
+    Raises ``RuntimeError`` when CUDA is requested but absent. On CPU, ``workers`` threads (0 = all
+    available cores) are used.
+    """
+    want = str(device or "auto").lower()
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but no CUDA device is available (torch {torch.__version__}); "
+                               "set device: auto or device: cpu in the config")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device(want)
+    if want != "cpu":
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    n = workers if workers and workers > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(int(n))
+    return torch.device("cpu")
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never a half-written file)."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(dict(state), tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Load a training checkpoint (``weights_only=True``) after checking it matches ``cfg``.
+
+    Raises ``ValueError`` naming the file and the differing settings when it was written under another
+    model or training configuration (delete ``checkpoints/`` or restore that configuration).
+    """
+    path = Path(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an amtlib training checkpoint; delete it to start afresh")
+    want = {"model_config": cfg.model_config.to_dict(), **cfg.fingerprint()}
+    have = {"model_config": blob.get("model_config"), **(blob.get("fingerprint") or {})}
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {have.get(k)!r} vs config {want.get(k)!r}" for k in diff)
+        raise ValueError(f"{path}: checkpoint was written under another configuration ({detail}); "
+                         "delete the checkpoints folder to retrain, or run with the configuration that made it")
+    return blob
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def build_model(cfg: TrainConfig) -> UNet3D:
+    """The paper's U-Net for ``cfg``, Glorot-initialised from ``cfg.seed`` (deterministic)."""
+    torch.manual_seed(cfg.seed)
+    return UNet3D(cfg.model_config)
+
+
+def tuning_dice(model: torch.nn.Module, cases: Sequence[CaseVolume], norm: Normalisation, cfg: TrainConfig,
+                device: torch.device) -> float:
+    """Mean Dice over ``cases`` of the thresholded sliding-window prediction, on the training grid."""
+    scores = []
+    for c in cases:
+        prob = predict_probability(model, norm.apply(c.image_hu), cfg.patch, device, cfg.sw_overlap, cfg.sw_batch_size,
+                                   norm.pad_value, cfg.amp)
+        scores.append(dice(prob >= cfg.threshold, c.mask if c.mask is not None else np.zeros(c.shape, np.uint8)))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind: the evaluation log and the selected model."""
+
+    log: pd.DataFrame
+    best_iteration: int
+    best_tuning_dice: float
+    model_path: Path
+    last_checkpoint: Path
+    iterations_done: int
+    device: str
+    norm: Normalisation
+    duration_s: float = 0.0
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+
+def _model_blob(model: torch.nn.Module, cfg: TrainConfig, norm: Normalisation, iteration: int, score: float) -> dict[str, Any]:
+    return {"format": MODEL_FORMAT, "model_config": cfg.model_config.to_dict(), "model": model.state_dict(),
+            "norm": norm.to_dict(), "spacing_mm": None if cfg.spacing_mm is None else list(cfg.spacing_mm),
+            "patch": list(cfg.patch), "sw_overlap": float(cfg.sw_overlap), "threshold": float(cfg.threshold),
+            "iteration": int(iteration), "tuning_dice": float(score)}
+
+
+def _tensorboard(out_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional; its absence is not worth a warning
+        return None
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
+def train(
+    train_cases: Sequence[CaseVolume],
+    tuning_cases: Sequence[CaseVolume],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    norm: Normalisation | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_evaluate: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train on ``train_cases``, select by tuning Dice, write ``model.pt``, ``checkpoints/last.pt``, the log.
+
+    ``norm`` defaults to the training cases' min-max range. With ``resume``, a compatible
+    ``checkpoints/last.pt`` is continued (an incompatible one raises ``ValueError``). ``stop_after``
+    ends this call after that many steps (as an interruption would; the checkpoint is written first).
+    Raises ``FloatingPointError`` naming the iteration and cases when the loss is not finite.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    model_path = out / "model.pt"
+    device = resolve_device(cfg.device, cfg.workers)
+    rank, world = _dist()
+    warn_empty_masks(train_cases)
+    if not tuning_cases:
+        warnings.warn("no tuning cases: the model of the last evaluation is kept as model.pt", stacklevel=2)
+    norm = norm or training_normalisation(train_cases)
+    # channels-last is faster for 3D convolutions on both cuDNN and oneDNN (CPU)
+    model = build_model(cfg).to(device).to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and autocast_dtype(device) == torch.float16)
+    loss_fn = DiceLoss(sigmoid=True, batch=cfg.dice_batch)
+    start, best, best_it, rows, loss_sum, loss_n = 0, -math.inf, 0, [], 0.0, 0
+    if resume and ckpt_path.is_file():
+        blob = load_checkpoint(ckpt_path, cfg)
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        if "scaler" in blob and scaler.is_enabled():
+            scaler.load_state_dict(blob["scaler"])
+        start, best, best_it = int(blob["iteration"]), float(blob["best_dice"]), int(blob["best_iteration"])
+        rows, loss_sum, loss_n = list(blob["log"]), float(blob["loss_sum"]), int(blob["loss_n"])
+        norm = Normalisation.from_dict(blob["norm"])
+        _set_rng_state(blob["rng"])
+        log.info("resumed from %s at iteration %d", ckpt_path, start)
+    if rank == 0:
+        write_json(out / "norm.json", {**norm.to_dict(), "source": "training split", "n_cases": len(train_cases)})
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = BatchSampler(train_cases, norm, cfg.patch, cfg.batch_size, cfg.augment, cfg.seed, device, rank, world)
+    writer = _tensorboard(out) if rank == 0 else None
+
+    def checkpoint(done: int) -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, "model_config": cfg.model_config.to_dict(), "fingerprint": cfg.fingerprint(),
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                "iteration": done, "best_dice": best, "best_iteration": best_it, "log": rows, "loss_sum": loss_sum,
+                "loss_n": loss_n, "norm": norm.to_dict(), "rng": _rng_state()})
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=start, desc="train", dynamic_ncols=True)
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, start + int(stop_after))
+    t_run, it_run = time.perf_counter(), 0
+    # on a GPU the next batch is cropped and augmented in a thread while this one trains (batches are pure
+    # functions of the iteration, so this changes nothing but speed)
+    pool = ThreadPoolExecutor(max_workers=1) if device.type == "cuda" else None
+    pending = pool.submit(sampler.batch, start) if pool is not None and start < end else None
+    model.train()
+    for it in range(start, end):
+        if pending is not None:
+            x, y, ids = pending.result()
+            pending = pool.submit(sampler.batch, it + 1) if it + 1 < end else None
+        else:
+            x, y, ids = sampler.batch(it)
+        x, y = x.to(memory_format=torch.channels_last_3d), y.to(memory_format=torch.channels_last_3d)
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, cfg.amp):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y.float())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"iteration {it}: loss is {loss.item()} for batch cases {ids}; "
+                                     "check those images for NaN/constant values or lower train_lr")
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        loss_sum, loss_n, it_run, done = loss_sum + float(loss.item()), loss_n + 1, it_run + 1, it + 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", tuning_dice=f"{rows[-1]['tuning_dice']:.3f}" if rows else "-")
+        evaluate = done % cfg.eval_every == 0 or done == cfg.iterations
+        if evaluate:
+            if rank == 0:
+                score = tuning_dice(model, tuning_cases, norm, cfg, device) if tuning_cases else -float(done)
+                is_best = score > best
+                if is_best:
+                    best, best_it = score, done
+                    save_checkpoint(model_path, _model_blob(model, cfg, norm, done, score))
+                elapsed = time.perf_counter() - t_run
+                rows.append({"iteration": done, "epoch": done * cfg.batch_size * world / len(train_cases),
+                             "train_loss": loss_sum / max(loss_n, 1), "tuning_dice": score if tuning_cases else float("nan"),
+                             "best_tuning_dice": best if tuning_cases else float("nan"), "is_best": bool(is_best),
+                             "elapsed_s": elapsed, "iterations_per_s": it_run / elapsed if elapsed > 0 else float("nan")})
+                write_csv(out / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+                if writer is not None:
+                    writer.add_scalar("loss/train", rows[-1]["train_loss"], done)
+                    writer.add_scalar("dice/tuning", rows[-1]["tuning_dice"], done)
+                if on_evaluate is not None:
+                    on_evaluate(rows[-1])
+            loss_sum, loss_n = 0.0, 0
+            if world > 1:
+                torch.distributed.barrier()
+        if evaluate or done == end or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+            checkpoint(done)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        torch.distributed.barrier()
+    frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
+    return TrainResult(frame, best_it, best if tuning_cases else float("nan"), model_path, ckpt_path, end, str(device), norm,
+                       time.perf_counter() - t0, model)
+
+
+# ------------------------------------------------------------------------------------------ run folder
+
+
+@dataclass
+class StepData:
+    """The cases of one run, loaded on the training grid, by split."""
+
+    train: list[CaseVolume]
+    tuning: list[CaseVolume]
+    external_test: list[CaseVolume]
+    norm: Normalisation
+
+    def summary(self) -> pd.DataFrame:
+        """Cases, median training-grid shape and foreground fraction per split."""
+        rows = []
+        for name, cases in (("train", self.train), ("tuning", self.tuning), ("external_test", self.external_test)):
+            shapes = np.array([c.shape for c in cases]) if cases else np.zeros((0, 3))
+            fg = [float(np.mean(c.mask)) for c in cases if c.mask is not None]
+            rows.append({"split": name, "cases": len(cases),
+                         "median_grid_zyx": tuple(int(v) for v in np.median(shapes, axis=0)) if len(cases) else None,
+                         "mean_tumour_fraction": float(np.mean(fg)) if fg else float("nan")})
+        return pd.DataFrame(rows)
+
+
+def prepare_data(manifest_csv: str | Path, split_csv: str | Path, cfg: TrainConfig, cache_dir: str | Path | None = None) -> StepData:
+    """Load every case of the split on the training grid (cached) and the training-split normalisation.
+
+    Raises ``ValueError`` naming the file when the split has no training cases or unknown split labels.
+    """
+    manifest = pd.read_csv(manifest_csv, dtype={"case_id": str})
+    split = pd.read_csv(split_csv, dtype={"case_id": str})
+    bad = set(split["split"]) - {"train", "tuning", "external_test"}
+    if bad:
+        raise ValueError(f"{split_csv}: unknown split labels {sorted(bad)}; expected train, tuning, external_test")
+    ids = {s: split.loc[split["split"] == s, "case_id"].tolist() for s in ("train", "tuning", "external_test")}
+    if not ids["train"]:
+        raise ValueError(f"{split_csv}: no case has split 'train'")
+    workers = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
+    root = Path(manifest_csv).parent
+    load = lambda s: load_cases(manifest, ids[s], root, cfg.spacing_mm, cache_dir, workers)  # noqa: E731
+    train_cases, tuning, test = load("train"), load("tuning"), load("external_test")
+    return StepData(train_cases, tuning, test, training_normalisation(train_cases))
+
+
+def predict_split_cases(model_path: str | Path, cases: Sequence[CaseVolume], predictions_dir: str | Path,
+                        probabilities_dir: str | Path | None, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
+    """Write predictions of ``cases`` with the selected model (see :func:`amtlib.infer.predict_cases`)."""
+    from amtlib.infer import load_model, predict_cases
+
+    device = resolve_device(cfg.device, cfg.workers)
+    model, meta = load_model(model_path, device)
+    model = model.to(memory_format=torch.channels_last_3d)
+    return predict_cases(model, meta, cases, predictions_dir, probabilities_dir, cfg.threshold, device, cfg.sw_batch_size,
+                         cfg.amp, progress)
+
+
+def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resume: bool = True) -> TrainResult:
+    """The whole of step 03 for a run folder: prepare, train, predict tuning and external-test cases."""
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(run_dir)
+    out = P.step("03_train")
+    data = prepare_data(P.manifest, P.split_csv, cfg, cache_dir=out / "cache")
+    result = train(data.train, data.tuning, cfg, out, data.norm, resume=resume, progress=progress)
+    rank, _ = _dist()
+    if rank == 0:
+        predict_split_cases(result.model_path, data.tuning + data.external_test, P.predictions_dir,
+                            P.probabilities_dir if cfg.save_probabilities else None, cfg, progress)
+    return result
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``amt train``: run step 03 on a run folder with a YAML config (also the ``torchrun`` entry point)."""
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="amt train", description="Train the paper's 3D U-Net on a run folder and write predictions.")
+    ap.add_argument("--run-dir", required=True, help="run folder holding 01_cohort/manifest.csv and 02_split/split.csv")
+    ap.add_argument("--config", help="flat YAML config (train_* keys, device, seed, workers)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (YAML values)")
+    ap.add_argument("--no-resume", action="store_true", help="ignore checkpoints/last.pt and start afresh")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    params: dict[str, Any] = {}
+    if args.config:
+        params.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
+    cfg = TrainConfig.from_params(params)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            cfg = TrainConfig(**{**asdict(cfg), "device": f"cuda:{local}"})
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
+    finally:
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best tuning Dice {result.best_tuning_dice:.4f} at iteration {result.best_iteration}; model {result.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())

@@ -1,0 +1,188 @@
+"""Training loop: optimisation step, resume equality, checkpoints, bad input, geometry of predictions, DDP."""
+
+import os
+import socket
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.losses import DiceLoss
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import make_run  # noqa: E402
+
+from amtlib.augment import AugmentConfig, BatchSampler  # noqa: E402
+from amtlib.io import load_nifti  # noqa: E402
+from amtlib.preprocess import CaseVolume, Normalisation, foreground_indices  # noqa: E402
+from amtlib.train import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    load_checkpoint,
+    prepare_data,
+    resolve_device,
+    run_step,
+    train,
+)
+
+TINY = dict(spacing_mm=(5.0, 8.0, 8.0), patch=(8, 16, 16), base_width=2, blocks_per_level=1, iterations=6, eval_every=3,
+            workers=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("run"), n_train=4, n_tuning=2, n_test=2, shape=(16, 40, 36), spacing=(5.0, 4.0, 4.0))
+
+
+@pytest.fixture(scope="module")
+def data(run_dir, tmp_path_factory):
+    cfg = TrainConfig(**TINY)
+    return prepare_data(run_dir / "01_cohort/manifest.csv", run_dir / "02_split/split.csv", cfg, tmp_path_factory.mktemp("cache"))
+
+
+def test_config_from_flat_params():
+    cfg = TrainConfig.from_params({"train_patch": [8, 16, 16], "train_spacing_mm": [5, 3, 3], "seed": 4, "device": "cpu",
+                                   "train_batch_size": 2, "synth_seed": 99, "run_dir": "x"})
+    assert cfg.patch == (8, 16, 16) and cfg.spacing_mm == (5.0, 3.0, 3.0) and cfg.seed == 4 and cfg.batch_size == 2
+    assert TrainConfig().batch_size == 3 and TrainConfig().lr == 1e-3 and TrainConfig().betas == (0.9, 0.999)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        TrainConfig(patch=(8, 20, 16))
+
+
+def test_one_step_lowers_the_loss_on_a_toy_volume():
+    torch.manual_seed(0)
+    img = np.full((8, 32, 32), -100.0, np.float32)
+    mask = np.zeros((8, 32, 32), np.uint8)
+    mask[2:6, 10:20, 12:22] = 1
+    img[mask > 0] = 300.0
+    case = CaseVolume("toy", img, mask, img.shape, (1, 1, 1), np.eye(4), -100.0, 300.0, foreground_indices(mask))
+    x, y, _ = BatchSampler([case], Normalisation(-100, 300), (8, 16, 16), 3, AugmentConfig(), seed=0).batch(0)
+    cfg = TrainConfig(**TINY)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    loss_fn = DiceLoss(sigmoid=True, batch=True)
+    before = loss_fn(model(x), y)
+    before.backward()
+    opt.step()
+    assert loss_fn(model(x), y).item() < before.item()
+
+
+def _states(out: Path):
+    ck = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    best = torch.load(out / "model.pt", weights_only=True)
+    return ck, best
+
+
+def test_interrupt_and_resume_equals_uninterrupted_run_bitwise(data, tmp_path):
+    cfg = TrainConfig(**TINY)
+    full = train(data.train, data.tuning, cfg, tmp_path / "a", data.norm, progress=False)
+    part = train(data.train, data.tuning, cfg, tmp_path / "b", data.norm, progress=False, stop_after=4)
+    assert part.iterations_done == 4 and len(part.log) == 1
+    resumed = train(data.train, data.tuning, cfg, tmp_path / "b", data.norm, progress=False)
+    (ck_a, best_a), (ck_b, best_b) = _states(tmp_path / "a"), _states(tmp_path / "b")
+    assert ck_a["iteration"] == ck_b["iteration"] == 6
+    for k, v in ck_a["model"].items():
+        assert torch.equal(v, ck_b["model"][k]), k
+    for pid, st in ck_a["optimizer"]["state"].items():
+        for name, t in st.items():
+            assert torch.equal(t, ck_b["optimizer"]["state"][pid][name]), (pid, name)
+    for k, v in best_a["model"].items():
+        assert torch.equal(v, best_b["model"][k]), k
+    cols = ["iteration", "train_loss", "tuning_dice", "best_tuning_dice", "is_best"]
+    pd.testing.assert_frame_equal(full.log[cols], resumed.log[cols])
+    assert pd.read_csv(tmp_path / "b/train_log.csv")["iteration"].tolist() == [3, 6]
+
+
+def test_checkpoint_from_another_configuration_is_refused(data, tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False, stop_after=1)
+    other = TrainConfig(**{**TINY, "base_width": 4})
+    with pytest.raises(ValueError, match=r"another configuration .*base_width: checkpoint 2 vs config 4"):
+        load_checkpoint(tmp_path / "checkpoints/last.pt", other)
+    with pytest.raises(ValueError, match="lr"):
+        train(data.train, data.tuning, TrainConfig(**{**TINY, "lr": 0.01}), tmp_path, data.norm, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:no tuning cases")
+def test_nan_loss_stops_with_iteration_and_cases(data, tmp_path):
+    src = data.train[0]
+    bad = CaseVolume("nan_case", np.full(src.shape, np.nan, np.float32), src.mask, src.original_shape, src.original_spacing,
+                     src.affine, src.hu_min, src.hu_max, src.fg_indices)
+    with pytest.raises(FloatingPointError, match=r"iteration 0: .*nan_case"):
+        train([bad], [], TrainConfig(**TINY), tmp_path, data.norm, progress=False)
+
+
+def test_training_case_without_foreground_warns(data, tmp_path):
+    src = data.train[0]
+    empty = CaseVolume("empty", src.image_hu, np.zeros(src.shape, np.uint8), src.original_shape, src.original_spacing,
+                       src.affine, src.hu_min, src.hu_max)
+    with pytest.warns(UserWarning, match="empty tumour mask.*empty"):
+        train([empty, *data.train[1:]], data.tuning, TrainConfig(**{**TINY, "iterations": 1}), tmp_path, data.norm, progress=False)
+
+
+def test_missing_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto", workers=1).type == "cpu"
+
+
+def test_normalisation_uses_training_split_only(data):
+    lo = min(c.hu_min for c in data.train)
+    hi = max(c.hu_max for c in data.train)
+    assert (data.norm.hu_min, data.norm.hu_max) == (lo, hi)
+
+
+def test_run_step_writes_predictions_in_original_geometry(run_dir):
+    cfg = TrainConfig(**{**TINY, "iterations": 3, "save_probabilities": True})
+    result = run_step(run_dir, cfg, progress=False)
+    out = run_dir / "03_train"
+    assert (out / "model.pt").is_file() and (out / "norm.json").is_file() and result.best_iteration == 3
+    split = pd.read_csv(run_dir / "02_split/split.csv")
+    targets = split.loc[split.split != "train", "case_id"].tolist()
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(f"{c}.nii.gz" for c in targets)
+    for cid in targets:
+        img, _, aff = load_nifti(run_dir / f"01_cohort/images/{cid}.nii.gz")
+        pred, _, paff = load_nifti(out / f"predictions/{cid}.nii.gz")
+        prob, _, _ = load_nifti(out / f"probabilities/{cid}.nii.gz")
+        assert pred.shape == img.shape == (16, 40, 36) and pred.dtype == np.uint8
+        np.testing.assert_array_equal(paff, aff)
+        assert set(np.unique(pred)) <= {0, 1}
+        np.testing.assert_array_equal(pred, (prob >= 0.5).astype(np.uint8))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        warnings.simplefilter("ignore")
+        cfg = TrainConfig(**{**TINY, "iterations": 2, "eval_every": 2})
+        data = prepare_data(Path(run_dir) / "01_cohort/manifest.csv", Path(run_dir) / "02_split/split.csv", cfg)
+        result = train(data.train, data.tuning, cfg, out, data.norm, progress=False)
+        params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
+        torch.save(params, Path(out) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_process_gloo_step(run_dir, tmp_path):
+    # the ranks draw different crops, so equal weights after two steps mean the gradients were averaged
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(run_dir), str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    init = build_model(TrainConfig(**TINY)).state_dict()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert not torch.equal(w0["head.weight"], init["head.weight"])
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert log["iteration"].tolist() == [2]
