@@ -42,6 +42,7 @@ import pandas as pd
 
 from amtlib import manifest as mf
 from amtlib.io import atomic_path, save_nifti, sha256_file, write_csv, write_json
+from amtlib.stats import vendor_key
 
 log = logging.getLogger(__name__)
 
@@ -451,27 +452,6 @@ def import_manifest(manifest_in: str | Path, out_dir: str | Path, mode: str = "l
 #: Split names in the paper's table columns.
 TABLE_SPLITS: dict[str, str] = {"train": "training", "tuning": "tuning", "external_test": "external_testing"}
 #: Manufacturer strings (upper case, substring) -> Table 2 / Table 3 key (amtlib.paper.SUBGROUP_LABELS).
-VENDOR_KEYS: tuple[tuple[str, str], ...] = (
-    ("CANON", "canon_medical_systems"), ("TOSHIBA", "canon_medical_systems"),
-    ("GE ", "ge_healthcare"), ("GE MEDICAL", "ge_healthcare"), ("GE HEALTHCARE", "ge_healthcare"),
-    ("SIEMENS", "siemens"), ("FUJIFILM", "fujifilm"), ("HITACHI", "fujifilm"), ("PHILIPS", "philips_healthcare"),
-)
-
-
-def vendor_key(manufacturer: str) -> str:
-    """Map a DICOM Manufacturer string to the paper's vendor key (``other`` when unknown).
-
-    Toshiba is counted as Canon Medical Systems and Hitachi as Fujifilm (the companies' successors).
-    """
-    text = f"{manufacturer or ''} ".upper()
-    if text.strip() == "GE":
-        return "ge_healthcare"
-    for needle, key in VENDOR_KEYS:
-        if needle in text:
-            return key
-    return "other"
-
-
 def table1(cases: pd.DataFrame) -> pd.DataFrame:
     """Paper Table 1 regenerated beside the reported values: age median (range), sex, histology by split.
 
@@ -518,14 +498,15 @@ def table1(cases: pd.DataFrame) -> pd.DataFrame:
 def table2(cases: pd.DataFrame) -> pd.DataFrame:
     """Paper Table 2 regenerated: scanner manufacturers of the external test set, count (percent), beside the paper.
 
-    Manufacturers are mapped with :func:`vendor_key`; unknown ones appear as ``other``. Percentages are
+    Manufacturers are mapped with :func:`amtlib.stats.vendor_key` (the key Tables 3-4 use too); unknown
+    ones keep their own key and a missing one shows as ``unknown``. Percentages are
     recomputed from counts (37/164 shows 22.6% where the paper prints 22.5%).
     """
     from amtlib.paper import SUBGROUP_LABELS, reported
 
     rep = reported()["table2"]
     ext = cases[cases["split"] == "external_test"]
-    keys = ext["manufacturer"].map(vendor_key)
+    keys = ext["manufacturer"].map(lambda m: vendor_key(m) or "unknown")
     n, n_rep = len(ext), sum(rep.values())
     rows = []
     for key in list(rep) + sorted(set(keys) - set(rep)):

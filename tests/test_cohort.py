@@ -266,7 +266,7 @@ def test_table2_maps_vendor_names() -> None:
     assert t.loc["ge_healthcare", "n"] == 1 and t.loc["siemens", "n"] == 0
     assert t.loc["canon_medical_systems", "external_testing (paper)"] == "80 (48.8%)"
     assert cohort.vendor_key("Hitachi Medical Corporation") == "fujifilm"
-    assert cohort.vendor_key("GE") == "ge_healthcare" and cohort.vendor_key("Acme") == "other"
+    assert cohort.vendor_key("GE") == "ge_healthcare" and cohort.vendor_key("Acme") == "acme"
 
 
 #: Generator's intended exclusion -> the reason the cohort step must find (its audit column, tests only).

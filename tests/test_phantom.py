@@ -82,11 +82,11 @@ def test_small_scale_keeps_rare_categories_and_is_deterministic() -> None:
 
 def test_max_axial_diameter_exact() -> None:
     sq = np.zeros((3, 8, 8), bool)
-    sq[1, 1:6, 1:6] = True  # 5x5 pixels: centre-to-centre diagonal 4*sqrt(2) pixels
-    assert max_axial_diameter_mm(sq, (5.0, 1.0, 1.0)) == pytest.approx(4 * np.sqrt(2))
+    sq[1, 1:6, 1:6] = True  # 5x5 pixels: the pixel outline (edge midpoints, as pyradiomics) spans sqrt(5^2 + 4^2)
+    assert max_axial_diameter_mm(sq, (5.0, 1.0, 1.0)) == pytest.approx(np.sqrt(41))
     line = np.zeros((2, 3, 12), bool)
     line[0, 1, 1:11] = True
-    assert max_axial_diameter_mm(line, (5.0, 0.5, 2.0)) == pytest.approx(18.0)
+    assert max_axial_diameter_mm(line, (5.0, 0.5, 2.0)) == pytest.approx(20.0)
     assert max_axial_diameter_mm(np.zeros((2, 2, 2), bool), (1, 1, 1)) == 0.0
     assert [size_bin(d) for d in (49.9, 50.0, 80.0, 80.1)] == ["small", "medium", "medium", "large"]
 

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from amtlib.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
+from amtlib.stats import size_bin as subgroup_size_bin
 from amtlib.phantom.backgrounds import (
     AORTA, CAVITY, HEART, LUNG_CODES, SOFT_TISSUE, STERNUM, TUMOUR_ALLOWED, VESSEL_CODES, Background,
 )
 
 DEMO_MATRIX = 256
+_AXIAL_OPENING = np.ones((1, 3, 3), bool)
 Z_EXTENT_MM = 190.0
 #: Target max axial diameter ranges (mm) per size bin, kept 3 mm inside the paper's 50/80 mm edges.
 SIZE_RANGES_MM: dict[str, tuple[float, float]] = {"small": (22.0, 46.0), "medium": (54.0, 76.0), "large": (84.0, 105.0)}
-SIZE_EDGES_MM = (50.0, 80.0)
 TUMOUR_LABEL = 200
 #: Backgrounds whose heart label is a real organ map (effusions are drawn around it).
 HEART_MAPPED = ("lidc", "procedural")
@@ -47,26 +49,13 @@ class CaseImage:
 
 
 def size_bin(diameter_mm: float) -> str:
-    """Paper size bin of a max axial diameter: small < 50 mm <= medium <= 80 mm < large."""
-    return "small" if diameter_mm < SIZE_EDGES_MM[0] else "large" if diameter_mm > SIZE_EDGES_MM[1] else "medium"
+    """Paper size bin of a max axial diameter (``small``/``medium``/``large``), as the evaluation bins it."""
+    return subgroup_size_bin(diameter_mm).removeprefix("size_")
 
 
 def max_axial_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """Largest in-plane distance (mm) between voxel centres of the mask in any axial slice; 0 if empty."""
-    best = 0.0
-    for k in np.flatnonzero(mask.any(axis=(1, 2))):
-        yy, xx = np.nonzero(mask[k])
-        pts = np.stack([yy * spacing[1], xx * spacing[2]], axis=1)
-        if len(pts) > 3:
-            try:
-                from scipy.spatial import ConvexHull
-
-                pts = pts[ConvexHull(pts).vertices]
-            except Exception:  # collinear points: the pairwise search below is still exact
-                pass
-        d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max() if len(pts) > 1 else 0.0
-        best = max(best, float(d))
-    return best
+    """The evaluation's maximum axial diameter (:func:`amtlib.lesions.max_axial_diameter_mm`), 0 if empty."""
+    return float(np.nan_to_num(lesion_max_axial_diameter_mm(mask, spacing)))
 
 
 def tumour_bounding_region(organs: np.ndarray) -> np.ndarray:
@@ -275,7 +264,9 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     for _ in range(10):
         frac, box = _tumour_fraction(labels.shape, spacing, centre, radii * scale, angle, lobes, lobe_amp, edge_mm)
         frac = frac * allowed[box]
-        mask_box = _largest_components_keep(frac >= 0.5)
+        # an in-plane opening drops the one-voxel slivers that clipping leaves between vessels, which
+        # no reader would draw
+        mask_box = _largest_components_keep(ndi.binary_opening(frac >= 0.5, structure=_AXIAL_OPENING))
         frac = np.where(ndi.binary_dilation(mask_box, iterations=1), frac, 0.0)
         mask = np.zeros(labels.shape, bool)
         mask[box] = mask_box
@@ -297,6 +288,10 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
             scale = (s_lo + scale) / 2 if s_lo > 0 else scale * target / diameter
         if s_lo >= 2.5:
             break
+    # The reference mask is the >= 50 % tumour region; render its voxels as pure tumour and keep the
+    # partial-volume blend outside it, so that mask statistics (mean HU) do not depend on tumour size
+    # through the share of edge voxels (the scanner blur below still softens the boundary).
+    frac = np.where(mask_box, 1.0, np.minimum(frac, 0.49))
     t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd, bool(design.get("low_contrast")))
     out = hu.copy()
     region = out[box]
