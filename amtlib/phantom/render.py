@@ -188,10 +188,11 @@ def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, ang
 
 
 _HISTOLOGY: dict[str, dict] = {
-    # mean HU unenhanced, enhancement on contrast CT, texture SD, lobulation amplitude
-    "thymoma": {"mean": (35, 55), "enh": (20, 40), "tex": (5, 10), "lobe": (0.08, 0.18)},
-    "thymic_carcinoma": {"mean": (35, 55), "enh": (15, 35), "tex": (9, 16), "lobe": (0.15, 0.3), "necrosis": (0.1, 0.3)},
-    "lymphoma": {"mean": (35, 50), "enh": (10, 25), "tex": (2, 5), "lobe": (0.1, 0.22)},
+    # mean HU unenhanced, enhancement on contrast CT, texture SD, lobulation amplitude; the ranges are
+    # wide on purpose: between patients, attenuation varies with histology grade, protocol and timing
+    "thymoma": {"mean": (25, 65), "enh": (10, 50), "tex": (5, 10), "lobe": (0.08, 0.18)},
+    "thymic_carcinoma": {"mean": (25, 65), "enh": (10, 45), "tex": (9, 16), "lobe": (0.15, 0.3), "necrosis": (0.1, 0.3)},
+    "lymphoma": {"mean": (30, 60), "enh": (5, 30), "tex": (2, 5), "lobe": (0.1, 0.22)},
     "thymic_cyst": {"mean": (0, 20), "enh": (0, 0), "tex": (1, 3), "lobe": (0.0, 0.05)},
     "teratoma": {"mean": (30, 45), "enh": (5, 15), "tex": (4, 8), "lobe": (0.08, 0.2), "mixed": True},
     "sarcomatous_transformation_of_teratoma": {"mean": (35, 50), "enh": (10, 25), "tex": (8, 14), "lobe": (0.15, 0.3), "mixed": True},
@@ -213,7 +214,7 @@ def tumour_hu(hist: str, frac_shape: tuple[int, ...], spacing, rng: np.random.Ge
     p = _HISTOLOGY.get(hist, _HISTOLOGY["thymoma"])
     mean = rng.uniform(*p["mean"]) + (rng.uniform(*p["enh"]) if contrast else 0.0)
     if low_contrast:
-        mean = rng.uniform(-25.0, 10.0)
+        mean = rng.uniform(-25.0, 10.0)  # close to the surrounding fat-infiltrated thymic bed
     corr = tuple(max(0.5, 6.0 / s) for s in spacing)
     tex = _smooth_field(frac_shape, corr, rng) * rng.uniform(*p["tex"])
     field = mean + tex
