@@ -39,6 +39,7 @@ STRUCTURE_NAMES: dict[int, str] = {
     118: "costal cartilage",
     200: "tumour (label map)",
     201: "pericardial effusion",
+    202: "thymic bed",
 }
 #: Name used for false-positive voxels outside every labelled structure (mediastinal fat, muscle...).
 UNLABELLED = "unlabelled"
@@ -116,17 +117,19 @@ def categorise(
     low_dice: float = 0.5,
     low_recall: float = 0.5,
     low_precision: float = 0.5,
+    failures: "pd.Series | list[str] | set[str] | None" = None,
 ) -> pd.DataFrame:
     """Failure category of each case from its voxel metrics (paper Fig 6 failure modes).
 
-    A case with ``dice >= low_dice`` is ``success``. Below it: ``complete_miss`` when prediction and
-    reference do not overlap (``tp_voxels == 0`` when given, else ``recall == 0``);
-    ``under_segmentation`` when detected with ``recall < low_recall`` and ``precision >= low_precision``;
-    ``over_segmentation`` when ``precision < low_precision`` and ``recall >= low_recall``; ``mixed``
-    when both are low; ``other`` when neither is (possible only with thresholds above ``low_dice``).
-    An empty prediction (precision NaN) counts as a miss. Returns a copy with a ``category`` column.
-    Defaults: 0.5 for all three (recall < 0.5: most of the tumour missed; precision < 0.5: most of the
-    prediction outside it).
+    A failure is a case with ``dice < low_dice`` or one listed in ``failures`` (the notebook passes
+    the bottom Dice group, so the paper's "worst cases" are always categorised); every other case is
+    ``success``. A failure is a ``complete_miss`` when prediction and reference do not overlap
+    (``tp_voxels == 0`` when given, else ``recall == 0``; an empty prediction counts as a miss);
+    ``mixed`` when ``recall < low_recall`` and ``precision < low_precision``; otherwise
+    ``under_segmentation`` when recall is the lower of the two (missed tumour dominates) and
+    ``over_segmentation`` when precision is (excess dominates). Below Dice 0.5 at least one ratio is
+    below 0.5, so with the defaults the lower ratio is the low one. ``other`` is kept for a failure
+    that overlaps the reference but has no precision or recall. Returns a copy with a ``category`` column.
     """
     need = {"case_id", "dice", "precision", "recall"}
     if not need <= set(per_case.columns):
@@ -134,10 +137,11 @@ def categorise(
     out = per_case.copy()
     dice, recall = out["dice"].astype(float), out["recall"].astype(float)
     precision = out["precision"].astype(float)
+    listed = out["case_id"].astype(str).isin({str(c) for c in (failures if failures is not None else [])})
     miss = (out["tp_voxels"] == 0) if "tp_voxels" in out.columns else (recall.fillna(0) == 0)
     low_r, low_p = recall < low_recall, precision < low_precision
     category = np.select(
-        [dice >= low_dice, miss, low_r & low_p, low_r, low_p],
+        [~((dice < low_dice) | listed), miss, low_r & low_p, recall < precision, precision <= recall],
         ["success", "complete_miss", "mixed", "under_segmentation", "over_segmentation"],
         default="other",
     )
@@ -398,16 +402,20 @@ def category_counts(cases: pd.DataFrame, groups: pd.DataFrame | None = None) -> 
     return pd.DataFrame(rows)
 
 
-def select_examples(cases: pd.DataFrame, over_structures: tuple[str, ...] = ("aorta", "pericardial effusion")) -> pd.DataFrame:
-    """One example case per failure category for Fig 6 (plus one per named over-segmented structure).
+def select_examples(
+    cases: pd.DataFrame,
+    over_structures: tuple[str, ...] = ("aorta", "pericardial effusion"),
+    per_category: int = 1,
+) -> pd.DataFrame:
+    """Example cases per failure category for Fig 6 (the paper shows 3 over- and 5 under-segmentations).
 
     Over-segmentation: for each of ``over_structures`` present, the case with the largest false-positive
-    volume attributed mainly to it, then the largest remaining over-segmentation case when none matched.
-    Other categories: the case with the lowest Dice (ties by ``case_id``). Returns ``case_id, category,
-    fp_main_structure, focus`` where ``focus`` names the voxels the displayed slice should centre on
-    (``fp``, ``fn`` or ``ref``).
+    volume attributed mainly to it, then the largest remaining over-segmentation cases until there are
+    ``per_category``. Other categories: the ``per_category`` lowest-Dice cases (ties by ``case_id``).
+    Returns ``case_id, category, fp_main_structure, focus`` where ``focus`` names the voxels the
+    displayed slice should centre on (``fp``, ``fn`` or ``ref``).
     """
-    rows = []
+    rows: list[dict] = []
     cases = cases.assign(category=cases["category"].astype(str))
     over = cases[cases["category"] == "over_segmentation"]
     if "fp_main_structure" in over.columns:
@@ -416,14 +424,13 @@ def select_examples(cases: pd.DataFrame, over_structures: tuple[str, ...] = ("ao
             if not hit.empty:
                 best = hit.sort_values(["fp_ml", "case_id"], ascending=[False, True]).iloc[0]
                 rows.append({"case_id": best["case_id"], "category": "over_segmentation", "fp_main_structure": structure, "focus": "fp"})
-    if not rows and not over.empty:
-        key = ["fp_ml", "case_id"] if "fp_ml" in over.columns else ["dice", "case_id"]
-        best = over.sort_values(key, ascending=[key[0] == "dice", True]).iloc[0]
+    key = ["fp_ml", "case_id"] if "fp_ml" in over.columns else ["dice", "case_id"]
+    rest = over[~over["case_id"].isin([r["case_id"] for r in rows])].sort_values(key, ascending=[key[0] == "dice", True])
+    for _, best in rest.head(max(per_category - len(rows), 0)).iterrows():
         rows.append({"case_id": best["case_id"], "category": "over_segmentation", "fp_main_structure": best.get("fp_main_structure", ""), "focus": "fp"})
     focus = {"mixed": "fn", "under_segmentation": "fn", "complete_miss": "ref"}
     for category in ("under_segmentation", "mixed", "complete_miss"):
-        sub = cases[cases["category"] == category]
-        if not sub.empty:
-            best = sub.sort_values(["dice", "case_id"]).iloc[0]
+        sub = cases[cases["category"] == category].sort_values(["dice", "case_id"])
+        for _, best in sub.head(per_category).iterrows():
             rows.append({"case_id": best["case_id"], "category": category, "fp_main_structure": best.get("fp_main_structure", ""), "focus": focus[category]})
     return pd.DataFrame(rows, columns=["case_id", "category", "fp_main_structure", "focus"])

@@ -189,6 +189,20 @@ def load_checkpoint(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
     return blob
 
 
+def data_fingerprint(train_cases: Sequence[CaseVolume], tuning_cases: Sequence[CaseVolume]) -> str:
+    """BLAKE2 digest of the training and tuning volumes (ids, shapes, voxels): the data a checkpoint saw."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for tag, cases in (("train", train_cases), ("tuning", tuning_cases)):
+        for c in cases:
+            h.update(f"{tag}:{c.case_id}:{c.shape}".encode())
+            h.update(np.ascontiguousarray(c.image_hu).tobytes())
+            if c.mask is not None:
+                h.update(np.ascontiguousarray(c.mask).tobytes())
+    return h.hexdigest()
+
+
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -267,7 +281,9 @@ def train(
     """Train on ``train_cases``, select by tuning Dice, write ``model.pt``, ``checkpoints/last.pt``, the log.
 
     ``norm`` defaults to the training cases' min-max range. With ``resume``, a compatible
-    ``checkpoints/last.pt`` is continued (an incompatible one raises ``ValueError``). ``stop_after``
+    ``checkpoints/last.pt`` is continued (an incompatible one raises ``ValueError``; one trained on
+    other cases or volumes, e.g. after the cohort was regenerated, is replaced by a fresh start with a
+    warning, since a re-run step rewrites its own outputs). ``stop_after``
     ends this call after that many steps (as an interruption would; the checkpoint is written first).
     Raises ``FloatingPointError`` naming the iteration and cases when the loss is not finite.
     """
@@ -287,8 +303,13 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and autocast_dtype(device) == torch.float16)
     loss_fn = DiceLoss(sigmoid=True, batch=cfg.dice_batch)
     start, best, best_it, rows, loss_sum, loss_n = 0, -math.inf, 0, [], 0.0, 0
-    if resume and ckpt_path.is_file():
-        blob = load_checkpoint(ckpt_path, cfg)
+    data_id = data_fingerprint(train_cases, tuning_cases)
+    blob = load_checkpoint(ckpt_path, cfg) if resume and ckpt_path.is_file() else None
+    if blob is not None and blob.get("data") != data_id:
+        warnings.warn(f"{ckpt_path}: checkpoint was trained on other cases or volumes; training starts afresh "
+                      "and replaces it", stacklevel=2)
+        blob = None
+    if blob is not None:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         if "scaler" in blob and scaler.is_enabled():
@@ -312,7 +333,7 @@ def train(
                 "format": CHECKPOINT_FORMAT, "model_config": cfg.model_config.to_dict(), "fingerprint": cfg.fingerprint(),
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": done, "best_dice": best, "best_iteration": best_it, "log": rows, "loss_sum": loss_sum,
-                "loss_n": loss_n, "norm": norm.to_dict(), "rng": _rng_state()})
+                "loss_n": loss_n, "norm": norm.to_dict(), "rng": _rng_state(), "data": data_id})
 
     bar = None
     if progress and rank == 0:

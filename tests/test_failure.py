@@ -204,9 +204,14 @@ def test_categorise_hand_cases():
     out = failure.categorise(table)
     assert out["category"].astype(str).tolist() == ["success", "complete_miss", "complete_miss", "under_segmentation", "over_segmentation", "mixed"]
     assert "category" not in table.columns
-    # thresholds above the Dice cut leave a low-Dice case with both ratios "high": category other
-    other = failure.categorise(pd.DataFrame({"case_id": ["o"], "dice": [0.5], "precision": [0.5], "recall": [0.5]}), low_dice=0.6, low_recall=0.4, low_precision=0.4)
-    assert other["category"].astype(str).tolist() == ["other"]
+    # listed failures (the bottom Dice group) above the Dice cut: the lower ratio names the error
+    listed = pd.DataFrame({"case_id": ["o", "u", "fine"], "dice": [0.72, 0.70, 0.72],
+                           "precision": [0.6, 0.95, 0.6], "recall": [0.9, 0.55, 0.9]})
+    out = failure.categorise(listed, failures=["o", "u"])
+    assert out["category"].astype(str).tolist() == ["over_segmentation", "under_segmentation", "success"]
+    # thresholds above the Dice cut: a low-Dice case with both ratios "high" is named by the lower one
+    both = failure.categorise(pd.DataFrame({"case_id": ["o"], "dice": [0.5], "precision": [0.5], "recall": [0.55]}), low_dice=0.6, low_recall=0.4, low_precision=0.4)
+    assert both["category"].astype(str).tolist() == ["over_segmentation"]
 
 
 def test_categorise_needs_metric_columns():
@@ -310,6 +315,13 @@ def test_fixture_failures_are_categorised_and_attributed(run_dir):
     assert examples["category"].tolist()[:2] == ["over_segmentation", "over_segmentation"]
     assert examples["fp_main_structure"].tolist()[:2] == ["aorta", "pericardial effusion"]
     assert examples["category"].tolist()[-1] == "complete_miss"
+    assert examples["category"].value_counts().max() == 2  # the two named structures
+    more = failure.select_examples(cases, per_category=3)
+    counts = more["category"].value_counts()
+    assert counts["over_segmentation"] == 3 and counts["complete_miss"] == 3 and not more["case_id"].duplicated().any()
+    # the worst misses first
+    misses = by_mode.loc[more.loc[more["category"] == "complete_miss", "case_id"], "dice"].tolist()
+    assert misses == sorted(misses)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -329,9 +341,25 @@ def test_pick_slice_and_crop():
     assert ffig.pick_slice(np.zeros_like(ref), np.zeros_like(ref), 0, "ref") == 2
     vol = failure.CaseVolumes("c", np.zeros(ref.shape), ref, pred, None, (3.0, 1.0, 1.0), np.eye(4))
     panel = ffig.case_panel(vol, "axial", "ref", margin_mm=2.0)
-    assert panel.image.shape == (25 + 4, 25 + 4)  # rows 10..34 plus 2 mm each side
-    # a positive RAS diagonal flips rows and columns, so the reference block moves to the far corner
-    assert panel.reference[-6:-2, -6:-2].all() and panel.reference.sum() == 16
+    # the reference's box (rows 10..13) plus 2 mm each side; the false positives of slices 3 and 4
+    # are not on this slice and do not widen the crop
+    assert panel.image.shape == (4 + 4, 4 + 4) and panel.reference[2:6, 2:6].all() and panel.reference.sum() == 16
+    assert panel.arrow_at is None
+    # slice 3 shows the tumour and an excess at 20..21: the crop spans both, the arrow points at the excess
+    panel = ffig.case_panel(vol, "axial", "fp", margin_mm=2.0, arrow=True)
+    assert panel.image.shape == (12 + 4, 12 + 4) and panel.prediction.sum() == 4
+    # a positive RAS diagonal flips rows and columns: the excess at crop (12.5, 12.5) shows at (2.5, 2.5)
+    assert panel.arrow_at == (2.5, 2.5) and panel.prediction[2:4, 2:4].all()
+    assert ffig.arrow_target(np.zeros((3, 3), bool)) is None
+    two = np.zeros((9, 9), bool)
+    two[0, 0] = True
+    two[5:8, 5:8] = True
+    assert ffig.arrow_target(two) == (6.0, 6.0)  # the larger region
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[3:6, 3:6] = False  # centroid (4, 4) lies in the hole: point at the rim pixel nearest to it
+    r, c = ffig.arrow_target(ring)
+    assert ring[int(r), int(c)] and (r - 4) ** 2 + (c - 4) ** 2 == 4
 
 
 def test_figures_build_from_fixture(run_dir):
@@ -341,6 +369,13 @@ def test_figures_build_from_fixture(run_dir):
     assert len([a for a in fig5.axes if a.images]) == 4
     fig = ffig.plot_dice_vs_size(table)
     assert [line.get_xdata()[0] for line in fig.axes[0].lines] == [50.0, 80.0]
+    examples = failure.select_examples(table[table["category"].astype(str) != "success"])
+    assert len(examples) >= 2
+    fig6 = ffig.figure6(examples, table, failure.case_loader(table))
+    drawn = [a for a in fig6.axes if a.images]
+    assert len(drawn) == len(examples)
+    # one arrowhead per panel (every example has its error on the shown slice)
+    assert [sum(isinstance(t, matplotlib.text.Annotation) for t in a.texts) for a in drawn] == [1] * len(examples)
 
 
 # ---------------------------------------------------------------------------------------------------

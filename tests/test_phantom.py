@@ -189,3 +189,52 @@ def test_no_images_writes_tiny_valid_series(tmp_path: Path) -> None:
     ok = syn[syn["defect"].isna()].iloc[0]
     vol, _ = dicomio.read_series(tmp_path / ok["series_folder"])
     assert vol.shape == (4, 16, 16)
+
+
+def _mask_hu_gap(design: dict, seed: int) -> tuple[float, float]:
+    """Mean HU of the reference minus the designed tumour mean, and the max axial diameter."""
+    case = render_case(procedural_background(), design, np.random.default_rng(seed), crop_yx=(120, 144))
+    m = case.mask > 0
+    return float(case.hu[m].mean()) - case.facts["tumour_mean_hu_design"], case.facts["max_axial_diameter_mm"]
+
+
+def test_reference_mean_hu_does_not_depend_on_tumour_size() -> None:
+    """Partial volume at the edge must not lower small tumours' mean HU (the paper: mean HU does not
+    separate good from bad cases); scanner blur is a PSF in mm, so it does not grow on coarse grids."""
+    base = dict(histology="lymphoma", slice_thickness_mm=5.0, fov_mm=400, vendor="fujifilm", effusion=False,
+                abut_aorta=False, low_contrast=False)
+    gaps = {"small": [], "large": []}
+    for seed in range(4):
+        for size in gaps:
+            gap, diameter = _mask_hu_gap({**base, "size_bin": size}, seed)
+            assert (diameter < 50) if size == "small" else (diameter > 80)
+            gaps[size].append(gap)
+    # texture and noise move one case by about 7 HU; a 1-1.6 mm blur (the old pixel-based one) gave
+    # small-tumour gaps of -36 to -92 HU on this design
+    small, large = np.mean(gaps["small"]), np.mean(gaps["large"])
+    assert abs(small) < 10 and abs(large) < 10 and abs(small - large) < 10, gaps
+
+
+def test_low_contrast_tumour_keeps_its_attenuation_in_a_thymic_bed() -> None:
+    from amtlib.failure import tumour_contrast_hu
+
+    design = dict(histology="thymoma", size_bin="small", slice_thickness_mm=5.0, fov_mm=360, vendor="siemens",
+                  effusion=False, abut_aorta=False, low_contrast=True)
+    contrasts = {}
+    for low in (True, False):
+        case = render_case(procedural_background(), {**design, "low_contrast": low}, np.random.default_rng(3), crop_yx=(120, 144))
+        m = case.mask > 0
+        bed = case.anatomy == LABELS["thymic_bed"]
+        contrasts[low] = tumour_contrast_hu(case.hu, case.mask, case.spacing)
+        # unenhanced thymoma 25-65 HU (+10-50 on contrast CT): a low-contrast tumour is not a low-HU one
+        assert 20 < float(np.median(case.hu[m])) < 120
+        if low:
+            from scipy import ndimage as ndi
+
+            assert bed.any() and not (bed & m).any() and case.facts["thymic_bed_ml"] > 0
+            assert (ndi.binary_dilation(m, iterations=3) & bed).sum() > 0.3 * bed.sum() ** (2 / 3)
+            assert np.isin(case.organs[bed], (0, 250)).all()  # unlabelled mediastinal tissue only
+            assert 0 < float(np.median(case.hu[m]) - np.median(case.hu[bed])) < 30
+        else:
+            assert not bed.any()
+    assert contrasts[True] < 40 < 100 < contrasts[False], contrasts

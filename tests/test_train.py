@@ -19,6 +19,7 @@ from amtlib.augment import AugmentConfig, BatchSampler  # noqa: E402
 from amtlib.io import load_nifti  # noqa: E402
 from amtlib.preprocess import CaseVolume, Normalisation, foreground_indices  # noqa: E402
 from amtlib.train import (  # noqa: E402
+    data_fingerprint,
     TrainConfig,
     build_model,
     load_checkpoint,
@@ -105,6 +106,26 @@ def test_checkpoint_from_another_configuration_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match="lr"):
         train(data.train, data.tuning, TrainConfig(**{**TINY, "lr": 0.01}), tmp_path, data.norm, progress=False)
 
+
+
+def test_checkpoint_trained_on_other_data_is_not_resumed(data, tmp_path):
+    """A regenerated cohort re-runs step 03: a finished checkpoint of the old volumes must not be reused."""
+    cfg = TrainConfig(**TINY)
+    done = train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False)
+    assert done.iterations_done == 6
+    src = data.train[0]
+    changed = CaseVolume(src.case_id, src.image_hu + 1.0, src.mask, src.original_shape, src.original_spacing,
+                         src.affine, src.hu_min, src.hu_max, src.fg_indices)
+    with pytest.warns(UserWarning, match="other cases or volumes"):
+        again = train([changed, *data.train[1:]], data.tuning, cfg, tmp_path, data.norm, progress=False)
+    # trained afresh: the log holds both evaluations of the new run, not a resumed tail
+    assert again.log["iteration"].tolist() == [3, 6]
+    ck = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert ck["data"] == data_fingerprint([changed, *data.train[1:]], data.tuning) != data_fingerprint(data.train, data.tuning)
+    # the same data resumes silently (nothing left to do)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train([changed, *data.train[1:]], data.tuning, cfg, tmp_path, data.norm, progress=False)
 
 @pytest.mark.filterwarnings("ignore:no tuning cases")
 def test_nan_loss_stops_with_iteration_and_cases(data, tmp_path):

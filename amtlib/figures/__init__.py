@@ -24,6 +24,8 @@ MEDIASTINAL_WINDOW: tuple[float, float] = (40.0, 400.0)
 #: Colours of the paper's figures: reference (orange) and prediction (blue).
 REFERENCE_COLOUR = "#ff8c00"
 PREDICTION_COLOUR = "#1f77ff"
+#: Arrowheads marking an error (paper Fig 6).
+ARROW_COLOUR = "#ffd400"
 
 
 def save_figure(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.failure import CaseVolumes
-from amtlib.figures import PREDICTION_COLOUR, REFERENCE_COLOUR, show_slice
+from amtlib.figures import ARROW_COLOUR, PREDICTION_COLOUR, REFERENCE_COLOUR, show_slice
 
 #: Group colours of the box plots (bottom = failures, top = successes).
 GROUP_PALETTE: dict[str, str] = {"bottom": "#d62728", "top": "#2ca02c"}
@@ -87,13 +87,42 @@ def plot_dice_vs_size(
 
 @dataclass(frozen=True)
 class Panel:
-    """One 2D view: HU slice, reference and prediction masks, pixel spacing (rows, cols) in mm, title."""
+    """One 2D view: HU slice, reference and prediction masks, pixel spacing (rows, cols) in mm, title,
+    and the (row, col) an arrowhead points at (the paper's Fig 6 marks each error so), if any."""
 
     image: np.ndarray
     reference: np.ndarray
     prediction: np.ndarray
     spacing: tuple[float, float]
     title: str
+    arrow_at: tuple[float, float] | None = None
+
+
+def _focus_sets(reference: np.ndarray, prediction: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "ref": reference,
+        "pred": prediction,
+        "fp": prediction & ~reference,
+        "fn": reference & ~prediction,
+        "union": reference | prediction,
+    }
+
+
+def arrow_target(mask: np.ndarray) -> tuple[float, float] | None:
+    """Where to point at the largest 8-connected region of a 2D mask: its centroid, or the region's
+    pixel nearest to it when the centroid falls outside (a rim or crescent); None when empty."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return None
+    region = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    r, c = ndimage.center_of_mass(region)
+    if not region[int(round(r)), int(round(c))]:
+        rows, cols = np.nonzero(region)
+        k = int(np.argmin((rows - r) ** 2 + (cols - c) ** 2))
+        r, c = rows[k], cols[k]
+    return float(r), float(c)
 
 
 def pick_slice(reference: np.ndarray, prediction: np.ndarray, axis: int = 0, focus: str = "ref") -> int:
@@ -103,13 +132,7 @@ def pick_slice(reference: np.ndarray, prediction: np.ndarray, axis: int = 0, foc
     over-segmentation is shown next to the tumour it grew from. Falls back to the union of both
     masks, then to the middle slice, when the focus set is empty.
     """
-    sets = {
-        "ref": reference,
-        "pred": prediction,
-        "fp": prediction & ~reference,
-        "fn": reference & ~prediction,
-        "union": reference | prediction,
-    }
+    sets = _focus_sets(reference, prediction)
     if focus not in sets:
         raise ValueError(f"focus must be one of {sorted(sets)}, got {focus!r}")
     other = tuple(a for a in range(3) if a != axis)
@@ -137,11 +160,22 @@ def _orient(arr: np.ndarray, view: str, affine: np.ndarray) -> np.ndarray:
     return arr
 
 
-def case_panel(vol: CaseVolumes, view: str = "axial", focus: str = "ref", index: int | None = None, margin_mm: float = 30.0, title: str = "") -> Panel:
+def case_panel(
+    vol: CaseVolumes,
+    view: str = "axial",
+    focus: str = "ref",
+    index: int | None = None,
+    margin_mm: float = 30.0,
+    title: str = "",
+    arrow: bool = False,
+) -> Panel:
     """A cropped 2D view of one case through the slice with the most ``focus`` voxels.
 
-    The crop spans the in-plane bounding box of reference and prediction plus ``margin_mm``; the whole
-    slice when both masks are empty.
+    The crop spans the in-plane bounding box of the whole reference (all slices) and of the reference
+    and prediction on the shown slice, plus ``margin_mm``: the tumour and the error on view, without
+    widening to false positives elsewhere in the volume. The whole slice when all of these are empty.
+    With ``arrow``, the panel records where an arrowhead should point: the largest ``focus`` region on
+    the shown slice.
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
@@ -149,18 +183,19 @@ def case_panel(vol: CaseVolumes, view: str = "axial", focus: str = "ref", index:
     index = pick_slice(vol.reference, vol.prediction, axis, focus) if index is None else index
     image, ref, pred = (np.take(a, index, axis=axis) for a in (vol.image, vol.reference, vol.prediction))
     spacing = tuple(s for a, s in enumerate(vol.spacing) if a != axis)
-    union3d = vol.reference | vol.prediction
-    if union3d.any():
-        other = [a for a in range(3) if a != axis]
-        coords = np.nonzero(union3d)
+    other = [a for a in range(3) if a != axis]
+    ref_rows_cols = np.nonzero(vol.reference)
+    coords = [np.concatenate([ref_rows_cols[a], np.nonzero(ref | pred)[dim]]) for dim, a in enumerate(other)]
+    if coords[0].size:
         box = []
-        for dim, a in enumerate(other):
+        for dim in range(2):
             pad = int(math.ceil(margin_mm / spacing[dim]))
-            lo, hi = int(coords[a].min()) - pad, int(coords[a].max()) + pad + 1
+            lo, hi = int(coords[dim].min()) - pad, int(coords[dim].max()) + pad + 1
             box.append(slice(max(lo, 0), min(hi, image.shape[dim])))
         image, ref, pred = image[tuple(box)], ref[tuple(box)], pred[tuple(box)]
     image, ref, pred = (_orient(a, view, vol.affine) for a in (image, ref, pred))
-    return Panel(image, ref, pred, (float(spacing[0]), float(spacing[1])), title)
+    target = arrow_target(_focus_sets(ref, pred)[focus]) if arrow else None
+    return Panel(image, ref, pred, (float(spacing[0]), float(spacing[1])), title, target)
 
 
 def plot_panels(panels: Sequence[Panel], ncols: int = 4, size_in: float = 2.4, legend: bool = True) -> plt.Figure:
@@ -173,6 +208,11 @@ def plot_panels(panels: Sequence[Panel], ncols: int = 4, size_in: float = 2.4, l
             continue
         p = panels[i]
         show_slice(ax, p.image, [(p.reference, REFERENCE_COLOUR), (p.prediction, PREDICTION_COLOUR)], p.spacing, title=f"({chr(97 + i)}) {p.title}")
+        if p.arrow_at is not None:
+            r, c = p.arrow_at
+            d = 0.18 * max(p.image.shape)
+            ax.annotate("", xy=(c + 0.15 * d, r - 0.15 * d), xytext=(c + d, r - d), annotation_clip=False,
+                        arrowprops={"arrowstyle": "-|>", "color": ARROW_COLOUR, "lw": 1.6, "mutation_scale": 12})
     if legend:
         handles = [plt.Line2D([], [], color=REFERENCE_COLOUR, label="reference"), plt.Line2D([], [], color=PREDICTION_COLOUR, label="prediction")]
         fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize=8)
@@ -201,7 +241,8 @@ def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], C
     """Paper Fig 6: one axial view per failure example (:func:`amtlib.failure.select_examples`).
 
     ``table`` supplies each case's Dice. The title names the category and, for over-segmentation, the
-    structure the false positives lie in.
+    structure the false positives lie in; an arrowhead points at the error on the shown slice (the
+    excess for over-segmentation, the missed part for under-segmentation, the tumour for a miss).
     """
     dice = dict(zip(table["case_id"], table["dice"]))
     panels = []
@@ -209,5 +250,5 @@ def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], C
         label = row.category.replace("_", " ")
         if row.fp_main_structure:
             label += f" ({row.fp_main_structure})"
-        panels.append(case_panel(load(row.case_id), "axial", row.focus, title=f"{label}\n{row.case_id} Dice {dice[row.case_id]:.2f}"))
+        panels.append(case_panel(load(row.case_id), "axial", row.focus, title=f"{label}\n{row.case_id} Dice {dice[row.case_id]:.2f}", arrow=True))
     return plot_panels(panels, ncols=min(ncols, max(len(panels), 1)))

@@ -40,7 +40,7 @@ LABELS: dict[str, int] = {
     "atrial_appendage_left": 61, "superior_vena_cava": 62, "inferior_vena_cava": 63,
     **{f"rib_{side}_{k}": 92 + (0 if side == "left" else 12) + k - 1 for side in ("left", "right") for k in range(1, 13)},
     "sternum": 116, "costal_cartilages": 118,
-    "tumour": 200, "pericardial_effusion": 201,
+    "tumour": 200, "pericardial_effusion": 201, "thymic_bed": 202,
 }
 CAVITY = 250
 SOFT_TISSUE = 251

@@ -49,27 +49,28 @@ DEV_REFERRAL_SIZES: tuple[int, ...] = (4, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1)
 CENTRAL = "CENTRAL"
 
 #: Per vendor: DICOM Manufacturer, models, soft-tissue kernels, kVp choices, added noise SD (HU),
-#: in-plane blur sigma (pixels) and HU calibration offset range (our choice, typical values).
+#: in-plane blur sigma in mm (a soft-tissue kernel's point-spread function, MTF50 of about 3-4 lp/cm)
+#: and HU calibration offset range (our choice, typical values).
 VENDORS: dict[str, dict] = {
     "canon_medical_systems": {
         "manufacturer": "CANON_MEC", "models": ("Aquilion", "Aquilion Prime", "Aquilion ONE"),
-        "kernels": ("FC13", "FC03", "FC08"), "kvp": (100, 120, 135), "noise": (7, 13), "blur": (0.5, 0.8), "offset": (-4, 4),
+        "kernels": ("FC13", "FC03", "FC08"), "kvp": (100, 120, 135), "noise": (7, 13), "blur_mm": (0.4, 0.6), "offset": (-4, 4),
     },
     "ge_healthcare": {
         "manufacturer": "GE MEDICAL SYSTEMS", "models": ("LightSpeed VCT", "Discovery CT750 HD", "Revolution CT", "Optima CT660"),
-        "kernels": ("STANDARD", "SOFT"), "kvp": (100, 120), "noise": (9, 17), "blur": (0.4, 0.9), "offset": (-8, 6),
+        "kernels": ("STANDARD", "SOFT"), "kvp": (100, 120), "noise": (9, 17), "blur_mm": (0.35, 0.65), "offset": (-8, 6),
     },
     "siemens": {
         "manufacturer": "SIEMENS", "models": ("SOMATOM Definition AS", "SOMATOM Definition Flash", "SOMATOM Force", "SOMATOM go.Top"),
-        "kernels": ("B30f", "B31f", "Br40d", "I30f"), "kvp": (100, 110, 120, 130), "noise": (8, 15), "blur": (0.4, 0.8), "offset": (-6, 6),
+        "kernels": ("B30f", "B31f", "Br40d", "I30f"), "kvp": (100, 110, 120, 130), "noise": (8, 15), "blur_mm": (0.35, 0.6), "offset": (-6, 6),
     },
     "fujifilm": {
         "manufacturer": "FUJIFILM Corporation", "models": ("SCENARIA View", "Supria", "ECLOS"),
-        "kernels": ("STANDARD", "BODY"), "kvp": (120, 130), "noise": (10, 18), "blur": (0.6, 1.0), "offset": (-5, 8),
+        "kernels": ("STANDARD", "BODY"), "kvp": (120, 130), "noise": (10, 18), "blur_mm": (0.45, 0.7), "offset": (-5, 8),
     },
     "philips_healthcare": {
         "manufacturer": "Philips", "models": ("Ingenuity CT", "Brilliance iCT", "IQon Spectral CT"),
-        "kernels": ("B", "C", "YA"), "kvp": (100, 120), "noise": (8, 14), "blur": (0.4, 0.8), "offset": (-6, 4),
+        "kernels": ("B", "C", "YA"), "kvp": (100, 120), "noise": (8, 14), "blur_mm": (0.35, 0.6), "offset": (-6, 4),
     },
 }
 #: DICOM Manufacturer string -> Table 2 vendor key (older central scanners report TOSHIBA).

@@ -3,7 +3,9 @@
 Paper sections: Image acquisition protocol (vendor noise and kernel, field of view 320-450 mm, slice
 thickness 5-10 mm), Expert annotation (a tumour of the anterior mediastinum, ITMIG prevascular
 compartment), Quantitative analysis of failure modes (look-alikes: tumours abutting the aorta,
-pericardial effusion near cyst attenuation, small low-contrast tumours).
+pericardial effusion near cyst attenuation, small low-contrast tumours). A low-contrast tumour keeps
+its histology's attenuation and lies in a bed of residual thymic soft tissue of nearly the same HU,
+with an ill-defined margin: the contrast is low against its surroundings, not its mean HU.
 
 Grid: (z, y, x) in LPS index order; in-plane pixel size = FOV / :data:`DEMO_MATRIX`, z step = slice
 thickness; the stored field of view is a mediastinal crop of ``crop_yx`` pixels and
@@ -34,6 +36,8 @@ TUMOUR_LABEL = 200
 #: Backgrounds whose heart label is a real organ map (effusions are drawn around it).
 HEART_MAPPED = ("lidc", "procedural")
 EFFUSION_LABEL = 201
+#: Residual thymic soft tissue around a low-contrast tumour (outside the reference mask).
+THYMIC_BED_LABEL = 202
 
 
 @dataclass
@@ -209,12 +213,10 @@ def _noise_sd(hu: np.ndarray, labels: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(vals - np.median(vals))) / np.sqrt(8 / 9))
 
 
-def tumour_hu(hist: str, frac_shape: tuple[int, ...], spacing, rng: np.random.Generator, contrast: bool, noise_sd: float, low_contrast: bool) -> tuple[np.ndarray, float]:
+def tumour_hu(hist: str, frac_shape: tuple[int, ...], spacing, rng: np.random.Generator, contrast: bool, noise_sd: float) -> tuple[np.ndarray, float]:
     """Tumour HU field: histology mean (+ enhancement), low-frequency texture, components, matched noise."""
     p = _HISTOLOGY.get(hist, _HISTOLOGY["thymoma"])
     mean = rng.uniform(*p["mean"]) + (rng.uniform(*p["enh"]) if contrast else 0.0)
-    if low_contrast:
-        mean = rng.uniform(-25.0, 10.0)  # close to the surrounding fat-infiltrated thymic bed
     corr = tuple(max(0.5, 6.0 / s) for s in spacing)
     tex = _smooth_field(frac_shape, corr, rng) * rng.uniform(*p["tex"])
     field = mean + tex
@@ -293,8 +295,17 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     # partial-volume blend outside it, so that mask statistics (mean HU) do not depend on tumour size
     # through the share of edge voxels (the scanner blur below still softens the boundary).
     frac = np.where(mask_box, 1.0, np.minimum(frac, 0.49))
-    t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd, bool(design.get("low_contrast")))
+    t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd)
     out = hu.copy()
+    bed = np.zeros(labels.shape, bool)
+    if design.get("low_contrast") and mask.any():
+        # residual thymic tissue in the surrounding fat, 5-20 HU below the tumour: low contrast
+        # unlabelled thoracic-cavity tissue (the procedural background leaves it at 0)
+        cavity = labels == (CAVITY if (labels == CAVITY).any() else 0)
+        weight, bed_box = _thymic_bed(mask, cavity & (hu > -250.0), spacing, rng)
+        bed_hu = t_mean - rng.uniform(5.0, 20.0) + _smooth_field(weight.shape, (0.1, 0.6, 0.6), rng) * noise_sd
+        out[bed_box] = out[bed_box] * (1 - weight) + bed_hu * weight
+        bed[bed_box] = weight >= 0.5
     region = out[box]
     out[box] = region * (1 - frac) + t_field * frac
     anatomy = labels.copy()
@@ -307,9 +318,10 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
             out[eff] = rng.uniform(5.0, 20.0) + rng.standard_normal(int(eff.sum()), dtype=np.float32) * noise_sd
             anatomy[eff] = EFFUSION_LABEL
             effusion_ml = float(eff.sum() * np.prod(spacing) / 1000.0)
+    anatomy[bed & ~mask & (anatomy == 0)] = THYMIC_BED_LABEL
     anatomy[mask] = TUMOUR_LABEL
     vendor = VENDORS[str(design["vendor"])]
-    blur = rng.uniform(*vendor["blur"])
+    blur = rng.uniform(*vendor["blur_mm"]) / spacing[1]
     out = ndi.gaussian_filter(out, (0.0, blur, blur))
     add_sd = rng.uniform(*vendor["noise"])
     out += _smooth_field(out.shape, (0.0, 0.6, 0.6), rng) * add_sd + rng.uniform(*vendor["offset"])
@@ -320,8 +332,26 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
         "tumour_volume_ml": round(float(mask.sum() * np.prod(spacing) / 1000.0), 3), "tumour_mean_hu_design": round(t_mean, 1),
         "aorta_contact_ratio": round(aorta_contact, 4), "effusion_ml": round(effusion_ml, 3),
         "native_noise_sd": round(noise_sd, 2), "added_noise_sd": round(add_sd, 2), "blur_px": round(blur, 3),
+        "thymic_bed_ml": round(float(bed.sum() * np.prod(spacing) / 1000.0), 3),
     })
     return CaseImage(out, mask.astype(np.uint8), anatomy, spacing, facts, labels)
+
+
+def _thymic_bed(mask: np.ndarray, fat: np.ndarray, spacing, rng: np.random.Generator) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Weight (0-1) of residual thymic tissue around ``mask``: an irregular 4-10 mm shell in ``fat``
+    (unlabelled mediastinal tissue, never lung, vessels, heart or bone).
+
+    Returns the weight on a box around the mask (and the box), 1 within the local shell width and
+    falling to 0 over 2 mm; zero inside the mask and outside fat.
+    """
+    pad = [int(np.ceil(14.0 / s)) + 1 for s in spacing]
+    idx = np.nonzero(mask)
+    box = tuple(slice(max(int(i.min()) - p, 0), min(int(i.max()) + p + 1, n)) for i, p, n in zip(idx, pad, mask.shape))
+    sub = mask[box]
+    dist = ndi.distance_transform_edt(~sub, sampling=spacing)
+    width = rng.uniform(4.0, 8.0) * (1.0 + 0.35 * _smooth_field(sub.shape, tuple(max(0.5, 8.0 / s) for s in spacing), rng))
+    weight = np.clip((width - dist) / 2.0 + 0.5, 0.0, 1.0) * fat[box] * ~sub
+    return weight.astype(np.float32), box
 
 
 def _largest_components_keep(mask: np.ndarray) -> np.ndarray:
