@@ -183,6 +183,15 @@ def attribute_false_positives(
     return table.sort_values(["fp_voxels", "structure"], ascending=[False, True], ignore_index=True)
 
 
+def structure_mask(anatomy: np.ndarray, structure: str, names: dict[int, str] | None = None) -> np.ndarray:
+    """Voxels of the anatomy map whose label has the display name ``structure`` (``unlabelled``: 0)."""
+    names = STRUCTURE_NAMES if names is None else names
+    codes = [0] if structure == UNLABELLED else [code for code, name in names.items() if name == structure]
+    if not codes and structure.startswith("label "):
+        codes = [int(structure.removeprefix("label "))]
+    return np.isin(anatomy, codes)
+
+
 def main_structure(attribution: pd.DataFrame, min_fraction: float = 0.2) -> str:
     """The labelled structure holding the most false-positive voxels, if it holds ``>= min_fraction``.
 

@@ -299,6 +299,15 @@ def test_load_case_rejects_prediction_off_grid(run_dir, tmp_path):
         failure.load_case(row)
 
 
+def test_structure_mask_by_display_name():
+    anatomy = np.array([0, 10, 14, 52, 201, 77, 52])
+    assert failure.structure_mask(anatomy, "lung").tolist() == [False, True, True, False, False, False, False]
+    assert failure.structure_mask(anatomy, "aorta").nonzero()[0].tolist() == [3, 6]
+    assert failure.structure_mask(anatomy, "unlabelled").nonzero()[0].tolist() == [0]
+    assert failure.structure_mask(anatomy, "label 77").nonzero()[0].tolist() == [5]
+    assert not failure.structure_mask(anatomy, "spleen").any()
+
+
 def test_fixture_failures_are_categorised_and_attributed(run_dir):
     table = failure.categorise(_table(run_dir))
     analysed = pd.DataFrame([failure.analyse_case(failure.load_case(r)) for _, r in table.iterrows()])
@@ -350,6 +359,12 @@ def test_pick_slice_and_crop():
     assert panel.image.shape == (12 + 4, 12 + 4) and panel.prediction.sum() == 4
     # a positive RAS diagonal flips rows and columns: the excess at crop (12.5, 12.5) shows at (2.5, 2.5)
     assert panel.arrow_at == (2.5, 2.5) and panel.prediction[2:4, 2:4].all()
+    # an explicit focus (the excess inside one structure) picks its own slice and arrow
+    far = np.zeros_like(ref)
+    far[4] = pred[4]
+    assert ffig.pick_slice(ref, pred, 0, "fp", focus_mask=far) == 4
+    panel = ffig.case_panel(vol, "axial", "fp", margin_mm=2.0, arrow=True, focus_mask=far)
+    assert panel.prediction.sum() == 25 and panel.prediction[tuple(int(v) for v in panel.arrow_at)]
     assert ffig.arrow_target(np.zeros((3, 3), bool)) is None
     two = np.zeros((9, 9), bool)
     two[0, 0] = True

@@ -238,3 +238,22 @@ def test_low_contrast_tumour_keeps_its_attenuation_in_a_thymic_bed() -> None:
         else:
             assert not bed.any()
     assert contrasts[True] < 40 < 100 < contrasts[False], contrasts
+
+
+def test_regenerating_replaces_the_whole_cohort(tmp_path: Path) -> None:
+    """A cohort of another scale or seed must leave nothing behind (the cohort build walks the tree)."""
+    kw = dict(backgrounds="procedural", images=False)
+    synthesize_cohort(tmp_path / "raw", scale=0.03, seed=1, **kw)
+    synthesize_cohort(tmp_path / "raw", scale=0.02, seed=0, **kw)
+    synthesize_cohort(tmp_path / "fresh", scale=0.02, seed=0, **kw)
+    assert _hashes(tmp_path / "raw") == _hashes(tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "raw"]  # no partial or old folders left
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_generated_cohort(tmp_path: Path) -> None:
+    mine = tmp_path / "my_data"
+    mine.mkdir()
+    (mine / "patient.dcm").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="my_data: exists and is not a generated cohort"):
+        synthesize_cohort(mine, scale=0.02, seed=0, backgrounds="procedural", images=False)
+    assert [p.name for p in mine.iterdir()] == ["patient.dcm"] and (mine / "patient.dcm").read_bytes() == b"precious"

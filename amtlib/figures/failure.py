@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from amtlib.failure import CaseVolumes
+from amtlib.failure import CaseVolumes, structure_mask
 from amtlib.figures import ARROW_COLOUR, PREDICTION_COLOUR, REFERENCE_COLOUR, show_slice
 
 #: Group colours of the box plots (bottom = failures, top = successes).
@@ -125,15 +125,20 @@ def arrow_target(mask: np.ndarray) -> tuple[float, float] | None:
     return float(r), float(c)
 
 
-def pick_slice(reference: np.ndarray, prediction: np.ndarray, axis: int = 0, focus: str = "ref") -> int:
+def pick_slice(reference: np.ndarray, prediction: np.ndarray, axis: int = 0, focus: str = "ref",
+               focus_mask: np.ndarray | None = None) -> int:
     """Index along ``axis`` with the most ``focus`` voxels (``ref``, ``pred``, ``fp``, ``fn``, ``union``).
 
+    ``focus_mask`` replaces the ``focus`` set by explicit voxels (e.g. the false positives inside the
+    aorta), still named by ``focus`` for the ``fp`` rule below.
     For ``fp`` the slice is sought among those that also show the reference when any does, so an
     over-segmentation is shown next to the tumour it grew from. Falls back to the union of both
     masks, then to the middle slice, when the focus set is empty.
     """
     sets = _focus_sets(reference, prediction)
-    if focus not in sets:
+    if focus_mask is not None:
+        sets[focus] = focus_mask
+    elif focus not in sets:
         raise ValueError(f"focus must be one of {sorted(sets)}, got {focus!r}")
     other = tuple(a for a in range(3) if a != axis)
     for mask in (sets[focus], sets["union"]):
@@ -168,6 +173,7 @@ def case_panel(
     margin_mm: float = 30.0,
     title: str = "",
     arrow: bool = False,
+    focus_mask: np.ndarray | None = None,
 ) -> Panel:
     """A cropped 2D view of one case through the slice with the most ``focus`` voxels.
 
@@ -175,13 +181,14 @@ def case_panel(
     and prediction on the shown slice, plus ``margin_mm``: the tumour and the error on view, without
     widening to false positives elsewhere in the volume. The whole slice when all of these are empty.
     With ``arrow``, the panel records where an arrowhead should point: the largest ``focus`` region on
-    the shown slice.
+    the shown slice. ``focus_mask`` (3D) replaces the ``focus`` voxels for both (see :func:`pick_slice`).
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     axis = _AXIS[view]
-    index = pick_slice(vol.reference, vol.prediction, axis, focus) if index is None else index
+    index = pick_slice(vol.reference, vol.prediction, axis, focus, focus_mask) if index is None else index
     image, ref, pred = (np.take(a, index, axis=axis) for a in (vol.image, vol.reference, vol.prediction))
+    chosen = _focus_sets(ref, pred)[focus] if focus_mask is None else np.take(focus_mask, index, axis=axis)
     spacing = tuple(s for a, s in enumerate(vol.spacing) if a != axis)
     other = [a for a in range(3) if a != axis]
     ref_rows_cols = np.nonzero(vol.reference)
@@ -192,9 +199,9 @@ def case_panel(
             pad = int(math.ceil(margin_mm / spacing[dim]))
             lo, hi = int(coords[dim].min()) - pad, int(coords[dim].max()) + pad + 1
             box.append(slice(max(lo, 0), min(hi, image.shape[dim])))
-        image, ref, pred = image[tuple(box)], ref[tuple(box)], pred[tuple(box)]
-    image, ref, pred = (_orient(a, view, vol.affine) for a in (image, ref, pred))
-    target = arrow_target(_focus_sets(ref, pred)[focus]) if arrow else None
+        image, ref, pred, chosen = (a[tuple(box)] for a in (image, ref, pred, chosen))
+    image, ref, pred, chosen = (_orient(a, view, vol.affine) for a in (image, ref, pred, chosen))
+    target = arrow_target(chosen) if arrow else None
     return Panel(image, ref, pred, (float(spacing[0]), float(spacing[1])), title, target)
 
 
@@ -250,5 +257,12 @@ def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], C
         label = row.category.replace("_", " ")
         if row.fp_main_structure:
             label += f" ({row.fp_main_structure})"
-        panels.append(case_panel(load(row.case_id), "axial", row.focus, title=f"{label}\n{row.case_id} Dice {dice[row.case_id]:.2f}", arrow=True))
+        vol = load(row.case_id)
+        focus_mask = None
+        if row.focus == "fp" and row.fp_main_structure and vol.anatomy is not None:
+            # show the excess where it lies in the named structure, not the largest excess anywhere
+            focus_mask = vol.prediction & ~vol.reference & structure_mask(vol.anatomy, str(row.fp_main_structure))
+            focus_mask = focus_mask if focus_mask.any() else None
+        panels.append(case_panel(vol, "axial", row.focus, title=f"{label}\n{row.case_id} Dice {dice[row.case_id]:.2f}",
+                                 arrow=True, focus_mask=focus_mask))
     return plot_panels(panels, ncols=min(ncols, max(len(panels), 1)))

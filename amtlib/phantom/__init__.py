@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -201,14 +202,26 @@ def synthesize_cohort(
     ``backgrounds``: ``real`` (the three public CTs; fetched on first use, see :mod:`amtlib.fetch`) or
     ``procedural`` (no download). ``images=False`` writes each series as a tiny 4x16x16 volume (for
     full-scale cohort benchmarks). ``crop_yx`` is the stored in-plane size in pixels. ``workers`` > 1
-    uses processes; output does not depend on it. Existing files in ``out_dir`` are overwritten.
+    uses processes; output does not depend on it.
+
+    The cohort is written to a sibling ``.<name>.partial`` folder and moved into place when complete,
+    so ``out_dir`` always holds one whole cohort: an earlier generated cohort there (one with a
+    ``synthesis.csv``) is replaced as a whole, nothing of it left behind (a cohort of another scale
+    would otherwise leave series that the cohort build reads). A non-empty ``out_dir`` that is not a
+    generated cohort raises ``ValueError`` and is left untouched.
     """
     t0 = time.perf_counter()
     if backgrounds not in ("real", "procedural"):
         raise ValueError(f"backgrounds must be 'real' or 'procedural', got {backgrounds!r}")
     names = REAL_BACKGROUNDS if backgrounds == "real" else ("procedural",)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "synthesis.csv").is_file())):
+        raise ValueError(f"{final}: exists and is not a generated cohort (no synthesis.csv); refusing to replace it. "
+                         "Choose an empty or new folder")
+    out = final.with_name(f".{final.name}.partial")
+    if out.exists():
+        shutil.rmtree(out)  # a partial cohort of an interrupted run
+    out.mkdir(parents=True)
     design = design_cohort(scale, seed, names)
     if images:
         thicknesses = set(design["slice_thickness_mm"]) | set(CENTRAL_THICKNESS_MM)
@@ -239,15 +252,28 @@ def synthesize_cohort(
 
         write_text(out / "CREDITS.txt", CREDITS + "\n")
     n_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    _replace_dir(out, final)
     included = design[design["intended_exclusion"] == ""]
     return {
-        "out_dir": str(out), "scale": scale, "seed": seed, "backgrounds": backgrounds, "images": images,
+        "out_dir": str(final), "scale": scale, "seed": seed, "backgrounds": backgrounds, "images": images,
         "screened": len(design), "intended_excluded": int((design["intended_exclusion"] != "").sum()),
         "intended_included": len(included), "institutions_included": int(included["institution"].nunique()),
         "intended_split": included["intended_split"].value_counts().to_dict(), "series": len(series),
         "size_bin_mismatch": int((images and (series["size_bin_design"] != series["size_bin_measured"]).sum()) or 0),
         "bytes": n_bytes, "duration_s": round(time.perf_counter() - t0, 2), "workers": workers,
     }
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move the complete folder ``new`` to ``final``, replacing an earlier ``final`` (two renames)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
