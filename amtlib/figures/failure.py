@@ -254,9 +254,9 @@ def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], C
     dice = dict(zip(table["case_id"], table["dice"]))
     panels = []
     for row in examples.itertuples(index=False):
-        label = row.category.replace("_", " ")
-        if row.fp_main_structure:
-            label += f" ({row.fp_main_structure})"
+        label = row.category.replace("_", "-" if row.category.endswith("segmentation") else " ")
+        if row.fp_main_structure and row.focus == "fp":  # where the excess lies; not for misses
+            label += f"\n({row.fp_main_structure})"
         vol = load(row.case_id)
         focus_mask = None
         if row.focus == "fp" and row.fp_main_structure and vol.anatomy is not None:
@@ -265,4 +265,4 @@ def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], C
             focus_mask = focus_mask if focus_mask.any() else None
         panels.append(case_panel(vol, "axial", row.focus, title=f"{label}\n{row.case_id} Dice {dice[row.case_id]:.2f}",
                                  arrow=True, focus_mask=focus_mask))
-    return plot_panels(panels, ncols=min(ncols, max(len(panels), 1)))
+    return plot_panels(panels, ncols=min(ncols, max(len(panels), 1)), size_in=3.0)
