@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib import manifest as mf
-from amtlib.io import atomic_path, save_nifti, sha256_file, write_csv, write_json
+from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
 from amtlib.stats import vendor_key
 
 log = logging.getLogger(__name__)
@@ -383,8 +383,12 @@ def build_cohort(
 
 
 def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.DataFrame, flow: dict[str, Any]) -> dict[str, Path]:
-    """Write ``manifest.csv``, ``exclusions.csv`` and ``cohort_flow.json`` atomically into ``out_dir``."""
+    """Write ``manifest.csv``, ``exclusions.csv`` and ``cohort_flow.json`` atomically into ``out_dir``,
+    and delete the NIfTIs of ``images/``, ``masks/``, ``anatomy/`` of cases no longer in the manifest
+    (left by an earlier run of the step on another cohort)."""
     out_dir = Path(out_dir)
+    for folder in ("images", "masks", "anatomy"):
+        prune_folder(out_dir / folder, set(manifest["case_id"].astype(str)) if len(manifest) else set())
     return {
         "manifest": write_csv(out_dir / "manifest.csv", manifest),
         "exclusions": write_csv(out_dir / "exclusions.csv", exclusions),

@@ -69,6 +69,23 @@ def write_csv(path: str | Path, df: "Any", **kwargs: Any) -> Path:
     return Path(path)
 
 
+def prune_folder(folder: str | Path, keep: "set[str] | Any", suffix: str = ".nii.gz") -> list[Path]:
+    """Delete the ``<name><suffix>`` files of ``folder`` whose name is not in ``keep``; return them.
+
+    For a step's own output folders when it re-runs (cases no longer in the cohort leave no stale
+    files behind). Other files and subfolders are left alone; a missing folder is no error.
+    """
+    folder = Path(folder)
+    keep = {str(k) for k in keep}
+    gone = []
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.name.endswith(suffix) and path.name[: -len(suffix)] not in keep:
+                path.unlink()
+                gone.append(path)
+    return gone
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -40,7 +40,7 @@ from monai.losses import DiceLoss
 
 from amtlib.augment import AugmentConfig, BatchSampler
 from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability
-from amtlib.io import atomic_path, write_csv, write_json
+from amtlib.io import atomic_path, prune_folder, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
 from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
 
@@ -471,8 +471,13 @@ def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resum
     result = train(data.train, data.tuning, cfg, out, data.norm, resume=resume, progress=progress)
     rank, _ = _dist()
     if rank == 0:
-        predict_split_cases(result.model_path, data.tuning + data.external_test, P.predictions_dir,
+        predicted = data.tuning + data.external_test
+        predict_split_cases(result.model_path, predicted, P.predictions_dir,
                             P.probabilities_dir if cfg.save_probabilities else None, cfg, progress)
+        # predictions of cases no longer in the tuning or test split (an earlier cohort) are stale
+        keep = {c.case_id for c in predicted}
+        prune_folder(P.predictions_dir, keep)
+        prune_folder(P.probabilities_dir, keep)
     return result
 
 

@@ -222,8 +222,15 @@ def test_import_manifest_links_user_nifti_and_fills_derived_columns(built, tmp_p
             for name, inst in (("P01", "H1"), ("P14", "H2"))]
     pd.DataFrame(rows).to_csv(user / "cohort.csv", index=False)
     before = tree_hash(user)
+    # an earlier run of the step on another cohort left a case behind: it must not survive
+    for folder in ("images", "masks"):
+        (tmp_path / "run01" / folder).mkdir(parents=True)
+        (tmp_path / "run01" / folder / "OLD.nii.gz").write_bytes(b"stale")
+    (tmp_path / "run01" / "images" / "notes.txt").write_text("not a case")
     res = cohort.import_manifest(user / "cohort.csv", tmp_path / "run01")
     assert tree_hash(user) == before
+    assert sorted(p.name for p in (tmp_path / "run01" / "images").iterdir()) == ["CP01.nii.gz", "CP14.nii.gz", "notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "run01" / "masks").iterdir()) == ["CP01.nii.gz", "CP14.nii.gz"]
     assert mf.validate_manifest(tmp_path / "run01" / "manifest.csv") == []
     assert res.manifest["image_path"].tolist() == ["images/CP01.nii.gz", "images/CP14.nii.gz"]
     assert res.manifest[["shape_z", "shape_y", "shape_x"]].iloc[0].tolist() == list(SHAPE)

@@ -38,3 +38,13 @@ def test_atomic_write_leaves_target_untouched_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
     io.write_json(tmp_path / "x.json", {"a": np.int64(3), "b": np.arange(2)})
     assert (tmp_path / "x.json").read_text().replace(" ", "").replace("\n", "") == '{"a":3,"b":[0,1]}'
+
+
+def test_prune_folder_removes_only_unlisted_cases(tmp_path):
+    for name in ("A.nii.gz", "B.nii.gz", "C.nii.gz", "readme.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.nii.gz").mkdir()  # a folder with a case-like name is not touched
+    gone = io.prune_folder(tmp_path, {"A", "C"})
+    assert [p.name for p in gone] == ["B.nii.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A.nii.gz", "C.nii.gz", "readme.txt", "sub.nii.gz"]
+    assert io.prune_folder(tmp_path / "missing", {"A"}) == []

@@ -160,8 +160,11 @@ def test_normalisation_uses_training_split_only(data):
 
 def test_run_step_writes_predictions_in_original_geometry(run_dir):
     cfg = TrainConfig(**{**TINY, "iterations": 3, "save_probabilities": True})
-    result = run_step(run_dir, cfg, progress=False)
     out = run_dir / "03_train"
+    # a prediction of a case no longer in the split (an earlier cohort) must not survive the step
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    (out / "predictions" / "GONE.nii.gz").write_bytes(b"stale")
+    result = run_step(run_dir, cfg, progress=False)
     assert (out / "model.pt").is_file() and (out / "norm.json").is_file() and result.best_iteration == 3
     split = pd.read_csv(run_dir / "02_split/split.csv")
     targets = split.loc[split.split != "train", "case_id"].tolist()
