@@ -450,15 +450,26 @@ def prepare_data(manifest_csv: str | Path, split_csv: str | Path, cfg: TrainConf
 
 
 def predict_split_cases(model_path: str | Path, cases: Sequence[CaseVolume], predictions_dir: str | Path,
-                        probabilities_dir: str | Path | None, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
-    """Write predictions of ``cases`` with the selected model (see :func:`amtlib.infer.predict_cases`)."""
+                        probabilities_dir: str | Path | None, cfg: TrainConfig, progress: bool = True,
+                        prune_others: bool = True) -> pd.DataFrame:
+    """Write predictions of ``cases`` with the selected model (see :func:`amtlib.infer.predict_cases`).
+
+    With ``prune_others`` (default) the folders then hold exactly these cases: predictions left by an
+    earlier run on another cohort are deleted (later steps would otherwise see stale files).
+    """
     from amtlib.infer import load_model, predict_cases
 
     device = resolve_device(cfg.device, cfg.workers)
     model, meta = load_model(model_path, device)
     model = model.to(memory_format=torch.channels_last_3d)
-    return predict_cases(model, meta, cases, predictions_dir, probabilities_dir, cfg.threshold, device, cfg.sw_batch_size,
-                         cfg.amp, progress)
+    table = predict_cases(model, meta, cases, predictions_dir, probabilities_dir, cfg.threshold, device, cfg.sw_batch_size,
+                          cfg.amp, progress)
+    if prune_others:
+        keep = {c.case_id for c in cases}
+        prune_folder(predictions_dir, keep)
+        if probabilities_dir is not None:
+            prune_folder(probabilities_dir, keep)
+    return table
 
 
 def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resume: bool = True) -> TrainResult:
@@ -471,13 +482,8 @@ def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resum
     result = train(data.train, data.tuning, cfg, out, data.norm, resume=resume, progress=progress)
     rank, _ = _dist()
     if rank == 0:
-        predicted = data.tuning + data.external_test
-        predict_split_cases(result.model_path, predicted, P.predictions_dir,
+        predict_split_cases(result.model_path, data.tuning + data.external_test, P.predictions_dir,
                             P.probabilities_dir if cfg.save_probabilities else None, cfg, progress)
-        # predictions of cases no longer in the tuning or test split (an earlier cohort) are stale
-        keep = {c.case_id for c in predicted}
-        prune_folder(P.predictions_dir, keep)
-        prune_folder(P.probabilities_dir, keep)
     return result
 
 
