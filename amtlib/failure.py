@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import ndimage
 
 from amtlib.io import load_nifti, same_geometry
+from amtlib.lesions import bounding_box
 
 #: Display names of anatomy label codes (architecture.md; TotalSegmentator-style plus generator codes).
 #: Lung lobes and ribs are merged because attribution cares about the structure, not the lobe.
@@ -221,11 +222,7 @@ def tumour_contrast_hu(
     ref = reference > 0
     if not ref.any():
         return float("nan")
-    pad = [int(math.ceil(ring_mm / s)) + 1 for s in spacing]
-    box = tuple(
-        slice(max(int(idx.min()) - p, 0), min(int(idx.max()) + p + 1, n))
-        for idx, p, n in zip(np.nonzero(ref), pad, ref.shape)
-    )
+    box = bounding_box(ref, [int(math.ceil(ring_mm / s)) + 1 for s in spacing])
     sub_ref, sub_img = ref[box], np.asarray(image[box], dtype=np.float64)
     distance = ndimage.distance_transform_edt(~sub_ref, sampling=spacing)
     shell = (distance > 0) & (distance <= ring_mm) & (sub_img >= ring_hu[0]) & (sub_img <= ring_hu[1])

@@ -20,6 +20,8 @@ the small IoU matrix.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
@@ -59,18 +61,20 @@ def label_components(mask: np.ndarray, connectivity: int = CONNECTIVITY) -> tupl
     return labels, int(n)
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+def bounding_box(mask: np.ndarray, pad: Sequence[int] = (0, 0, 0)) -> tuple[slice, slice, slice] | None:
     """Slices of the smallest box holding every nonzero voxel of a (z, y, x) mask; None when empty.
 
     Components, overlaps and diameters inside this box equal those of the whole volume, so callers
-    crop to it before labelling (CT masks are mostly background).
+    crop to it before labelling (CT masks are mostly background). ``pad`` widens the box by that many
+    voxels per axis, clipped to the volume (room for a shell around the mask).
     """
     m = np.asarray(mask)
     m = m if m.dtype == bool else m != 0
     axes = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
     if axes[0].size == 0:
         return None
-    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)  # type: ignore[return-value]
+    return tuple(slice(max(int(a[0]) - p, 0), min(int(a[-1]) + 1 + p, n))  # type: ignore[return-value]
+                 for a, p, n in zip(axes, pad, m.shape))
 
 
 def overlap_table(pred_labels: np.ndarray, n_pred: int, ref_labels: np.ndarray, n_ref: int) -> np.ndarray:

@@ -230,3 +230,11 @@ def test_froc_bootstrap_is_seeded_and_degenerate_when_cases_agree():
     same = lesions.froc_curve(counts_frame({str(i): (1, 1, 0) for i in range(10)}), 300)
     assert (same.sensitivity_sd == 0).all() and (same.sensitivity_ci_low == 1).all()
     assert (same.fp_per_scan_ci_high == 1).all()
+
+
+def test_bounding_box_tight_padded_and_clipped():
+    m = np.zeros((5, 8, 8), bool)
+    m[2, 3:5, 1] = True
+    assert lesions.bounding_box(m) == (slice(2, 3), slice(3, 5), slice(1, 2))
+    assert lesions.bounding_box(m, (1, 2, 3)) == (slice(1, 4), slice(1, 7), slice(0, 5))  # x clipped at 0
+    assert lesions.bounding_box(np.zeros((2, 2, 2))) is None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from amtlib.lesions import bounding_box
 from amtlib.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
 from amtlib.stats import size_bin as subgroup_size_bin
 from amtlib.phantom.backgrounds import (
@@ -344,9 +345,7 @@ def _thymic_bed(mask: np.ndarray, fat: np.ndarray, spacing, rng: np.random.Gener
     Returns the weight on a box around the mask (and the box), 1 within the local shell width and
     falling to 0 over 2 mm; zero inside the mask and outside fat.
     """
-    pad = [int(np.ceil(14.0 / s)) + 1 for s in spacing]
-    idx = np.nonzero(mask)
-    box = tuple(slice(max(int(i.min()) - p, 0), min(int(i.max()) + p + 1, n)) for i, p, n in zip(idx, pad, mask.shape))
+    box = bounding_box(mask, [int(np.ceil(14.0 / s)) + 1 for s in spacing])
     sub = mask[box]
     dist = ndi.distance_transform_edt(~sub, sampling=spacing)
     width = rng.uniform(4.0, 8.0) * (1.0 + 0.35 * _smooth_field(sub.shape, tuple(max(0.5, 8.0 / s) for s in spacing), rng))
