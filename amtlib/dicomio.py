@@ -239,7 +239,9 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     Paper section: Data collection. Slices are sorted along the slice normal; HU = stored value x
     RescaleSlope + RescaleIntercept (per file; 1 and 0 when absent). ``geometry`` holds ``spacing``
     (z, y, x) mm, ``affine`` (4x4 voxel (x, y, z) -> RAS, for :func:`amtlib.io.save_nifti`),
-    ``origin`` (LPS mm of voxel 0) and ``direction`` (row-major 3x3, SimpleITK convention). A single
+    ``origin`` (LPS mm of voxel 0), ``direction`` (row-major 3x3, SimpleITK convention), ``shape``
+    (z, y, x), ``series_uid``, ``frame_of_reference_uid`` and ``sop_uids`` (SOPInstanceUID of each
+    slice, z = 0 first; what DICOM SEG and RTSTRUCT reference). A single
     slice gets SpacingBetweenSlices or SliceThickness as z spacing. Raises :class:`DicomSeriesError`
     naming the folder and every problem :func:`check_series` would report.
     """
@@ -276,6 +278,10 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         "affine": _LPS_TO_RAS @ lps,
         "origin": tuple(origin.tolist()),
         "direction": tuple(direction.ravel().tolist()),
+        "shape": tuple(volume.shape),
+        "series_uid": _text(first, "SeriesInstanceUID"),
+        "frame_of_reference_uid": _text(first, "FrameOfReferenceUID"),
+        "sop_uids": tuple(_text(datasets[i][1], "SOPInstanceUID") for i in order),
     }
     return volume, geometry
 
@@ -287,7 +293,7 @@ def series_to_nifti(folder: str | Path, out_path: str | Path) -> dict[str, Any]:
     """
     volume, geometry = read_series(folder)
     save_nifti(volume, geometry["affine"], out_path)
-    return {**geometry, "shape": tuple(volume.shape)}
+    return geometry
 
 
 # --------------------------------------------------------------------------------------------------
