@@ -344,7 +344,10 @@ def write_ct_series(
     InstitutionName, Manufacturer, ManufacturerModelName, KVP, ConvolutionKernel, SeriesDescription,
     StudyDate, optionally StudyInstanceUID/SeriesInstanceUID, PatientSex, PatientAge, ...). Missing
     UIDs are derived from ``rng_or_uid_seed`` (an int/str seed or a Generator), so the same inputs give
-    byte-identical files. No names, birth dates or other identifiers are written. Files are
+    byte-identical files. No names, birth dates or other identifiers are written: Type 2 elements
+    (PatientName, PatientBirthDate, PatientSex, PositionReferenceIndicator, ...) are present and empty
+    unless ``meta`` gives them, PatientPosition is ``HFS`` and AcquisitionNumber 1, so every file passes
+    ``dciodvfy`` (dicom3tools) and can be referenced by DICOM SEG/RTSTRUCT (highdicom). Files are
     ``IM00001.dcm``...; the series is written in a hidden sibling folder and renamed onto ``out_dir``
     (replacing an existing one), so a folder is either complete or absent. Returns the paths in slice order.
     """
@@ -384,6 +387,13 @@ def write_ct_series(
     ds.Modality = "CT"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.PatientName = ""
+    # Type 2 elements of the Patient, General Series, Frame of Reference and CT Image modules: present,
+    # empty when unknown (dciodvfy reports their absence; highdicom cannot reference a source without them)
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.PatientPosition = "HFS"
+    ds.PositionReferenceIndicator = ""
+    ds.AcquisitionNumber = 1
     ds.StudyID = "1"
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""

@@ -111,7 +111,7 @@ def test_header_tags_and_scan_tree(series: Path, tmp_path: Path) -> None:
     ds = pydicom.dcmread(next(series.glob("*.dcm")))
     assert ds.SOPClassUID == dicomio.CT_IMAGE_STORAGE
     assert (ds.RescaleSlope, ds.RescaleIntercept, ds.PixelRepresentation) == (1, -1024, 1)
-    assert str(ds.PatientName) == "" and "PatientBirthDate" not in ds
+    assert str(ds.PatientName) == "" and ds.PatientBirthDate == ""  # Type 2: present, empty
     (series / "notes.txt").write_text("not a dicom file")
     table, bad = dicomio.scan_tree(tmp_path / "dicom")
     assert len(table) == 1
