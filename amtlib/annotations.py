@@ -1,0 +1,341 @@
+"""Tumour annotations from clinical tools in: DICOM SEG and RT Structure Sets onto a CT series' grid.
+
+Paper section: Data collection (reference masks drawn by radiologists; hospitals keep them as DICOM SEG
+or RTSTRUCT). Pure readers: each takes the file and the ``geometry`` of the CT series it must annotate
+(the dict of :func:`amtlib.dicomio.read_series`) and returns a ``uint8`` (z, y, x) 0/1 mask on that
+grid. Nothing is written and the input file is never modified.
+
+- :func:`annotation_kind` tells ``"seg"``, ``"rtstruct"`` or ``None`` by content (SOP Class UID), not
+  by file name.
+- :func:`read_seg` (highdicom): BINARY segments as stored, FRACTIONAL ones thresholded at 0.5 of the
+  maximum fractional value (fraction >= 0.5 is tumour). The segment is chosen by label (case-
+  insensitive) or number; ``None`` takes the only one. A frame is placed on the slice whose
+  SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
+  a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size).
+- :func:`read_rtstruct` (pydicom): the contours of one ROI (by name, case-insensitive) are rasterised in
+  world coordinates: every contour point (LPS mm) goes through the inverse of the series' voxel -> LPS
+  matrix, each contour lands on the slice it lies on (within ``slice_tol`` of a slice), and the
+  contours of a slice are filled together by the even-odd rule, so an inner contour is a hole (and an
+  island in a hole is tumour again). Boundary convention: a pixel is tumour when its centre is inside
+  the polygon; a centre exactly on an edge counts as inside on edges bounding the polygon towards lower
+  column (left) and lower row (top) indices and outside on the others (the half-open scanline rule,
+  so two polygons sharing an edge never both claim its pixels). Contours of POINT/OPEN types are
+  ignored with a warning.
+
+Errors are :class:`AnnotationError` naming the file, what it references and what to do: not DICOM or
+corrupt, not a SEG/RTSTRUCT, referencing another series or frame of reference, no matching segment or
+ROI, frames or contours off the series grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: Fractional segments: a pixel is tumour when its fraction is at least this.
+FRACTIONAL_THRESHOLD = 0.5
+
+
+class AnnotationError(ValueError):
+    """A SEG/RTSTRUCT that cannot give a mask for the series; the message names the file and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# geometry
+
+
+def voxel_to_lps(geometry: dict[str, Any]) -> np.ndarray:
+    """4x4 matrix mapping a voxel index (x = column, y = row, z = slice, 1) to LPS mm.
+
+    Built from ``origin``, ``direction`` (columns = x, y, z axes in LPS) and ``spacing`` (z, y, x) of a
+    :func:`amtlib.dicomio.read_series` geometry.
+    """
+    direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
+    dz, dy, dx = (float(s) for s in geometry["spacing"])
+    m = np.eye(4)
+    m[:3, :3] = direction * np.array([dx, dy, dz])
+    m[:3, 3] = np.asarray(geometry["origin"], dtype=float)
+    return m
+
+
+def lps_to_voxel(geometry: dict[str, Any], points_lps: np.ndarray) -> np.ndarray:
+    """(n, 3) LPS mm -> (n, 3) continuous voxel indices (x, y, z)."""
+    pts = np.asarray(points_lps, dtype=float).reshape(-1, 3)
+    inv = np.linalg.inv(voxel_to_lps(geometry))
+    return pts @ inv[:3, :3].T + inv[:3, 3]
+
+
+# --------------------------------------------------------------------------------------------------
+# reading headers
+
+
+def _dcmread(path: Path, **kw: Any) -> Any:
+    import pydicom
+
+    if not path.is_file():
+        raise AnnotationError(f"{path}: file not found")
+    try:
+        return pydicom.dcmread(str(path), **kw)
+    except Exception as exc:  # pydicom raises several types for non-DICOM or truncated input
+        raise AnnotationError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc}); "
+                              "re-export the annotation from its tool") from None
+
+
+def annotation_kind(path: str | Path) -> str | None:
+    """``"seg"``, ``"rtstruct"`` or ``None`` (not DICOM, unreadable, or another object), by SOP Class UID."""
+    try:
+        ds = _dcmread(Path(path), stop_before_pixels=True)
+    except AnnotationError:
+        return None
+    sop_class = str(ds.get("SOPClassUID", ""))
+    return {SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}.get(sop_class)
+
+
+def _referenced_series(ds: Any) -> list[str]:
+    uids = [str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])]  # SEG
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+        for study in frame.get("RTReferencedStudySequence", []):
+            uids += [str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])]
+    return list(dict.fromkeys(uids))
+
+
+def referenced_series_uid(path: str | Path) -> str | None:
+    """SeriesInstanceUID of the image series a SEG or RTSTRUCT annotates (the first when several).
+
+    ``None`` when the object names no series (a SEG placed by position only). Raises
+    :class:`AnnotationError` for a file that is not a readable SEG/RTSTRUCT.
+    """
+    path = Path(path)
+    ds = _dcmread(path, stop_before_pixels=True)
+    if str(ds.get("SOPClassUID", "")) not in (SEG_STORAGE, RTSTRUCT_STORAGE):
+        raise AnnotationError(f"{path}: not a DICOM SEG or RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')}); "
+                              "give the segmentation or structure set file")
+    uids = _referenced_series(ds)
+    return uids[0] if uids else None
+
+
+def _check_reference(path: Path, ds: Any, geometry: dict[str, Any]) -> None:
+    """Refuse an annotation of another series (or, when it names none, another frame of reference)."""
+    uids = _referenced_series(ds)
+    series = str(geometry.get("series_uid", ""))
+    if uids and series and series not in uids:
+        raise AnnotationError(f"{path}: references series {', '.join(uids)}, not the CT series {series}; "
+                              "put it beside the series it annotates or export it from that series")
+    frame_uids = {str(ds.get("FrameOfReferenceUID", ""))} | {
+        str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
+    frame_uids.discard("")
+    expected = str(geometry.get("frame_of_reference_uid", ""))
+    if not uids and frame_uids and expected and expected not in frame_uids:
+        raise AnnotationError(f"{path}: frame of reference {', '.join(sorted(frame_uids))} differs from the CT "
+                              f"series' {expected}; it annotates another acquisition")
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM SEG
+
+
+def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
+    items = [(int(s.SegmentNumber), str(s.get("SegmentLabel", ""))) for s in seg.SegmentSequence]
+    listing = ", ".join(f"{n}: {label!r}" for n, label in items)
+    if segment is None:
+        if len(items) != 1:
+            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one with annotation_label")
+        return items[0][0]
+    if isinstance(segment, (int, np.integer)) and not isinstance(segment, bool):
+        hits = [n for n, _ in items if n == int(segment)]
+    else:
+        hits = [n for n, label in items if label.strip().lower() == str(segment).strip().lower()]
+    if len(hits) != 1:
+        what = "no" if not hits else f"{len(hits)}"
+        raise AnnotationError(f"{path}: {what} segment matching {segment!r} (segments {listing}); "
+                              "set annotation_label to one of these labels or numbers")
+    return hits[0]
+
+
+def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[str, Any],
+                 slice_of_uid: dict[str, int], atol_mm: float) -> int:
+    """Slice index (z) of one SEG frame: by referenced SOPInstanceUID, else by its position."""
+    for deriv in item.get("DerivationImageSequence", []):
+        for src in deriv.get("SourceImageSequence", []):
+            uid = str(src.get("ReferencedSOPInstanceUID", ""))
+            if uid in slice_of_uid:
+                return slice_of_uid[uid]
+    plane = item.get("PlanePositionSequence") or (shared.get("PlanePositionSequence") if shared else None)
+    if not plane:
+        raise AnnotationError(f"{path}: frame {index + 1} references no slice of the series and has no position; "
+                              "export the SEG from this series")
+    pos = np.array([float(v) for v in plane[0].ImagePositionPatient])
+    x, y, z = lps_to_voxel(geometry, pos)[0]
+    k = int(round(z))
+    off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x, y, z - k]))
+    if not 0 <= k < geometry["shape"][0] or off_mm.max() > atol_mm:
+        raise AnnotationError(f"{path}: frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
+                              f"series (nearest slice {k}, {off_mm.max():.3g} mm off); the SEG is on another grid")
+    return k
+
+
+def _check_seg_grid(path: Path, seg: Any, geometry: dict[str, Any], atol_mm: float) -> None:
+    nz, ny, nx = geometry["shape"]
+    if (int(seg.Rows), int(seg.Columns)) != (ny, nx):
+        raise AnnotationError(f"{path}: frames are {seg.Rows}x{seg.Columns} pixels, the series' slices {ny}x{nx}; "
+                              "the SEG is on another grid")
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
+    orient = shared.get("PlaneOrientationSequence") if shared else None
+    if orient:
+        iop = np.array([float(v) for v in orient[0].ImageOrientationPatient])
+        if not np.allclose(iop, np.r_[direction[:, 0], direction[:, 1]], atol=1e-4):
+            raise AnnotationError(f"{path}: orientation {iop.round(4).tolist()} differs from the series'; "
+                                  "the SEG is on another grid")
+    measures = shared.get("PixelMeasuresSequence") if shared else None
+    if measures and "PixelSpacing" in measures[0]:
+        spacing = np.array([float(v) for v in measures[0].PixelSpacing])
+        if not np.allclose(spacing, geometry["spacing"][1:], atol=atol_mm):
+            raise AnnotationError(f"{path}: pixel spacing {spacing.tolist()} mm differs from the series' "
+                                  f"{list(geometry['spacing'][1:])}; the SEG is on another grid")
+
+
+def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | None = None,
+             atol_mm: float = 0.01) -> np.ndarray:
+    """One segment of a DICOM SEG as a ``uint8`` (z, y, x) 0/1 mask on the series grid ``geometry``.
+
+    Paper section: Data collection (reference masks). ``segment``: label (case-insensitive), number,
+    or ``None`` for the only segment. Frames are placed by referenced SOPInstanceUID, else by
+    ImagePositionPatient (``atol_mm`` off a slice origin at most). Slices without a frame are empty;
+    two frames on one slice are combined (union). FRACTIONAL: fraction >= 0.5 is tumour. An empty
+    segment gives an all-zero mask (the caller decides whether that is acceptable). Raises
+    :class:`AnnotationError` (module docstring).
+    """
+    import highdicom as hd
+
+    path = Path(path)
+    head = _dcmread(path, stop_before_pixels=True)
+    if str(head.get("SOPClassUID", "")) != SEG_STORAGE:
+        raise AnnotationError(f"{path}: not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})")
+    _check_reference(path, head, geometry)
+    try:
+        seg = hd.seg.segread(str(path))
+        frames = np.asarray(seg.pixel_array)
+    except Exception as exc:  # highdicom/pydicom raise several types for a broken SEG
+        raise AnnotationError(f"{path}: corrupt DICOM SEG ({type(exc).__name__}: {exc}); re-export it from its tool") from None
+    number = _choose_segment(path, seg, segment)
+    _check_seg_grid(path, seg, geometry, atol_mm)
+    if frames.ndim == 2:
+        frames = frames[None]
+    fractional = str(seg.SegmentationType) == "FRACTIONAL"
+    max_value = float(seg.get("MaximumFractionalValue", 1) or 1)
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    slice_of_uid = {uid: k for k, uid in enumerate(geometry.get("sop_uids", ()))}
+    mask = np.zeros(tuple(geometry["shape"]), dtype=np.uint8)
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+        if int(ident[0].ReferencedSegmentNumber) != number:
+            continue
+        k = _frame_slice(path, item, shared, i, geometry, slice_of_uid, atol_mm)
+        frame = frames[i].astype(np.float64)
+        on = frame / max_value >= FRACTIONAL_THRESHOLD if fractional else frame > 0
+        mask[k] |= on.astype(np.uint8)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------------
+# RTSTRUCT
+
+
+def _choose_roi(path: Path, ds: Any, roi: str | None) -> int:
+    items = [(int(r.ROINumber), str(r.get("ROIName", ""))) for r in ds.get("StructureSetROISequence", [])]
+    names = ", ".join(repr(n) for _, n in items) or "none"
+    if roi is None:
+        if len(items) != 1:
+            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one with annotation_label")
+        return items[0][0]
+    hits = [n for n, name in items if name.strip().lower() == str(roi).strip().lower()]
+    if len(hits) != 1:
+        raise AnnotationError(f"{path}: {'no' if not hits else len(hits)} ROI named {roi!r} (ROIs {names}); "
+                              "set annotation_label to one of these names")
+    return hits[0]
+
+
+def fill_polygons_even_odd(polygons: list[np.ndarray], shape_yx: tuple[int, int]) -> np.ndarray:
+    """Rasterise closed polygons given as (n, 2) (x = column, y = row) pixel coordinates together.
+
+    A pixel is set when its centre (integer coordinates) is inside by the even-odd rule over all
+    polygons; edges follow the half-open scanline rule (module docstring). Returns a bool (y, x) array.
+    """
+    ny, nx = shape_yx
+    out = np.zeros((ny, nx), dtype=bool)
+    edges = []
+    for poly in polygons:
+        p = np.asarray(poly, dtype=float).reshape(-1, 2)
+        if len(p) < 3:
+            continue
+        edges.append(np.concatenate([p, np.roll(p, -1, axis=0)], axis=1))
+    if not edges:
+        return out
+    e = np.concatenate(edges)  # x0, y0, x1, y1
+    e = e[e[:, 1] != e[:, 3]]  # horizontal edges cross no scanline
+    cols = np.arange(nx, dtype=float)
+    for row in range(ny):
+        y = float(row)
+        lo, hi = np.minimum(e[:, 1], e[:, 3]), np.maximum(e[:, 1], e[:, 3])
+        hit = e[(lo <= y) & (y < hi)]
+        if not len(hit):
+            continue
+        xs = hit[:, 0] + (y - hit[:, 1]) * (hit[:, 2] - hit[:, 0]) / (hit[:, 3] - hit[:, 1])
+        crossings = np.searchsorted(np.sort(xs), cols, side="right")  # edges at or left of each centre
+        out[row] = crossings % 2 == 1
+    return out
+
+
+def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = None,
+                  slice_tol: float = 0.1) -> np.ndarray:
+    """One ROI of an RT Structure Set rasterised to a ``uint8`` (z, y, x) 0/1 mask on ``geometry``.
+
+    Paper section: Data collection (reference masks). ``roi``: ROI name (case-insensitive) or ``None``
+    for the only ROI. Each CLOSED_PLANAR contour (LPS mm) is mapped to voxel coordinates; it must be
+    planar on one slice (every point within ``slice_tol`` slices of the same slice index) and that
+    slice inside the series. Contours of a slice are filled together by the even-odd rule, pixel
+    centres inside (module docstring). An ROI without contours gives an all-zero mask. Raises
+    :class:`AnnotationError` (module docstring).
+    """
+    path = Path(path)
+    ds = _dcmread(path)
+    if str(ds.get("SOPClassUID", "")) != RTSTRUCT_STORAGE:
+        raise AnnotationError(f"{path}: not an RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')})")
+    _check_reference(path, ds, geometry)
+    number = _choose_roi(path, ds, roi)
+    nz, ny, nx = geometry["shape"]
+    per_slice: dict[int, list[np.ndarray]] = {}
+    try:
+        items = [c for c in ds.get("ROIContourSequence", []) if int(c.ReferencedROINumber) == number]
+        contours = [c for item in items for c in item.get("ContourSequence", [])]
+        for i, contour in enumerate(contours):
+            kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
+            if kind != "CLOSED_PLANAR":
+                log.warning("%s: contour %d is %s, not CLOSED_PLANAR; ignored", path, i + 1, kind)
+                continue
+            points = np.array([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            vox = lps_to_voxel(geometry, points)
+            k = int(round(float(np.median(vox[:, 2]))))
+            if np.abs(vox[:, 2] - k).max() > slice_tol or not 0 <= k < nz:
+                raise AnnotationError(
+                    f"{path}: contour {i + 1} of ROI {number} (first point {points[0].round(2).tolist()} mm LPS) lies on "
+                    f"no slice of the series (slice index {vox[:, 2].min():.2f}..{vox[:, 2].max():.2f}); "
+                    "the structure set belongs to another grid")
+            per_slice.setdefault(k, []).append(vox[:, :2])
+    except AnnotationError:
+        raise
+    except (AttributeError, ValueError, TypeError, KeyError) as exc:
+        raise AnnotationError(f"{path}: corrupt RTSTRUCT contour data ({type(exc).__name__}: {exc}); "
+                              "re-export it from its tool") from None
+    mask = np.zeros((nz, ny, nx), dtype=np.uint8)
+    for k, polygons in per_slice.items():
+        mask[k] = fill_polygons_even_odd(polygons, (ny, nx))
+    return mask

@@ -1,0 +1,425 @@
+"""Predicted tumour masks out as DICOM: SEG and RT Structure Set referencing the source CT series.
+
+Paper section: Discussion (hand-off of the model's masks to PACS and treatment planning as DICOM RT
+Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`export_run`.
+
+- **SEG** (highdicom): BINARY, one segment "Mediastinal tumour" coded as SCT 49755003 Morphologically
+  abnormal structure / SCT 108369006 Neoplasm, anatomic region SCT 72410000 Mediastinum; algorithm
+  identification: name, family DCM 123110 Artificial Intelligence, version = amtlib's version, source
+  ``amtlib``, parameter ``model_sha256`` (SHA-256 of the model file, when given). Frames reference the
+  source slices (SOPInstanceUID) and carry their positions; empty slices are omitted (all slices are
+  kept when the mask is empty).
+- **RTSTRUCT** (pydicom; contours from scikit-image ``find_contours``): one ROI, one CLOSED_PLANAR
+  contour per connected outline per slice, each point in LPS mm on the slice plane and referencing its
+  slice. Outlines run along the 0.5 level between tumour and background pixel centres, so rasterising
+  them with the pixel-centre rule of :func:`amtlib.annotations.read_rtstruct` gives the mask back
+  (holes are inner contours, filled even-odd). Why not rt-utils: it is lightly maintained, pins
+  OpenCV for contouring and has no test of the world geometry it writes; building the few RTSTRUCT
+  modules here with pydicom is short, and the tests validate them with dciodvfy and read them back.
+  Written in Implicit VR Little Endian, where ContourData has no 64 KiB element limit.
+
+Both objects copy the Patient and General Study modules of the source series (as DICOM requires) and
+nothing else of it; their own series, equipment ("amtlib") and UIDs are new. UIDs are deterministic:
+:func:`amtlib.dicomio.deterministic_uid` of a run seed, the case id and the object kind, so re-exporting
+the same run gives the same UIDs. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from amtlib import __version__
+from amtlib.annotations import voxel_to_lps
+from amtlib.dicomio import deterministic_uid
+from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
+
+log = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("seg", "rtstruct")
+SEGMENT_LABEL = "Mediastinal tumour"
+ALGORITHM_NAME = "amtlib 3D U-Net"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: Patient and General Study (+ Patient Study) module keywords copied from the source series.
+PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDsSequence",
+    "PatientIdentityRemoved", "DeidentificationMethod", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription", "PatientAge", "PatientSize",
+    "PatientWeight",
+)
+#: Of those, the Type 2 ones (present, possibly empty).
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_EXPORT_COLUMNS = ("case_id", "series_uid", "source_folder", "n_voxels", "seg_path", "rtstruct_path")
+
+
+class ExportError(ValueError):
+    """A prediction that cannot be exported; the message names the case or file and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# source series
+
+
+def read_source_headers(folder: str | Path, geometry: dict[str, Any]) -> list[Any]:
+    """Headers (no pixel data) of the series' slices in ``geometry['sop_uids']`` order (z = 0 first)."""
+    import pydicom
+
+    folder = Path(folder)
+    by_uid = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # not DICOM: the series reader already decided what belongs to the series
+            continue
+        by_uid[str(ds.get("SOPInstanceUID", ""))] = ds
+    missing = [uid for uid in geometry["sop_uids"] if uid not in by_uid]
+    if missing:
+        raise ExportError(f"{folder}: {len(missing)} slice(s) of series {geometry['series_uid']} not found "
+                          f"(e.g. SOPInstanceUID {missing[0]}); export from the complete source series")
+    return [by_uid[uid] for uid in geometry["sop_uids"]]
+
+
+def _check_mask(mask: np.ndarray, geometry: dict[str, Any], what: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != tuple(geometry["shape"]):
+        raise ExportError(f"{what}: mask shape (z, y, x) {mask.shape} != source series {tuple(geometry['shape'])}")
+    values = np.unique(mask)
+    if np.setdiff1d(values, [0, 1]).size:
+        raise ExportError(f"{what}: mask values {values[:6].tolist()} are not 0/1; threshold the prediction first")
+    return mask.astype(bool)
+
+
+def _copy_patient_study(target: Any, source: Any) -> None:
+    for keyword in PATIENT_STUDY_KEYWORDS:
+        if keyword in source:
+            target[keyword] = source[keyword]
+        elif keyword in _TYPE2:
+            setattr(target, keyword, "")
+
+
+# --------------------------------------------------------------------------------------------------
+# SEG
+
+
+def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, Any], uid_seed: str,
+                model_sha256: str = "", series_number: int = 901) -> Any:
+    """A BINARY DICOM SEG (highdicom ``Segmentation``) of a (z, y, x) 0/1 ``mask`` on the source series.
+
+    ``sources``: slice headers in z order (:func:`read_source_headers`). UIDs derive from
+    ``uid_seed``. Raises :class:`ExportError` for a mask off the series grid or not 0/1.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    on = _check_mask(mask, geometry, f"case {uid_seed}")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__, source="amtlib",
+        parameters={"model_sha256": model_sha256} if model_sha256 else None)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
+        tracking_id="tumour", anatomic_regions=[codes.SCT.Mediastinum])
+    seg = hd.seg.Segmentation(
+        source_images=list(sources), pixel_array=on.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
+        series_instance_uid=deterministic_uid(uid_seed, "seg-series"), series_number=series_number,
+        sop_instance_uid=deterministic_uid(uid_seed, "seg-instance"), instance_number=1,
+        manufacturer="amtlib", manufacturer_model_name=ALGORITHM_NAME, software_versions=__version__,
+        device_serial_number=(model_sha256 or "none")[:16], series_description="AMT prediction (SEG)",
+        content_label="TUMOUR", omit_empty_frames=bool(on.any()))
+    return seg
+
+
+# --------------------------------------------------------------------------------------------------
+# RTSTRUCT
+
+
+def mask_contours(slice_yx: np.ndarray) -> list[np.ndarray]:
+    """Closed outlines of a 2D 0/1 slice as (n, 2) arrays of (x = column, y = row) pixel coordinates.
+
+    scikit-image ``find_contours`` at level 0.5 on the slice padded with background (so outlines at the
+    border close); the repeated closing point and collinear points are dropped.
+    """
+    from skimage.measure import find_contours
+
+    out = []
+    for c in find_contours(np.pad(slice_yx.astype(np.float32), 1), 0.5):
+        pts = c[:-1, ::-1] - 1.0  # (row, col) -> (x, y), unpad; find_contours repeats the first point
+        prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
+        cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (nxt[:, 0] - pts[:, 0])
+        keep = np.abs(cross) > 1e-9
+        if keep.sum() >= 3:
+            out.append(pts[keep])
+    return out
+
+
+def _ds(values: np.ndarray) -> list[str]:
+    """Decimal Strings of coordinates in mm, 1e-4 mm precision (well under 16 characters)."""
+    return [f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) >= 5e-5 else "0" for v in values]
+
+
+def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, Any], uid_seed: str,
+                     roi_name: str = SEGMENT_LABEL, model_sha256: str = "", series_number: int = 902) -> Any:
+    """An RT Structure Set (pydicom ``FileDataset``) with one ROI outlining ``mask`` on the source series.
+
+    Contours per slice from :func:`mask_contours`, in LPS mm through the series' voxel -> LPS matrix
+    (so oblique and flipped grids are exact). An empty mask gives the ROI without contours.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence as Seq
+    from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    on = _check_mask(mask, geometry, f"case {uid_seed}")
+    first = sources[0]
+    sop_uid = deterministic_uid(uid_seed, "rtstruct-instance")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_STORAGE, sop_uid
+    _copy_patient_study(ds, first)
+    now = _dt.datetime.now()
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = deterministic_uid(uid_seed, "rtstruct-series")
+    ds.SeriesNumber, ds.InstanceNumber = series_number, 1
+    ds.SeriesDescription = "AMT prediction (RTSTRUCT)"
+    ds.OperatorsName = ""
+    ds.Manufacturer, ds.ManufacturerModelName = "amtlib", ALGORITHM_NAME
+    ds.SoftwareVersions = __version__
+    ds.StructureSetLabel = "AMT prediction"
+    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    frame_uid = str(first.FrameOfReferenceUID)
+    ds.FrameOfReferenceUID = frame_uid  # the structures lie in the source's frame of reference
+    ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
+    images = [_image_ref(s) for s in sources]
+    series_ref = pydicom.Dataset()
+    series_ref.SeriesInstanceUID = str(first.SeriesInstanceUID)
+    series_ref.ContourImageSequence = Seq(images)
+    study_ref = pydicom.Dataset()
+    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired; the standard's value)
+    study_ref.ReferencedSOPInstanceUID = str(first.StudyInstanceUID)
+    study_ref.RTReferencedSeriesSequence = Seq([series_ref])
+    frame_ref = pydicom.Dataset()
+    frame_ref.FrameOfReferenceUID = frame_uid
+    frame_ref.RTReferencedStudySequence = Seq([study_ref])
+    ds.ReferencedFrameOfReferenceSequence = Seq([frame_ref])
+    roi = pydicom.Dataset()
+    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = 1, frame_uid, roi_name
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    roi.ROIGenerationDescription = f"amtlib {__version__}" + (f" model sha256 {model_sha256[:16]}" if model_sha256 else "")
+    ds.StructureSetROISequence = Seq([roi])
+    contour_roi = pydicom.Dataset()
+    contour_roi.ReferencedROINumber = 1
+    contour_roi.ROIDisplayColor = [0, 114, 178]
+    contours = _slice_contours(on, geometry, sources)
+    if contours:
+        contour_roi.ContourSequence = Seq(contours)
+    ds.ROIContourSequence = Seq([contour_roi])
+    obs = pydicom.Dataset()
+    obs.ObservationNumber, obs.ReferencedROINumber = 1, 1
+    obs.RTROIInterpretedType = ""
+    obs.ROIInterpreter = ""
+    ds.RTROIObservationsSequence = Seq([obs])
+    return ds
+
+
+def _image_ref(source: Any) -> Any:
+    import pydicom
+
+    ref = pydicom.Dataset()
+    ref.ReferencedSOPClassUID = str(source.SOPClassUID)
+    ref.ReferencedSOPInstanceUID = str(source.SOPInstanceUID)
+    return ref
+
+
+def _slice_contours(on: np.ndarray, geometry: dict[str, Any], sources: Sequence[Any]) -> list[Any]:
+    import pydicom
+    from pydicom.sequence import Sequence as Seq
+
+    to_lps = voxel_to_lps(geometry)
+    out = []
+    for k in np.flatnonzero(on.any(axis=(1, 2))):
+        for pts in mask_contours(on[k]):
+            vox = np.c_[pts, np.full(len(pts), float(k)), np.ones(len(pts))]
+            lps = (vox @ to_lps.T)[:, :3]
+            item = pydicom.Dataset()
+            item.ContourImageSequence = Seq([_image_ref(sources[k])])
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(lps)
+            item.ContourData = _ds(lps.ravel())
+            out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# files and runs
+
+
+def write_dataset(ds: Any, path: str | Path) -> Path:
+    """Save a pydicom/highdicom dataset as a DICOM file atomically."""
+    with atomic_path(path) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)
+    return Path(path)
+
+
+def export_case(mask: np.ndarray, source_folder: str | Path, out_dir: str | Path, uid_seed: str,
+                formats: Sequence[str] = FORMATS, model_sha256: str = "",
+                affine: np.ndarray | None = None, atol_mm: float = 0.01) -> dict[str, Path]:
+    """Write ``seg.dcm`` and/or ``rtstruct.dcm`` of one (z, y, x) mask into ``out_dir``.
+
+    ``source_folder``: the CT series the mask was predicted on (read with
+    :func:`amtlib.dicomio.read_series`). ``affine``: the mask's NIfTI voxel -> RAS matrix, checked
+    against the series' within ``atol_mm``. Returns ``{format: path}``.
+    """
+    from amtlib.dicomio import DicomSeriesError, read_series
+
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or not formats:
+        raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
+    try:
+        _, geometry = read_series(source_folder)
+    except DicomSeriesError as exc:
+        raise ExportError(f"source series unusable for export: {exc}") from None
+    if affine is not None and not np.allclose(affine, geometry["affine"], atol=atol_mm):
+        raise ExportError(f"case {uid_seed}: mask affine differs from source series {source_folder} by up to "
+                          f"{np.abs(np.asarray(affine) - geometry['affine']).max():.3g} mm; export predictions of this series")
+    sources = read_source_headers(source_folder, geometry)
+    out_dir = Path(out_dir)
+    written = {}
+    if "seg" in formats:
+        written["seg"] = write_dataset(mask_to_seg(mask, sources, geometry, uid_seed, model_sha256), out_dir / "seg.dcm")
+    if "rtstruct" in formats:
+        written["rtstruct"] = write_dataset(mask_to_rtstruct(mask, sources, geometry, uid_seed, model_sha256=model_sha256),
+                                            out_dir / "rtstruct.dcm")
+    return written
+
+
+def find_series_folders(dicom_root: str | Path, series_uids: Sequence[str]) -> dict[str, Path]:
+    """SeriesInstanceUID -> folder under ``dicom_root`` (headers only), for the UIDs asked."""
+    from amtlib.dicomio import scan_tree
+
+    series, _ = scan_tree(dicom_root)
+    wanted = set(series_uids)
+    rows = series[series["series_uid"].isin(wanted)]
+    return {str(r["series_uid"]): Path(r["folder"]) for _, r in rows.iterrows()}
+
+
+def _run_raw_dir(run_dir: Path) -> Path:
+    import yaml
+
+    cfg_path = run_dir / "config.yaml"
+    raw = ""
+    if cfg_path.is_file():
+        raw = (yaml.safe_load(cfg_path.read_text()) or {}).get("raw_dir", "") or ""
+    return Path(raw) if raw else run_dir / "00_data" / "raw"
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str | None = "external_test",
+               formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None) -> pd.DataFrame:
+    """Export the predictions of a run folder as DICOM; return one row per case (``export.csv`` too).
+
+    Reads ``01_cohort/manifest.csv`` (case, ``series_uid``; a ``series_folder`` column is used when
+    present), ``02_split/split.csv`` when ``split`` is given (``None``: every predicted case), and
+    ``03_train/predictions/<case_id>.nii.gz``. Source series are found by SeriesInstanceUID under
+    ``raw_dir``/dicom (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
+    ``out_dir/<case_id>/seg.dcm`` and/or ``rtstruct.dcm`` (default ``out_dir``: ``RUN/09_export``) and
+    ``out_dir/export.csv``. UIDs derive from the run folder's name and the case id. Raises
+    :class:`ExportError` naming the case for a missing prediction or source series.
+    """
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(run_dir)
+    out = Path(out_dir) if out_dir else P.root / "09_export"
+    if not P.manifest.is_file():
+        raise ExportError(f"{P.manifest}: not found; run step 01_cohort first")
+    manifest = pd.read_csv(P.manifest, dtype=str, keep_default_na=False)
+    if split:
+        if not P.split_csv.is_file():
+            raise ExportError(f"{P.split_csv}: not found; run step 02_split first or export without --split")
+        splits = pd.read_csv(P.split_csv, dtype=str, keep_default_na=False)
+        chosen = set(splits.loc[splits["split"] == split, "case_id"])
+        manifest = manifest[manifest["case_id"].isin(chosen)]
+    else:
+        manifest = manifest[[(P.predictions_dir / f"{c}.nii.gz").is_file() for c in manifest["case_id"]]]
+    if not len(manifest):
+        log.warning("%s: no cases to export (split %s)", P.root, split)
+    if (manifest["series_uid"] == "").any():
+        bad = manifest.loc[manifest["series_uid"] == "", "case_id"].tolist()
+        raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "
+                          "source DICOM series")
+    if "series_folder" in manifest and (manifest["series_folder"] != "").all():
+        folders = {u: Path(f) for u, f in zip(manifest["series_uid"], manifest["series_folder"])}
+    else:
+        root = Path(raw_dir) if raw_dir else _run_raw_dir(P.root)
+        folders = find_series_folders(root / "dicom", list(manifest["series_uid"])) if len(manifest) else {}
+    model_sha = sha256_file(P.model) if P.model.is_file() else ""
+    rows = []
+    for _, case in manifest.sort_values("case_id").iterrows():
+        cid, uid = case["case_id"], case["series_uid"]
+        pred_path = P.predictions_dir / f"{cid}.nii.gz"
+        if not pred_path.is_file():
+            raise ExportError(f"case {cid}: prediction {pred_path} not found; run step 03_train (prediction) first")
+        if uid not in folders:
+            raise ExportError(f"case {cid}: source series {uid} not found under the raw DICOM folder; "
+                              "set raw_dir to the cohort the run was built from")
+        try:
+            mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        written = export_case(mask, folders[uid], out / cid, f"{P.root.name}:{cid}", formats, model_sha, affine)
+        rows.append({"case_id": cid, "series_uid": uid, "source_folder": str(folders[uid]), "n_voxels": int(mask.sum()),
+                     "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
+                     "rtstruct_path": str(written["rtstruct"].relative_to(out)) if "rtstruct" in written else ""})
+    table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
+    write_csv(out / "export.csv", table)
+    return table
+
+
+def parse_formats(value: str | Sequence[str] | None) -> list[str]:
+    """``"both"``/``"seg"``/``"rtstruct"``/a list/empty -> list of formats (empty: export off)."""
+    if value is None or value == "" or value == []:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).replace(",", " ").split():
+            out += list(FORMATS) if part == "both" else [part]
+    bad = [f for f in out if f not in FORMATS]
+    if bad:
+        raise ExportError(f"export format(s) {bad}: choose seg, rtstruct or both")
+    return list(dict.fromkeys(out))
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``amt export --run DIR [--split S] --format seg|rtstruct|both --out DIR``."""
+    p = argparse.ArgumentParser(prog="amt export", description="Export a run's predicted masks as DICOM SEG and/or RTSTRUCT "
+                                "referencing the source CT series (out/<case_id>/seg.dcm, rtstruct.dcm, export.csv).")
+    p.add_argument("--run", required=True, help="run folder (with 01_cohort, 02_split, 03_train/predictions)")
+    p.add_argument("--split", default="external_test", help="split to export (default external_test; 'all' for every predicted case)")
+    p.add_argument("--format", default="both", choices=["seg", "rtstruct", "both"])
+    p.add_argument("--out", default=None, help="output folder (default RUN/09_export)")
+    p.add_argument("--raw-dir", default=None, help="raw cohort folder holding dicom/ (default: the run's raw_dir)")
+    args = p.parse_args(argv)
+    try:
+        table = export_run(args.run, args.out, None if args.split == "all" else args.split,
+                           parse_formats(args.format), args.raw_dir)
+    except (ExportError, ValueError) as exc:
+        print(f"amt export: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {len(table)} case(s) to {Path(args.out) if args.out else Path(args.run) / '09_export'}")
+    return 0
