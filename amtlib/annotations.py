@@ -19,7 +19,8 @@ grid. Nothing is written and the input file is never modified.
   island in a hole is tumour again). Boundary convention: a pixel is tumour when its centre is inside
   the polygon; a centre exactly on an edge counts as inside on edges bounding the polygon towards lower
   column (left) and lower row (top) indices and outside on the others (the half-open scanline rule,
-  so two polygons sharing an edge never both claim its pixels). Contours of POINT/OPEN types are
+  so two polygons sharing an edge never both claim its pixels); contour points are snapped to 1e-4
+  pixel first, so a point written on a pixel centre counts as on it. Contours of POINT/OPEN types are
   ignored with a warning.
 
 Errors are :class:`AnnotationError` naming the file, what it references and what to do: not DICOM or
@@ -322,7 +323,9 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
                 log.warning("%s: contour %d is %s, not CLOSED_PLANAR; ignored", path, i + 1, kind)
                 continue
             points = np.array([float(v) for v in contour.ContourData]).reshape(-1, 3)
-            vox = lps_to_voxel(geometry, points)
+            # snapped to 1e-4 pixel: a point written on a pixel centre (up to the Decimal String
+            # precision of ContourData) is exactly on it, so the edge rule applies deterministically
+            vox = np.round(lps_to_voxel(geometry, points), 4)
             k = int(round(float(np.median(vox[:, 2]))))
             if np.abs(vox[:, 2] - k).max() > slice_tol or not 0 <= k < nz:
                 raise AnnotationError(

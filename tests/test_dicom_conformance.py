@@ -10,7 +10,7 @@ import pydicom
 
 from amtlib import dicomio
 from amtlib.phantom import synthesize_cohort
-from dicom_validator import dciodvfy_errors, require_dciodvfy
+from dicom_fixtures import dciodvfy_errors, require_dciodvfy
 
 
 def test_validator_reports_errors_of_a_nonconformant_file(tmp_path: Path) -> None:
