@@ -1,0 +1,214 @@
+"""Tests for amtlib.export: SEG and RTSTRUCT round trips on an oblique, row-flipped, anisotropic series,
+read back with pydicom alone in world mm, dciodvfy, deterministic UIDs, the run export and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from amtlib import annotations as an
+from amtlib import dicomio, export
+from amtlib.cli import main as amt_main
+from amtlib.io import save_nifti
+from amtlib.metrics import voxel_metrics
+from dicom_fixtures import SHAPE, SPACING, dciodvfy_errors, oblique_axes, require_dciodvfy, write_oblique_series
+
+
+def _mask() -> np.ndarray:
+    """A tumour with a hole, an island in the hole, a second component touching the border, a diagonal pair."""
+    m = np.zeros(SHAPE, np.uint8)
+    m[1:5, 4:15, 5:18] = 1
+    m[2:4, 7:11, 9:13] = 0
+    m[2, 8, 10] = 1
+    m[3, 0:3, 20:24] = 1
+    m[0, 17, 2] = m[0, 18, 3] = 1
+    return m
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("exp")
+    folder = write_oblique_series(root / "ct")
+    _, geometry = dicomio.read_series(folder)
+    written = export.export_case(_mask(), folder, root / "out", "run:P1", model_sha256="ab" * 32, affine=geometry["affine"])
+    return folder, geometry, written
+
+
+def _ct_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
+    return {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in folder.glob("*.dcm"))}
+
+
+def test_seg_round_trip_is_voxel_exact(exported) -> None:
+    _, geometry, written = exported
+    np.testing.assert_array_equal(an.read_seg(written["seg"], geometry), _mask())
+
+
+def test_rtstruct_round_trip_dice(exported) -> None:
+    _, geometry, written = exported
+    back = an.read_rtstruct(written["rtstruct"], geometry)
+    assert voxel_metrics(back > 0, _mask() > 0)["dice"] >= 0.98
+    np.testing.assert_array_equal(back, _mask())  # the 0.5-level outlines give every pixel back
+
+
+def test_seg_read_with_pydicom_alone_in_world_mm(exported) -> None:
+    folder, geometry, written = exported
+    ct = _ct_by_uid(folder)
+    ds = pydicom.dcmread(written["seg"])
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == geometry["series_uid"]
+    assert ds.FrameOfReferenceUID == geometry["frame_of_reference_uid"]
+    assert ds.SegmentationType == "BINARY" and len(ds.SegmentSequence) == 1
+    seg = ds.SegmentSequence[0]
+    assert (seg.SegmentedPropertyTypeCodeSequence[0].CodeValue, seg.AnatomicRegionSequence[0].CodeValue) == ("108369006", "72410000")
+    algo = seg.SegmentationAlgorithmIdentificationSequence[0]
+    assert algo.AlgorithmSource == "amtlib" and "ab" * 32 in algo.AlgorithmParameters
+    frames = ds.pixel_array.reshape(-1, SHAPE[1], SHAPE[2])
+    k_of_uid = {u: k for k, u in enumerate(geometry["sop_uids"])}
+    row, col, _ = oblique_axes()
+    iop = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    np.testing.assert_allclose([float(v) for v in iop], np.r_[row, col], atol=1e-5)
+    seen = set()
+    for item, frame in zip(ds.PerFrameFunctionalGroupsSequence, frames):
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        pos = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(pos, [float(v) for v in ct[uid].ImagePositionPatient], atol=1e-4)
+        np.testing.assert_array_equal(frame, _mask()[k_of_uid[uid]])
+        seen.add(k_of_uid[uid])
+    assert seen == {k for k in range(SHAPE[0]) if _mask()[k].any()}  # empty slices omitted
+
+
+def test_rtstruct_read_with_pydicom_alone_in_world_mm(exported) -> None:
+    folder, geometry, written = exported
+    ct = _ct_by_uid(folder)
+    ds = pydicom.dcmread(written["rtstruct"])
+    ref = ds.ReferencedFrameOfReferenceSequence[0]
+    assert ref.FrameOfReferenceUID == geometry["frame_of_reference_uid"]
+    series_ref = ref.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert series_ref.SeriesInstanceUID == geometry["series_uid"]
+    assert {i.ReferencedSOPInstanceUID for i in series_ref.ContourImageSequence} == set(geometry["sop_uids"])
+    assert [r.ROIName for r in ds.StructureSetROISequence] == [export.SEGMENT_LABEL]
+    contours = ds.ROIContourSequence[0].ContourSequence
+    dz, dy, dx = SPACING
+    slices_hit = set()
+    for c in contours:
+        img = ct[c.ContourImageSequence[0].ReferencedSOPInstanceUID]
+        iop = np.array([float(v) for v in img.ImageOrientationPatient])
+        ipp = np.array([float(v) for v in img.ImagePositionPatient])
+        row, col = iop[:3], iop[3:]
+        pts = np.array([float(v) for v in c.ContourData]).reshape(-1, 3)
+        assert len(pts) == c.NumberOfContourPoints
+        rel = pts - ipp
+        np.testing.assert_allclose(rel @ np.cross(row, col), 0, atol=1e-3)  # on the referenced slice's plane
+        x, y = rel @ row / dx, rel @ col / dy
+        # marching squares points sit halfway between pixel centres: one coordinate integer, one half-integer
+        frac = np.c_[np.abs(x - np.round(x)), np.abs(y - np.round(y))]
+        assert np.all(np.isclose(np.sort(frac, axis=1), [0.0, 0.5], atol=1e-3))
+        k = geometry["sop_uids"].index(str(img.SOPInstanceUID))
+        rows, cols = np.nonzero(_mask()[k])
+        assert rows.min() - 0.5 - 1e-3 <= y.min() and y.max() <= rows.max() + 0.5 + 1e-3
+        assert cols.min() - 0.5 - 1e-3 <= x.min() and x.max() <= cols.max() + 0.5 + 1e-3
+        slices_hit.add(k)
+    assert slices_hit == {k for k in range(SHAPE[0]) if _mask()[k].any()}
+
+
+def test_patient_and_study_copied_and_nothing_else(exported) -> None:
+    folder, geometry, written = exported
+    src = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+    for path in written.values():
+        ds = pydicom.dcmread(path)
+        for kw in ("PatientID", "PatientSex", "PatientBirthDate", "StudyInstanceUID", "StudyDate", "StudyID"):
+            assert ds[kw].value == src[kw].value, (path.name, kw)
+        assert ds.SeriesInstanceUID != src.SeriesInstanceUID and ds.SOPInstanceUID != src.SOPInstanceUID
+        assert ds.Manufacturer == "amtlib" and "KVP" not in ds and "ConvolutionKernel" not in ds
+        assert "InstitutionName" not in ds and "BodyPartExamined" not in ds
+
+
+def test_uids_are_deterministic_per_run_and_case(exported, tmp_path: Path) -> None:
+    folder, geometry, written = exported
+    again = export.export_case(_mask(), folder, tmp_path / "a", "run:P1")
+    other = export.export_case(_mask(), folder, tmp_path / "b", "run:P2")
+    for kind in ("seg", "rtstruct"):
+        uids = [(d.SOPInstanceUID, d.SeriesInstanceUID) for d in (pydicom.dcmread(p[kind]) for p in (written, again, other))]
+        assert uids[0] == uids[1] and uids[0][0] != uids[2][0] and uids[0][1] != uids[2][1]
+
+
+def test_exports_pass_dciodvfy(exported, tmp_path: Path) -> None:
+    require_dciodvfy()
+    folder, _, written = exported
+    empty = export.export_case(np.zeros(SHAPE, np.uint8), folder, tmp_path / "empty", "run:P0")
+    for path in [*written.values(), *empty.values()]:
+        assert dciodvfy_errors(path) == [], path
+    assert not pydicom.dcmread(empty["rtstruct"]).ROIContourSequence[0].get("ContourSequence")
+    assert an.read_seg(empty["seg"], dicomio.read_series(folder)[1]).sum() == 0
+
+
+def test_bad_masks_and_formats_are_refused(exported, tmp_path: Path) -> None:
+    folder, geometry, _ = exported
+    with pytest.raises(export.ExportError, match=r"mask shape \(z, y, x\) \(6, 20, 23\) != source series \(6, 20, 24\)"):
+        export.export_case(np.zeros((6, 20, 23), np.uint8), folder, tmp_path / "x", "run:P1")
+    with pytest.raises(export.ExportError, match=r"mask values \[0, 2\] are not 0/1"):
+        export.export_case(_mask() * 2, folder, tmp_path / "x", "run:P1")
+    shifted = geometry["affine"].copy()
+    shifted[0, 3] += 5.0
+    with pytest.raises(export.ExportError, match="mask affine differs from source series .* by up to 5 mm"):
+        export.export_case(_mask(), folder, tmp_path / "x", "run:P1", affine=shifted)
+    with pytest.raises(export.ExportError, match="choose from seg, rtstruct"):
+        export.export_case(_mask(), folder, tmp_path / "x", "run:P1", formats=["nifti"])
+    assert not (tmp_path / "x").exists()
+    assert export.parse_formats("both") == ["seg", "rtstruct"] and export.parse_formats([]) == []
+    assert export.parse_formats(["rtstruct"]) == ["rtstruct"]
+    with pytest.raises(export.ExportError, match=r"\['png'\]: choose seg, rtstruct or both"):
+        export.parse_formats("seg,png")
+
+
+# ------------------------------------------------------------------------------------ run folder + CLI
+
+
+def _fake_run(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A run folder with a raw DICOM tree, manifest, split and predictions for two test cases."""
+    run = tmp_path / "run"
+    preds = {}
+    rows = []
+    for i, pid in enumerate(["P1", "P2", "P3"]):
+        folder = write_oblique_series(run / "00_data" / "raw" / "dicom" / pid / "s1", seed=i, patient_id=pid)
+        _, geometry = dicomio.read_series(folder)
+        m = np.roll(_mask(), i, axis=2)
+        save_nifti(m, geometry["affine"], run / "03_train" / "predictions" / f"{pid}.nii.gz")
+        preds[pid] = m
+        rows.append({"case_id": pid, "series_uid": geometry["series_uid"]})
+    (run / "01_cohort").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "01_cohort" / "manifest.csv", index=False)
+    (run / "02_split").mkdir()
+    pd.DataFrame({"case_id": ["P1", "P2", "P3"], "split": ["external_test", "train", "external_test"]}).to_csv(
+        run / "02_split" / "split.csv", index=False)
+    return run, preds
+
+
+def test_export_run_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run, preds = _fake_run(tmp_path)
+    table = export.export_run(run, formats=["seg"])
+    assert table["case_id"].tolist() == ["P1", "P3"] and table["rtstruct_path"].eq("").all()
+    assert (run / "09_export" / "export.csv").is_file() and not (run / "09_export" / "P2").exists()
+    _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / "P3" / "s1")
+    np.testing.assert_array_equal(an.read_seg(run / "09_export" / "P3" / "seg.dcm", geometry), preds["P3"])
+    assert table.loc[1, "n_voxels"] == preds["P3"].sum()
+    out = tmp_path / "cli_out"
+    assert amt_main(["export", "--run", str(run), "--split", "all", "--format", "rtstruct", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["P1", "P2", "P3", "export.csv"]
+    assert (out / "P2" / "rtstruct.dcm").is_file() and not (out / "P2" / "seg.dcm").exists()
+    (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
+    assert amt_main(["export", "--run", str(run), "--format", "seg", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "amt export: case P3: prediction" in err and "P3.nii.gz not found" in err
+
+
+def test_export_run_names_a_missing_source_series(tmp_path: Path) -> None:
+    run, _ = _fake_run(tmp_path)
+    manifest = pd.read_csv(run / "01_cohort" / "manifest.csv")
+    manifest.loc[0, "series_uid"] = "1.2.3.999"
+    manifest.to_csv(run / "01_cohort" / "manifest.csv", index=False)
+    with pytest.raises(export.ExportError, match="case P1: source series 1.2.3.999 not found under the raw DICOM folder"):
+        export.export_run(run)
