@@ -344,7 +344,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     from amtlib.paths import RunPaths
 
     P = RunPaths(run_dir)
-    out = Path(out_dir) if out_dir else P.root / "09_export"
+    out = Path(out_dir) if out_dir else P.export_dir
     if not P.manifest.is_file():
         raise ExportError(f"{P.manifest}: not found; run step 01_cohort first")
     manifest = pd.read_csv(P.manifest, dtype=str, keep_default_na=False)
@@ -388,6 +388,32 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
     write_csv(out / "export.csv", table)
     return table
+
+
+def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_cases: int = 1) -> pd.DataFrame:
+    """Read the first ``n_cases`` exported cases back onto their source series and compare with the prediction.
+
+    One row per (case, format): ``dice`` (NaN when both masks are empty) and ``identical`` (voxel for
+    voxel). Uses :func:`amtlib.annotations.read_seg` / :func:`~amtlib.annotations.read_rtstruct`.
+    """
+    from amtlib.annotations import read_rtstruct, read_seg
+    from amtlib.dicomio import read_series
+    from amtlib.metrics import voxel_metrics
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(run_dir)
+    out = Path(out_dir) if out_dir else P.export_dir
+    table = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False).head(n_cases)
+    rows = []
+    for _, case in table.iterrows():
+        pred, _, _ = load_nifti(P.predictions_dir / f"{case['case_id']}.nii.gz", dtype=np.uint8)
+        _, geometry = read_series(case["source_folder"])
+        for kind, reader in (("seg", read_seg), ("rtstruct", read_rtstruct)):
+            if case[f"{kind}_path"]:
+                back = reader(out / case[f"{kind}_path"], geometry)
+                rows.append({"case_id": case["case_id"], "format": kind, "dice": voxel_metrics(back, pred)["dice"],
+                             "identical": bool(np.array_equal(back, pred > 0))})
+    return pd.DataFrame(rows, columns=["case_id", "format", "dice", "identical"])
 
 
 def parse_formats(value: str | Sequence[str] | None) -> list[str]:

@@ -13,6 +13,7 @@ them, so a notebook re-run alone (``amt run --only STEP``) finds the outputs of 
       04_evaluate/                per_case.csv, table3.csv
       05_froc/                    froc.csv, table4.csv, fig4_froc.png
       06_failure/                 radiomics_features.csv, radiomics_tests.csv, fig5/fig6
+      09_export/                  <case_id>/seg.dcm, rtstruct.dcm, export.csv (DICOM out, optional)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STEPS: tuple[str, ...] = (
     "04_evaluate",
     "05_froc",
     "06_failure",
+    "09_export",
 )
 
 
@@ -122,3 +124,8 @@ class RunPaths:
     @property
     def radiomics_tests(self) -> Path:
         return self.root / "06_failure" / "radiomics_tests.csv"
+
+    # 09_export
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "09_export"

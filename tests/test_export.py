@@ -195,6 +195,8 @@ def test_export_run_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / "P3" / "s1")
     np.testing.assert_array_equal(an.read_seg(run / "09_export" / "P3" / "seg.dcm", geometry), preds["P3"])
     assert table.loc[1, "n_voxels"] == preds["P3"].sum()
+    check = export.verify_export(run, n_cases=2)
+    assert check["format"].tolist() == ["seg", "seg"] and check["identical"].all() and (check["dice"] == 1).all()
     out = tmp_path / "cli_out"
     assert amt_main(["export", "--run", str(run), "--split", "all", "--format", "rtstruct", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["P1", "P2", "P3", "export.csv"]
