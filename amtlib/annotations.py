@@ -342,3 +342,16 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
     for k, polygons in per_slice.items():
         mask[k] = fill_polygons_even_odd(polygons, (ny, nx))
     return mask
+
+
+def read_annotation(path: str | Path, geometry: dict[str, Any], label: str | int | None = None) -> np.ndarray:
+    """Mask of a SEG or RTSTRUCT, whichever ``path`` holds (by content): :func:`read_seg` with
+    ``segment=label`` or :func:`read_rtstruct` with ``roi=label``. Raises :class:`AnnotationError` for
+    any other file."""
+    path = Path(path)
+    kind = annotation_kind(path)
+    if kind == "seg":
+        return read_seg(path, geometry, label)
+    if kind == "rtstruct":
+        return read_rtstruct(path, geometry, None if label is None else str(label))
+    raise AnnotationError(f"{path}: neither a DICOM SEG nor an RTSTRUCT; give a segmentation or structure set file")

@@ -61,6 +61,7 @@ def test_highdicom_seg_segments_by_label_and_number(series, tmp_path: Path) -> N
     assert an.referenced_series_uid(path) == geometry["series_uid"]
     np.testing.assert_array_equal(an.read_seg(path, geometry, "tumour"), tumour)
     np.testing.assert_array_equal(an.read_seg(path, geometry, 2), heart)
+    np.testing.assert_array_equal(an.read_annotation(path, geometry, 2), heart)
     with pytest.raises(an.AnnotationError, match=r"2 segments \(1: 'Tumour', 2: 'Heart'\); name one"):
         an.read_seg(path, geometry)
     with pytest.raises(an.AnnotationError, match=f"{path}: no segment matching 'lesion'"):
@@ -193,6 +194,9 @@ def test_hand_made_rtstruct_with_hole_and_island(series, tmp_path: Path) -> None
     expected[4, 2, 21:23] = 1  # centres (x, y) = (21, 2), (22, 2), (21, 3)
     expected[4, 3, 21] = 1
     np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(an.read_annotation(path, geometry, "GTV"), expected)
+    with pytest.raises(an.AnnotationError, match="neither a DICOM SEG nor an RTSTRUCT"):
+        an.read_annotation(path.with_name("nothing.dcm"), geometry)
     with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one with annotation_label"):
         an.read_rtstruct(path, geometry)
     with pytest.raises(an.AnnotationError, match=f"{path}: no ROI named 'tumour'"):
