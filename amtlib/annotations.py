@@ -252,7 +252,9 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
 
 def _choose_roi(path: Path, ds: Any, roi: str | None) -> int:
     items = [(int(r.ROINumber), str(r.get("ROIName", ""))) for r in ds.get("StructureSetROISequence", [])]
-    names = ", ".join(repr(n) for _, n in items) or "none"
+    names = ", ".join(repr(n) for _, n in items)
+    if not items:
+        raise AnnotationError(f"{path}: the structure set holds no ROI; re-export it with the tumour contour")
     if roi is None:
         if len(items) != 1:
             raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one with annotation_label")

@@ -248,6 +248,11 @@ def test_rtstruct_bad_input(series, tmp_path: Path) -> None:
     broken.save_as(tmp_path / "broken.dcm")
     with pytest.raises(an.AnnotationError, match="broken.dcm: corrupt RTSTRUCT contour data"):
         an.read_rtstruct(tmp_path / "broken.dcm", geometry)
+    empty = pydicom.dcmread(between)
+    empty.StructureSetROISequence, empty.ROIContourSequence = Seq(), Seq()
+    empty.save_as(tmp_path / "empty.dcm")
+    with pytest.raises(an.AnnotationError, match="empty.dcm: the structure set holds no ROI"):
+        an.read_rtstruct(tmp_path / "empty.dcm", geometry, "GTV")
     data = between.read_bytes()
     (tmp_path / "cut.dcm").write_bytes(data[:200])
     with pytest.raises(an.AnnotationError, match="cut.dcm: not a readable DICOM file|cut.dcm: not an RTSTRUCT"):
