@@ -36,6 +36,9 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     froc = pd.read_csv(P.froc)
     assert len(froc) == 19 and froc["sensitivity"].between(0, 1).all()
     assert P.radiomics_tests.is_file()
+    exported = pd.read_csv(P.export_dir / "export.csv", dtype={"case_id": str})  # step 09, export_formats on
+    assert set(exported["case_id"]) == set(split.loc[split["split"] == "external_test", "case_id"])
+    assert all((P.export_dir / p).is_file() for p in [*exported["seg_path"], *exported["rtstruct_path"]])
     # a second run changes nothing and skips every step
     again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
     assert again.executed == [] and again.skipped == steps
