@@ -128,7 +128,9 @@ def test_patient_and_study_copied_and_nothing_else(exported) -> None:
 
 def test_uids_are_deterministic_per_run_and_case(exported, tmp_path: Path) -> None:
     folder, geometry, written = exported
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
     again = export.export_case(_mask(), folder, tmp_path / "a", "run:P1")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the source series is never modified
     other = export.export_case(_mask(), folder, tmp_path / "b", "run:P2")
     for kind in ("seg", "rtstruct"):
         uids = [(d.SOPInstanceUID, d.SeriesInstanceUID) for d in (pydicom.dcmread(p[kind]) for p in (written, again, other))]
