@@ -478,7 +478,17 @@ def build_cohort(
                  "warnings_by_kind": {str(k): int(v) for k, v in warn["kind"].value_counts().sort_index().items()},
                  "options": {k: v for k, v in options.items() if k != "atol_mm"}})
     paths = write_outputs(out_dir, manifest, excl, flow, warn, sources)
+    _log_summary(excl, warn, paths)
     return CohortResult(manifest, excl, flow, paths, warn)
+
+
+def _log_summary(exclusions: pd.DataFrame, warnings: pd.DataFrame, paths: dict[str, Path]) -> None:
+    """One line per exclusion reason and per warning kind, with the first detail, on the log."""
+    for reason, rows in exclusions.groupby("reason", sort=False):
+        log.info("excluded %d patient(s): %s, e.g. %s: %s", len(rows), reason, rows["patient_id"].iloc[0], rows["detail"].iloc[0][:300])
+    for kind, rows in warnings.groupby("kind", sort=False):
+        log.info("warning (%d): %s, e.g. %s", len(rows), kind, rows["detail"].iloc[0][:300])
+    log.info("details: %s, %s", paths["exclusions"], paths["warnings"])
 
 
 def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.DataFrame, flow: dict[str, Any],

@@ -81,12 +81,18 @@ def test_nifti_affine_places_voxels_where_dicom_does(series: Path, tmp_path: Pat
     assert spacing == pytest.approx(SPACING)
 
 
-def test_oblique_coronal_orientation_matches_simpleitk(series: Path) -> None:
-    # re-label the slices as coronal: normal = row x col = (1,0,0) x (0,0,-1) = (0,1,0)
+@pytest.mark.parametrize("iop, step", [
+    ([1, 0, 0, 0, 0, -1], [0, -2.5, 0]),       # coronal: normal = (1,0,0) x (0,0,-1) = (0,1,0), stored anterior-first
+    ([0, 1, 0, 0, 0, -1], [2.5, 0, 0]),        # sagittal: normal = (0,1,0) x (0,0,-1) = (-1,0,0)
+    ([0.8660254, 0.5, 0, 0, 0, -1], [0, 0, 0]),  # oblique: positions placed along the normal below
+])
+def test_non_axial_orientations_match_simpleitk(series: Path, iop, step) -> None:
+    normal = np.cross(iop[:3], iop[3:])
     for k, path in enumerate(sorted(series.glob("*.dcm"))):
         ds = pydicom.dcmread(path)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1] + 2.5 * (5 - k), ORIGIN[2]]
+        ds.ImageOrientationPatient = iop
+        shift = np.array(step) * (5 - k) if any(step) else normal * 2.5 * k
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.array(ORIGIN) + shift]
         ds.save_as(path)
     vol, geom = dicomio.read_series(series)
     img = _sitk_series(series)
