@@ -20,7 +20,8 @@ from pydicom.data import get_testdata_file
 
 from amtlib import cohort, dicomio
 from amtlib.io import load_nifti, save_nifti
-from test_dicom_real import replicate, tree_hash
+from test_cohort import tree_hash
+from test_dicom_real import replicate
 
 SHAPE = (5, 8, 9)
 SPACING = (2.5, 0.8, 0.9)

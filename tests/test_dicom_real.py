@@ -9,7 +9,6 @@ reader.
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
@@ -56,15 +55,6 @@ def sitk_read(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     return reader.Execute()
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ decoding
