@@ -40,6 +40,7 @@ demo: data
 	$(BIN)/amt run --config $(CONFIG) --out $(RUN_OUT)
 
 test: $(STAMP)
+	$(BIN)/amt fetch --scanner-files > /dev/null  # real scanner DICOM and demo CTs for the tests (cached)
 	$(BIN)/python -m pytest
 
 smoke: $(STAMP)

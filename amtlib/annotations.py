@@ -11,7 +11,8 @@ grid. Nothing is written and the input file is never modified.
   maximum fractional value (fraction >= 0.5 is tumour). The segment is chosen by label (case-
   insensitive) or number; ``None`` takes the only one. A frame is placed on the slice whose
   SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
-  a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size).
+  a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). A
+  series resampled from a tilted gantry is refused (its grid is not the one the frames were drawn on).
 - :func:`read_rtstruct` (pydicom): the contours of one ROI (by name, case-insensitive) are rasterised in
   world coordinates: every contour point (LPS mm) goes through the inverse of the series' voxel -> LPS
   matrix, each contour lands on the slice it lies on (within ``slice_tol`` of a slice), and the
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.multival import MultiValue
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
     listing = ", ".join(f"{n}: {label!r}" for n, label in items)
     if segment is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one with annotation_label")
+            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one with mask_label")
         return items[0][0]
     if isinstance(segment, (int, np.integer)) and not isinstance(segment, bool):
         hits = [n for n, _ in items if n == int(segment)]
@@ -156,7 +158,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
     if len(hits) != 1:
         what = "no" if not hits else f"{len(hits)}"
         raise AnnotationError(f"{path}: {what} segment matching {segment!r} (segments {listing}); "
-                              "set annotation_label to one of these labels or numbers")
+                              "set mask_label to one of these labels or numbers")
     return hits[0]
 
 
@@ -166,8 +168,13 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     for deriv in item.get("DerivationImageSequence", []):
         for src in deriv.get("SourceImageSequence", []):
             uid = str(src.get("ReferencedSOPInstanceUID", ""))
-            if uid in slice_of_uid:
-                return slice_of_uid[uid]
+            frames = src.get("ReferencedFrameNumber", None)
+            keys = [uid]
+            if frames is not None:  # a frame of a multi-frame source: the series reader names it uid#frame
+                keys.insert(0, f"{uid}#{int(frames[0] if isinstance(frames, (list, MultiValue)) else frames)}")
+            for key in keys:
+                if key in slice_of_uid:
+                    return slice_of_uid[key]
     plane = item.get("PlanePositionSequence") or (shared.get("PlanePositionSequence") if shared else None)
     if not plane:
         raise AnnotationError(f"{path}: frame {index + 1} references no slice of the series and has no position; "
@@ -221,6 +228,9 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
     if str(head.get("SOPClassUID", "")) != SEG_STORAGE:
         raise AnnotationError(f"{path}: not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})")
     _check_reference(path, head, geometry)
+    if geometry.get("tilt_deg", 0.0):
+        raise AnnotationError(f"{path}: the CT series was resampled from a tilted gantry ({geometry['tilt_deg']:.2f} degrees), "
+                              "so SEG frames on the original slices do not fit its grid; use an RTSTRUCT or tilt_policy='exclude'")
     try:
         seg = hd.seg.segread(str(path))
         frames = np.asarray(seg.pixel_array)
@@ -257,12 +267,12 @@ def _choose_roi(path: Path, ds: Any, roi: str | None) -> int:
         raise AnnotationError(f"{path}: the structure set holds no ROI; re-export it with the tumour contour")
     if roi is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one with annotation_label")
+            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one with mask_label")
         return items[0][0]
     hits = [n for n, name in items if name.strip().lower() == str(roi).strip().lower()]
     if len(hits) != 1:
         raise AnnotationError(f"{path}: {'no' if not hits else len(hits)} ROI named {roi!r} (ROIs {names}); "
-                              "set annotation_label to one of these names")
+                              "set mask_label to one of these names")
     return hits[0]
 
 

@@ -12,9 +12,12 @@ Screened patients are the rows of ``clinical.csv``. Each gets the first failing 
                                  pixel data, no geometry tags), or the patient has only such files
 ``incomplete_or_poor_quality_ct`` no series forms one consistent volume (missing/duplicate slices,
                                  uneven spacing, mixed geometry)
-``no_reference_mask``            no ``masks/<SeriesInstanceUID>.nii.gz`` for any usable series
-``mask_geometry_mismatch``       the mask's shape or affine differs from its image
-``invalid_reference_mask``       the mask holds values other than 0/1, or no tumour voxel
+``tilted_gantry``                the series is sheared by a tilted gantry and ``tilt_policy`` is
+                                 ``exclude`` (with ``resample``, the default, it is resampled)
+``no_reference_mask``            no mask for any usable series (see *Masks* below)
+``mask_geometry_mismatch``       the mask's voxel grid is not the image's (largest distance in mm)
+``invalid_reference_mask``       the mask is unreadable, ambiguous (two files), holds values other
+                                 than 0/1 without ``mask_label``, or no tumour voxel
 ==============================  ================================================================
 
 Series rule (paper): the referring institution's original series (InstitutionName != ``CENTRAL``)
@@ -25,6 +28,18 @@ excluded only when none is usable, with the reason of the preferred series. Only
 for ranking; pixel data is read for the series tried. The case's institution is the selected series'
 InstitutionName (where the image was acquired; ``clinical.csv``'s institution when the tag is empty).
 Case ids equal patient ids (one case per patient; stable and traceable to the source).
+
+Patients and series. The patient is the folder under ``dicom/`` (the documented layout); a blank
+PatientID tag, or one that differs from the folder, is a warning in ``warnings.csv``, not an
+exclusion. Series are grouped by SeriesInstanceUID across the patient's sub-folders (blank UIDs: by
+folder, with a derived id); files are read by content (see :mod:`amtlib.dicomio`): non-DICOM files are
+skipped with a warning, and SEG, RTSTRUCT, SR, localizers and derived images are not image candidates.
+
+Masks. ``masks/<SeriesInstanceUID><ext>`` or, when the patient has exactly one candidate series,
+``masks/<patient_id><ext>``, with ext one of :data:`amtlib.masks.MASK_SUFFIXES` (NIfTI, NRRD,
+``.seg.nrrd``). A mask on the image's grid in any axis order or flip is reoriented by world
+coordinates (a warning); other grids are refused (:mod:`amtlib.masks`). ``mask_label`` picks the
+tumour label of a multi-label mask; it is never guessed.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib import manifest as mf
+from amtlib import masks as mk
 from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
 from amtlib.stats import vendor_key
 
@@ -55,13 +71,17 @@ REASONS: dict[str, str] = {
     "no_ct_series": "no CT series",
     "unreadable_files": "unreadable DICOM files",
     "incomplete_or_poor_quality_ct": "incomplete or poor-quality CT",
+    "tilted_gantry": "tilted gantry (tilt_policy='exclude')",
     "no_reference_mask": "no reference mask",
     "mask_geometry_mismatch": "mask geometry differs from image",
     "invalid_reference_mask": "mask not binary or empty",
 }
 #: Phrases of :func:`amtlib.dicomio.check_series` messages that mean a broken file (reason
 #: ``unreadable_files``) rather than an inconsistent volume (``incomplete_or_poor_quality_ct``).
-FILE_LEVEL_MARKERS: tuple[str, ...] = ("non-DICOM file", "pixel data unreadable", "has no pixel data", " lacks ")
+FILE_LEVEL_MARKERS: tuple[str, ...] = ("unreadable file", " truncated", "cannot be decoded", "could not be decoded",
+                                       "has no pixel data", " lacks ", "samples per pixel")
+#: Columns of ``warnings.csv`` (nothing recorded there excludes a patient).
+WARNING_COLUMNS: tuple[str, ...] = ("patient_id", "series_uid", "kind", "detail")
 CLINICAL_COLUMNS: tuple[str, ...] = ("patient_id", "institution", "age", "sex", "histology", "pathology_confirmed")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -75,6 +95,7 @@ class CohortResult:
     exclusions: pd.DataFrame
     flow: dict[str, Any]
     paths: dict[str, Path] = field(default_factory=dict)
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(WARNING_COLUMNS)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,13 +201,8 @@ def flow_vs_paper(flow: dict[str, Any]) -> pd.DataFrame:
 
 
 def _load_mask(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    return np.ascontiguousarray(data.transpose(2, 1, 0)), np.asarray(img.affine, dtype=float)
+    loaded = mk.read_mask_file(path)
+    return np.ascontiguousarray(loaded.data.transpose(2, 1, 0)), loaded.affine
 
 
 def _as_hu_array(volume: np.ndarray) -> np.ndarray:
@@ -196,41 +212,66 @@ def _as_hu_array(volume: np.ndarray) -> np.ndarray:
     return volume.astype(np.float32)
 
 
-def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_folders: set[str], atol_mm: float) -> tuple[Any, ...]:
-    """Read one candidate: ``(volume, geometry, mask, anatomy)`` or raise ``_Unusable(reason, detail)``."""
+def find_masks(raw_dir: Path, series_uid: str, patient_id: str, n_candidates: int) -> list[Path]:
+    """Mask files of one series: ``masks/<series_uid><ext>``, else ``masks/<patient_id><ext>`` when the
+    patient has exactly one candidate series (several files for one key are returned for the caller
+    to refuse as ambiguous)."""
+    folder = raw_dir / "masks"
+    keys = [series_uid] + ([patient_id] if n_candidates == 1 else [])
+    for key in keys:
+        found = [folder / f"{key}{suffix}" for suffix in mk.MASK_SUFFIXES if (folder / f"{key}{suffix}").is_file()]
+        if found:
+            return found
+    return []
+
+
+def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
+    """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
     from amtlib import dicomio
 
-    folder = Path(row["folder"])
     uid = row["series_uid"]
-    mask_path = raw_dir / "masks" / f"{uid}.nii.gz"
-    if not mask_path.is_file():
-        raise _Unusable("no_reference_mask", f"{mask_path} not found")
+    found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)))
+    if not found:
+        keys = f"{uid}" + (f" or {row.get('patient_folder')}" if int(row.get("_n_candidates", 1)) == 1 else "")
+        raise _Unusable("no_reference_mask", f"{raw_dir / 'masks'}: no mask named {keys} with {', '.join(mk.MASK_SUFFIXES)}")
+    if len(found) > 1:
+        raise _Unusable("invalid_reference_mask", f"{len(found)} mask files for one series ({', '.join(p.name for p in found)}); keep one")
+    mask_path = found[0]
+    broken = sorted(f for folder in {str(Path(f).parent) for f in row["files"]} for f in unreadable_files.get(folder, []))
+    if broken:
+        # a file that claims to be DICOM and does not parse may be a slice of this series: never guess
+        raise _Unusable("unreadable_files", f"{len(broken)} unreadable file(s) beside the series, e.g. {broken[0]}; "
+                        "repair or remove it (a missing slice cannot be ruled out)")
     try:
-        volume, geometry = dicomio.read_series(folder)
+        volume, geometry = dicomio.read_series(list(row["files"]), tilt_policy=options["tilt_policy"],
+                                               accept_derived=options["accept_derived"])
     except dicomio.DicomSeriesError as exc:
-        unreadable = str(folder) in unreadable_folders or any(m in str(exc) for m in FILE_LEVEL_MARKERS)
-        raise _Unusable("unreadable_files" if unreadable else "incomplete_or_poor_quality_ct", str(exc)) from None
+        text = str(exc)
+        if "tilted_gantry" in text:
+            raise _Unusable("tilted_gantry", text) from None
+        unreadable = any(m in text for m in FILE_LEVEL_MARKERS)
+        raise _Unusable("unreadable_files" if unreadable else "incomplete_or_poor_quality_ct", text) from None
+    warnings = []
+    if geometry.get("tilt_deg", 0.0):
+        warnings.append(("gantry_tilt_resampled", f"{row['folder']}: positions sheared {geometry['tilt_deg']:.2f} degrees "
+                         "(tilted gantry); resampled to an orthogonal grid (linear interpolation)"))
     try:
-        mask, mask_affine = _load_mask(mask_path)
-    except Exception as exc:  # nibabel raises several types for non-NIfTI input
-        raise _Unusable("invalid_reference_mask", f"{mask_path}: not a readable NIfTI file ({type(exc).__name__})") from None
-    if mask.shape != volume.shape or not np.allclose(mask_affine, geometry["affine"], atol=atol_mm):
-        what = (f"shape (z, y, x) {mask.shape} != image {volume.shape}" if mask.shape != volume.shape
-                else f"affine differs from the image by up to {np.abs(mask_affine - geometry['affine']).max():.3g} mm")
-        raise _Unusable("mask_geometry_mismatch", f"{mask_path}: {what}")
-    values = np.unique(mask)
-    if np.setdiff1d(values, [0, 1]).size or not (values == 1).any():
-        detail = "no tumour voxel" if np.setdiff1d(values, [0, 1]).size == 0 else f"values {values[:6].tolist()} not 0/1"
-        raise _Unusable("invalid_reference_mask", f"{mask_path}: {detail}")
+        mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
+                                                 tolerance_mm=options["mask_tolerance_mm"])
+    except mk.MaskError as exc:
+        reason = "mask_geometry_mismatch" if "does not coincide" in str(exc) else "invalid_reference_mask"
+        raise _Unusable(reason, str(exc)) from None
+    if reoriented:
+        warnings.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))
     anatomy = None
     anat_path = raw_dir / "anatomy" / f"{uid}.nii.gz"
     if anat_path.is_file():
         anat, anat_affine = _load_mask(anat_path)
-        if anat.shape == volume.shape and np.allclose(anat_affine, geometry["affine"], atol=atol_mm):
+        if anat.shape == volume.shape and np.allclose(anat_affine, geometry["affine"], atol=options["atol_mm"]):
             anatomy = anat
         else:
             log.warning("%s: anatomy geometry differs from its image; anatomy not used", anat_path)
-    return volume, geometry, mask.astype(np.uint8), anatomy
+    return volume, geometry, mask, anatomy, warnings
 
 
 class _Unusable(Exception):
@@ -244,26 +285,30 @@ def process_patient(
     candidates: list[dict[str, Any]],
     raw_dir: str | Path,
     out_dir: str | Path,
-    unreadable_folders: Iterable[str] = (),
-    atol_mm: float = 1e-3,
+    unreadable_files: dict[str, list[str]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pick the first usable ranked series of one patient and write its NIfTI image, mask and anatomy.
 
     ``patient`` is its clinical row, ``candidates`` its ranked series rows (:func:`rank_series`).
-    Returns ``{"row": manifest row}`` or ``{"exclusion": (reason, detail)}``; never raises for bad
-    input data. Writes ``images/``, ``masks/``, ``anatomy/<case_id>.nii.gz`` under ``out_dir``.
+    ``unreadable_files`` maps a folder to its files that claim to be DICOM and do not parse;
+    ``options`` are :data:`DEFAULT_OPTIONS` (tilt policy, derived images, mask label and tolerance).
+    Returns ``{"row": manifest row, "warnings": [(kind, detail)], "files": [...]}`` or
+    ``{"exclusion": (reason, detail)}``; never raises for bad input data. Writes ``images/``,
+    ``masks/``, ``anatomy/<case_id>.nii.gz`` under ``out_dir``.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    unreadable = set(unreadable_folders)
+    unreadable = unreadable_files or {}
+    options = {**DEFAULT_OPTIONS, **(options or {})}
     pid = str(patient["patient_id"])
     first: _Unusable | None = None
     details = []
     for row in candidates:
         try:
-            volume, geometry, mask, anatomy = _try_series(row, raw_dir, unreadable, atol_mm)
+            volume, geometry, mask, anatomy, warnings = _try_series(row, raw_dir, unreadable, options)
         except _Unusable as exc:
             first = first or exc
-            details.append(f"{Path(row['folder']).name}: {exc.detail}")
+            details.append(f"{row['folder']}: {exc.detail}")
             continue
         case_id = pid
         image_path = out_dir / "images" / f"{case_id}.nii.gz"
@@ -287,9 +332,19 @@ def process_patient(
             "shape_z": volume.shape[0], "shape_y": volume.shape[1], "shape_x": volume.shape[2],
             "image_sha256": sha256_file(image_path), "mask_sha256": sha256_file(mask_path), "split": "",
             "series_kind": row["kind"],
-        }}
+        }, "warnings": warnings, "files": list(geometry["files"]), "sop_uids": list(geometry["sop_uids"])}
     assert first is not None
     return {"exclusion": (first.reason, " | ".join(details))}
+
+
+#: Reading options of the cohort build (notebook 01 parameters of the same names).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "tilt_policy": "resample",     # tilted gantry: "resample" to an orthogonal grid (as dcm2niix) or "exclude"
+    "accept_derived": False,       # DERIVED/SECONDARY CT images as candidates
+    "mask_label": None,            # tumour label of a multi-label mask (int or .seg.nrrd segment name)
+    "mask_tolerance_mm": mk.TOLERANCE_MM,  # mask voxel centres vs the image's
+    "atol_mm": 1e-3,               # anatomy label maps (synthetic cohort) vs the image affine
+}
 
 
 def _process_star(args: tuple) -> dict[str, Any]:
@@ -307,6 +362,30 @@ def _patient_of_path(path: str, dicom_root: Path) -> str:
         return ""
 
 
+def _scan(raw_dir: Path, accept_derived: bool) -> Any:
+    from amtlib import dicomio
+
+    dicom_root = raw_dir / "dicom"
+    if dicom_root.is_dir():
+        return dicomio.scan_tree(dicom_root, patient_level=True, accept_derived=accept_derived)
+    log.warning("%s: no dicom/ folder; every patient will be excluded as no_ct_series", raw_dir)
+    return dicomio.ScanResult.empty()
+
+
+def _no_series_reason(pid: str, dicom_root: Path, scan: Any) -> tuple[str, str]:
+    """Reason for a screened patient without a candidate CT series, naming what was found instead."""
+    bad = [p for p in scan.unreadable["path"] if _patient_of_path(p, dicom_root) == pid]
+    if bad:
+        return "unreadable_files", f"{len(bad)} unreadable file(s), e.g. {bad[0]}: {scan.unreadable.set_index('path').loc[bad[0], 'reason']}"
+    others = scan.objects[scan.objects["patient_folder"] == pid]
+    if len(others):
+        kinds = sorted(set(others["reason"].str.split(" \\(").str[0]))
+        return "no_ct_series", f"no CT image series under {dicom_root / pid}; found only {len(others)} other object(s): {'; '.join(kinds)}"
+    if not (dicom_root / pid).is_dir():
+        return "no_ct_series", f"no folder {dicom_root / pid} (the patient's DICOM goes in dicom/<patient_id>/)"
+    return "no_ct_series", f"no DICOM CT files under {dicom_root / pid}"
+
+
 def build_cohort(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -314,60 +393,76 @@ def build_cohort(
     workers: int = 1,
     central_name: str = CENTRAL,
     atol_mm: float = 1e-3,
+    tilt_policy: str = "resample",
+    accept_derived: bool = False,
+    mask_label: int | str | None = None,
+    mask_tolerance_mm: float = mk.TOLERANCE_MM,
 ) -> CohortResult:
     """Apply the criteria to a raw cohort, select and convert one series per patient, write the outputs.
 
-    Paper section: Inclusion and exclusion criteria. ``raw_dir`` follows docs/architecture.md
-    (``clinical.csv``, ``dicom/``, ``masks/``, optional ``anatomy/``) and is only read. Writes into
-    ``out_dir``: ``images/``, ``masks/``, ``anatomy/``, ``manifest.csv``, ``exclusions.csv``
-    (patient_id, reason, detail) and ``cohort_flow.json``. DICOM files of patients absent from
-    ``clinical.csv`` are ignored with a warning (they were not screened). ``workers`` > 1 converts
-    patients in parallel processes.
+    Paper section: Inclusion and exclusion criteria. ``raw_dir`` follows data_manifest/README.md
+    (``clinical.csv``, ``dicom/<patient_id>/...``, ``masks/``, optional ``anatomy/``) and is only read.
+    Writes into ``out_dir``: ``images/``, ``masks/``, ``anatomy/``, ``manifest.csv``,
+    ``exclusions.csv`` (patient_id, reason, detail), ``warnings.csv`` (:data:`WARNING_COLUMNS`),
+    ``sources.json`` (case id -> series UID and source files in slice order, for DICOM export) and
+    ``cohort_flow.json``. Patient folders absent from ``clinical.csv`` are ignored with a warning (they
+    were not screened). ``workers`` > 1 converts patients in parallel processes. ``tilt_policy``,
+    ``accept_derived``, ``mask_label`` and ``mask_tolerance_mm`` are described in :mod:`amtlib.dicomio`
+    and :mod:`amtlib.masks`; none of them changes what is read silently (each use is in warnings.csv).
     """
     from amtlib import dicomio
 
+    if tilt_policy not in dicomio.TILT_POLICIES:
+        raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(dicomio.TILT_POLICIES)}")
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     clinical = read_clinical(raw_dir / "clinical.csv")
     dicom_root = raw_dir / "dicom"
-    if dicom_root.is_dir():
-        series, unreadable = dicomio.scan_tree(dicom_root)
-    else:
-        log.warning("%s: no dicom/ folder; every patient will be excluded as no_ct_series", raw_dir)
-        series, unreadable = pd.DataFrame(columns=list(dicomio.SERIES_COLUMNS)), pd.DataFrame(columns=["path", "reason"])
-    series = series[series["modality"].isin(["CT", ""])]
-    unknown = sorted(set(series["patient_id"]) - set(clinical["patient_id"]))
+    scan = _scan(raw_dir, accept_derived)
+    series = scan.series
+    screened = set(clinical["patient_id"])
+    unknown = sorted(set(series["patient_folder"]) - screened)
+    warnings: list[dict[str, str]] = []
     if unknown:
-        log.warning("%d DICOM patient id(s) not in clinical.csv, ignored: %s", len(unknown), ", ".join(unknown[:10]))
-    unreadable_by_patient = unreadable.assign(pid=[_patient_of_path(p, dicom_root) for p in unreadable["path"]]).groupby("pid")["path"].apply(list).to_dict()
-    unreadable_folders = {str(Path(p).parent.resolve()) for p in unreadable["path"]}
+        log.warning("%d patient folder(s) under dicom/ not in clinical.csv, ignored: %s", len(unknown), ", ".join(unknown[:10]))
+        for pid in unknown:
+            warnings.append({"patient_id": pid, "series_uid": "", "kind": "patient_not_screened",
+                             "detail": f"{dicom_root / pid}: no row in clinical.csv; not screened, ignored"})
+    for w in scan.warnings.itertuples():
+        warnings.append({"patient_id": w.patient_folder, "series_uid": w.series_uid, "kind": w.kind, "detail": w.detail})
+    unreadable_files: dict[str, list[str]] = {}
+    for path in scan.unreadable["path"]:
+        unreadable_files.setdefault(str(Path(path).parent), []).append(path)
 
+    options = {"tilt_policy": tilt_policy, "accept_derived": accept_derived, "mask_label": mask_label,
+               "mask_tolerance_mm": mask_tolerance_mm, "atol_mm": atol_mm}
     exclusions: list[dict[str, str]] = []
     jobs: list[tuple] = []
-    by_patient = dict(tuple(series.groupby("patient_id"))) if len(series) else {}
+    by_patient = dict(tuple(series.groupby("patient_folder"))) if len(series) else {}
     for _, patient in clinical.iterrows():
         pid = patient["patient_id"]
         failed = clinical_reason(patient, min_age)
         if failed is None and pid not in by_patient:
-            bad = unreadable_by_patient.get(pid, [])
-            failed = (("unreadable_files", f"{len(bad)} unreadable file(s), e.g. {bad[0]}") if bad
-                      else ("no_ct_series", f"no CT series for {pid} under {dicom_root}"))
+            failed = _no_series_reason(pid, dicom_root, scan)
         if failed is not None:
             exclusions.append({"patient_id": pid, "reason": failed[0], "detail": failed[1]})
             continue
-        ranked = rank_series(by_patient[pid], central_name)
-        jobs.append((patient.to_dict(), ranked.to_dict("records"), raw_dir, out_dir, unreadable_folders, atol_mm))
+        ranked = rank_series(by_patient[pid], central_name).assign(_n_candidates=len(by_patient[pid]))
+        jobs.append((patient.to_dict(), ranked.to_dict("records"), raw_dir, out_dir, unreadable_files, options))
 
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_process_star, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
     else:
         results = [_process_star(j) for j in jobs]
-    rows = []
+    rows, sources = [], {}
     for job, res in zip(jobs, results):
+        pid = job[0]["patient_id"]
         if "row" in res:
             rows.append(res["row"])
+            sources[res["row"]["case_id"]] = {"series_uid": res["row"]["series_uid"], "files": res["files"], "sop_uids": res["sop_uids"]}
+            warnings.extend({"patient_id": pid, "series_uid": res["row"]["series_uid"], "kind": k, "detail": d} for k, d in res["warnings"])
         else:
-            exclusions.append({"patient_id": job[0]["patient_id"], "reason": res["exclusion"][0], "detail": res["exclusion"][1]})
+            exclusions.append({"patient_id": pid, "reason": res["exclusion"][0], "detail": res["exclusion"][1]})
 
     full = pd.DataFrame(rows)
     kinds = full["series_kind"].value_counts().to_dict() if len(full) else {}
@@ -375,15 +470,31 @@ def build_cohort(
     excl = pd.DataFrame(exclusions, columns=["patient_id", "reason", "detail"])
     order = {r: i for i, r in enumerate(REASONS)}
     excl = excl.sort_values(["reason", "patient_id"], key=lambda s: s.map(order) if s.name == "reason" else s).reset_index(drop=True)
+    warn = pd.DataFrame(warnings, columns=list(WARNING_COLUMNS)).sort_values(["patient_id", "kind"], kind="stable").reset_index(drop=True)
     flow = cohort_flow(len(clinical), excl, manifest)
     flow.update({"series_selected": {k: int(v) for k, v in kinds.items()}, "min_age": min_age,
-                 "source": {"raw_dir": str(raw_dir.resolve())}, "unreadable_files": int(len(unreadable))})
-    paths = write_outputs(out_dir, manifest, excl, flow)
-    return CohortResult(manifest, excl, flow, paths)
+                 "source": {"raw_dir": str(raw_dir.resolve())}, "unreadable_files": int(len(scan.unreadable)),
+                 "skipped_non_dicom_files": int(len(scan.skipped)), "other_dicom_objects": int(len(scan.objects)),
+                 "warnings_by_kind": {str(k): int(v) for k, v in warn["kind"].value_counts().sort_index().items()},
+                 "options": {k: v for k, v in options.items() if k != "atol_mm"}})
+    paths = write_outputs(out_dir, manifest, excl, flow, warn, sources)
+    _log_summary(excl, warn, paths)
+    return CohortResult(manifest, excl, flow, paths, warn)
 
 
-def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.DataFrame, flow: dict[str, Any]) -> dict[str, Path]:
-    """Write ``manifest.csv``, ``exclusions.csv`` and ``cohort_flow.json`` atomically into ``out_dir``,
+def _log_summary(exclusions: pd.DataFrame, warnings: pd.DataFrame, paths: dict[str, Path]) -> None:
+    """One line per exclusion reason and per warning kind, with the first detail, on the log."""
+    for reason, rows in exclusions.groupby("reason", sort=False):
+        log.info("excluded %d patient(s): %s, e.g. %s: %s", len(rows), reason, rows["patient_id"].iloc[0], rows["detail"].iloc[0][:300])
+    for kind, rows in warnings.groupby("kind", sort=False):
+        log.info("warning (%d): %s, e.g. %s", len(rows), kind, rows["detail"].iloc[0][:300])
+    log.info("details: %s, %s", paths["exclusions"], paths["warnings"])
+
+
+def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.DataFrame, flow: dict[str, Any],
+                  warnings: pd.DataFrame | None = None, sources: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``manifest.csv``, ``exclusions.csv``, ``warnings.csv``, ``sources.json`` and
+    ``cohort_flow.json`` atomically into ``out_dir``,
     and delete the NIfTIs of ``images/``, ``masks/``, ``anatomy/`` of cases no longer in the manifest
     (left by an earlier run of the step on another cohort)."""
     out_dir = Path(out_dir)
@@ -393,6 +504,8 @@ def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.Da
         "manifest": write_csv(out_dir / "manifest.csv", manifest),
         "exclusions": write_csv(out_dir / "exclusions.csv", exclusions),
         "cohort_flow": write_json(out_dir / "cohort_flow.json", flow),
+        "warnings": write_csv(out_dir / "warnings.csv", warnings if warnings is not None else pd.DataFrame(columns=list(WARNING_COLUMNS))),
+        "sources": write_json(out_dir / "sources.json", sources or {}),
     }
 
 

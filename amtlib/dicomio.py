@@ -20,7 +20,8 @@ import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,12 @@ log = logging.getLogger(__name__)
 #: Columns of the series table returned by :func:`scan_tree`.
 SERIES_COLUMNS: tuple[str, ...] = (
     "folder",
+    "patient_folder",
     "patient_id",
     "study_uid",
     "series_uid",
+    "series_uid_derived",
+    "sop_class",
     "institution",
     "manufacturer",
     "model_name",
@@ -45,6 +49,7 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "study_date",
     "modality",
     "n_files",
+    "files",
 )
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -64,6 +69,54 @@ class DicomSeriesError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # reading
+#
+# What is read, and what is not (paper section: Data collection; real archives hold more than CT slices):
+#
+# * Files are recognised by content, never by name: a file is DICOM when it has the ``DICM`` marker
+#   at byte 128, or (old exports without a preamble) when pydicom can parse it and it carries a
+#   SOPClassUID. Other files (DICOMDIR backups, text, XML, images, zero-byte, hidden files) are skipped
+#   with one warning per folder; they never exclude a series. A file that claims to be DICOM (marker,
+#   or a DICOM-like name: .dcm, .ima, .dicom) but cannot be parsed is *unreadable*.
+# * Image candidates are CT Image Storage, Enhanced CT and Legacy Converted Enhanced CT objects whose
+#   ImageType is ORIGINAL\PRIMARY (absent ImageType is accepted): localizers/scouts are never
+#   candidates, DERIVED or SECONDARY images only with ``accept_derived``. Every other DICOM object
+#   (SEG, RTSTRUCT, SR, presentation states, RT dose, secondary captures, dose reports, DICOMDIR) is
+#   listed in ``ScanResult.objects`` with the reason it is not an image candidate.
+# * Series are grouped by SeriesInstanceUID within a patient, across sub-folders. A blank or missing
+#   UID falls back to the folder, split by orientation and slice thickness, with a derived id
+#   ``derived.<hash>`` (deterministic) and a warning.
+
+#: Media Storage Directory (DICOMDIR): an index of a medium, not an object of the cohort.
+MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+#: SOP classes read as CT volumes (single-frame and multi-frame).
+CT_IMAGE_CLASSES: dict[str, str] = {
+    CT_IMAGE_STORAGE: "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+#: SOP classes of annotations that can become reference masks (read by :mod:`amtlib.annotations`).
+ANNOTATION_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+}
+#: File name suffixes that claim DICOM content (a file so named that does not parse is unreadable).
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima", ".dic")
+#: Largest angle (degrees) between the slice-to-slice step and the slice normal still read as orthogonal.
+TILT_TOLERANCE_DEG = 0.05
+#: What to do with a tilted-gantry (sheared) series: resample to an orthogonal grid or exclude it.
+TILT_POLICIES: tuple[str, ...] = ("resample", "exclude")
+#: Pixel-data plugins that decode each compressed transfer syntax (named in errors).
+_DECODERS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg + pylibjpeg-libjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg + pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg + pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.5": "pylibjpeg + pylibjpeg-rle (or pydicom's own RLE decoder)",
+}
 
 
 def _read_header(path: Path) -> Any:
@@ -85,40 +138,195 @@ def _number(ds: Any, keyword: str) -> float:
         return float("nan")
 
 
-def scan_tree(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Index every DICOM series under ``root`` from headers only (pixel data is not read).
+def _has_dicm_marker(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
 
-    Paper section: Data collection. Returns ``(series, unreadable)``: ``series`` has one row per
-    (folder, SeriesInstanceUID) with the columns of :data:`SERIES_COLUMNS` (``kvp`` and
-    ``slice_thickness_mm`` are floats, NaN when absent; ``folder`` is absolute); ``unreadable`` has one
-    row per file that is not readable DICOM (``path``, ``reason``). Hidden files are skipped. An empty
-    or missing tree gives two empty frames with those columns (a missing ``root`` raises ValueError).
+
+def sniff(path: str | Path, stop_before_pixels: bool = True) -> tuple[str, Any, str]:
+    """Classify one file by content: ``("dicom", dataset, "")``, ``("unreadable", None, why)`` for a
+    file that claims to be DICOM but does not parse, or ``("other", None, why)`` for a non-DICOM file.
+
+    See the rules at the top of this section. Never raises for a bad file (an unreadable folder entry
+    is "other"); the dataset is read without pixel data unless ``stop_before_pixels`` is False.
     """
     import pydicom
 
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return "other", None, f"cannot stat ({exc.strerror})"
+    if size == 0:
+        return "other", None, "empty file"
+    marked = _has_dicm_marker(path)
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=not marked)
+        meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
+        if meta_class == MEDIA_DIRECTORY_STORAGE:
+            return "other", None, "DICOMDIR (media directory, not an image)"
+        sop = str(ds.get("SOPClassUID", "") or "")
+        if not sop or not all(part.isdigit() for part in sop.split(".")):
+            # SOPClassUID is Type 1 in every storage object: without it the header is cut short
+            raise pydicom.errors.InvalidDicomError("no SOPClassUID in the data set")
+        return "dicom", ds, ""
+    except Exception as exc:  # pydicom raises many types on garbage; all mean "not parseable"
+        why = f"{type(exc).__name__}: {str(exc)[:160]}"
+        if marked or path.suffix.lower() in DICOM_SUFFIXES:
+            return "unreadable", None, f"not parseable as DICOM, file truncated or corrupt? ({why})"
+        return "other", None, "not DICOM"
+
+
+def image_candidate_reason(ds: Any, accept_derived: bool = False) -> str:
+    """Why a DICOM object is not a CT image candidate ("" when it is). The rule is stated above."""
+    sop = _text(ds, "SOPClassUID") or _text(getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID")
+    if sop not in CT_IMAGE_CLASSES:
+        try:
+            from pydicom.uid import UID
+
+            name = UID(sop).name if sop else "no SOPClassUID"
+        except Exception:  # an unparsable UID string
+            name = sop
+        return f"not a CT image ({name})"
+    image_type = [str(v).strip().upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
+        return "localizer/scout image (ImageType " + "\\".join(image_type) + ")"
+    derived = (len(image_type) >= 1 and image_type[0] == "DERIVED") or (len(image_type) >= 2 and image_type[1] == "SECONDARY")
+    if derived and not accept_derived:
+        return "derived or secondary image (ImageType " + "\\".join(image_type) + "; accept_derived=True reads it)"
+    return ""
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan_tree` found: image series, other DICOM objects, skipped and unreadable files.
+
+    ``series``: one row per CT series (:data:`SERIES_COLUMNS`; ``files`` is a tuple of absolute paths,
+    ``folder`` the common folder of those files, ``series_uid`` the tag or a derived id
+    ``derived.<hash>`` when the tag is blank). ``objects``: non-candidate DICOM objects (``path``,
+    ``patient_folder``, ``sop_class``, ``series_uid``, ``referenced_series_uid``, ``reason``).
+    ``unreadable``: files that claim to be DICOM and do not parse (``path``, ``reason``).
+    ``skipped``: non-DICOM files (``path``, ``reason``). ``warnings``: (``patient_folder``,
+    ``series_uid``, ``kind``, ``detail``), see :data:`WARNING_KINDS`.
+    """
+
+    series: pd.DataFrame
+    objects: pd.DataFrame
+    unreadable: pd.DataFrame
+    skipped: pd.DataFrame
+    warnings: pd.DataFrame
+
+    @classmethod
+    def empty(cls) -> "ScanResult":
+        """A scan that found nothing (frames with the documented columns)."""
+        files = ["path", "reason"]
+        return cls(pd.DataFrame(columns=list(SERIES_COLUMNS)), pd.DataFrame(columns=_OBJECT_COLUMNS),
+                   pd.DataFrame(columns=files), pd.DataFrame(columns=files), pd.DataFrame(columns=_WARNING_COLUMNS))
+
+
+#: Kinds of rows in ``warnings`` (nothing here excludes anything; each is recorded in warnings.csv).
+WARNING_KINDS: dict[str, str] = {
+    "non_dicom_files": "non-DICOM files skipped in a folder",
+    "not_image_candidates": "DICOM objects that are not CT image candidates (SEG, RTSTRUCT, SR, localizers, derived, ...)",
+    "patient_id_blank": "PatientID tag blank; the patient is the folder under dicom/",
+    "patient_id_differs": "PatientID tag differs from the patient folder name",
+    "series_uid_derived": "SeriesInstanceUID blank; series taken from the folder with a derived id",
+    "files_outside_patient_folders": "files directly under dicom/, not in a patient folder; ignored",
+    "gantry_tilt_resampled": "tilted gantry: resampled to an orthogonal grid",
+    "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
+}
+
+_OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason"]
+_WARNING_COLUMNS = ["patient_folder", "series_uid", "kind", "detail"]
+
+
+def _referenced_series(ds: Any) -> str:
+    """SeriesInstanceUID an annotation refers to (SEG: ReferencedSeriesSequence; RTSTRUCT: the
+    RT Referenced Series of the referenced frame of reference); "" when none is recorded."""
+    for item in ds.get("ReferencedSeriesSequence", None) or []:
+        uid = _text(item, "SeriesInstanceUID")
+        if uid:
+            return uid
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", None) or []:
+        for study in frame.get("RTReferencedStudySequence", None) or []:
+            for series in study.get("RTReferencedSeriesSequence", None) or []:
+                uid = _text(series, "SeriesInstanceUID")
+                if uid:
+                    return uid
+    return ""
+
+
+def _derived_series_id(folder: Path, ds: Any) -> str:
+    """Deterministic id for a series whose SeriesInstanceUID is blank: folder, orientation, thickness."""
+    iop = ds.get("ImageOrientationPatient", None)
+    orient = "" if iop is None else ",".join(f"{float(v):.3f}" for v in iop)
+    thick = _number(ds, "SliceThickness")
+    key = f"{folder.name}|{orient}|{'' if not np.isfinite(thick) else round(thick, 3)}"
+    return "derived." + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def scan_tree(root: str | Path, patient_level: bool = True, accept_derived: bool = False) -> ScanResult:
+    """Index every DICOM object under ``root`` from headers only (pixel data is not read).
+
+    Paper section: Data collection. With ``patient_level`` (the cohort layout
+    ``dicom/<patient>/<any sub-folders>/<files>``) the patient is the first folder under ``root``
+    (``patient_folder``), whatever the PatientID tag says: a blank or different tag is a warning.
+    Without it, ``root`` itself holds one patient's files (``patient_folder`` ""). Series are grouped
+    by (patient, SeriesInstanceUID) across sub-folders; the rules for files, candidates and blank
+    UIDs are stated at the top of this section. A missing ``root`` raises ValueError.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder; give the raw cohort's dicom/ folder")
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    objects: list[dict[str, str]] = []
     bad: list[dict[str, str]] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        try:
-            ds = _read_header(path)
-            uid = _text(ds, "SeriesInstanceUID")
-            if not uid:
-                raise ValueError("no SeriesInstanceUID")
-        except (pydicom.errors.InvalidDicomError, ValueError, OSError, EOFError, AttributeError) as exc:
-            bad.append({"path": str(path.resolve()), "reason": f"{type(exc).__name__}: {exc}"})
+    skipped: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
+    tag_ids: dict[str, set[str]] = defaultdict(set)
+    outside: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).parts
+        if any(part.startswith(".") for part in rel):
+            continue  # hidden files and folders (.DS_Store, editors' backups) are not data
+        if patient_level and len(rel) < 2:
+            outside.append(path.name)
             continue
-        key = (str(path.parent.resolve()), uid)
+        patient = rel[0] if patient_level else ""
+        kind, ds, why = sniff(path)
+        if kind == "other":
+            skipped.append({"path": str(path.resolve()), "reason": why})
+            continue
+        if kind == "unreadable":
+            bad.append({"path": str(path.resolve()), "reason": why})
+            continue
+        reason = image_candidate_reason(ds, accept_derived)
+        if reason:
+            objects.append({"path": str(path.resolve()), "patient_folder": patient,
+                            "sop_class": _text(ds, "SOPClassUID"), "series_uid": _text(ds, "SeriesInstanceUID"),
+                            "referenced_series_uid": _referenced_series(ds), "reason": reason})
+            continue
+        uid = _text(ds, "SeriesInstanceUID")
+        derived = not uid
+        if derived:
+            uid = _derived_series_id(path.parent, ds)
+        tag_ids[patient].add(_text(ds, "PatientID"))
+        key = (patient, uid)
         if key in groups:
-            groups[key]["n_files"] += 1
+            groups[key]["files"].append(str(path.resolve()))
             continue
         groups[key] = {
-            "folder": key[0],
+            "folder": "",
+            "patient_folder": patient,
             "patient_id": _text(ds, "PatientID"),
             "study_uid": _text(ds, "StudyInstanceUID"),
             "series_uid": uid,
+            "series_uid_derived": derived,
+            "sop_class": _text(ds, "SOPClassUID"),
             "institution": _text(ds, "InstitutionName"),
             "manufacturer": _text(ds, "Manufacturer"),
             "model_name": _text(ds, "ManufacturerModelName"),
@@ -128,71 +336,223 @@ def scan_tree(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "series_description": _text(ds, "SeriesDescription"),
             "study_date": _text(ds, "StudyDate"),
             "modality": _text(ds, "Modality"),
-            "n_files": 1,
+            "files": [str(path.resolve())],
         }
+        if derived:
+            warnings.append({"patient_folder": patient, "series_uid": uid, "kind": "series_uid_derived",
+                             "detail": f"{path.parent}: SeriesInstanceUID blank; series id {uid} derived from the folder, orientation and slice thickness"})
+    for g in groups.values():
+        g["files"] = tuple(g["files"])
+        g["n_files"] = len(g["files"])
+        g["folder"] = os.path.commonpath([str(Path(f).parent) for f in g["files"]])
+    for folder, items in pd.DataFrame(skipped, columns=["path", "reason"]).groupby(
+            lambda i: str(Path(skipped[i]["path"]).parent)) if skipped else []:
+        names = [Path(p).name for p in items["path"]]
+        patient = _patient_folder(folder, root) if patient_level else ""
+        detail = f"{folder}: skipped {len(names)} non-DICOM file(s): {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
+        log.warning("%s", detail)
+        warnings.append({"patient_folder": patient, "series_uid": "", "kind": "non_dicom_files", "detail": detail})
+    for obj in objects:
+        warnings.append({"patient_folder": obj["patient_folder"], "series_uid": obj["series_uid"],
+                         "kind": "not_image_candidates", "detail": f"{obj['path']}: {obj['reason']}"})
+    for patient, ids in sorted(tag_ids.items()):
+        if not patient_level:
+            break
+        if ids == {""}:
+            warnings.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_blank",
+                             "detail": f"PatientID blank in {patient}/; the patient is the folder name {patient!r}"})
+        elif ids - {patient}:
+            warnings.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_differs",
+                             "detail": f"PatientID {', '.join(sorted(repr(i) for i in ids - {patient}))} in folder {patient}/; the patient is the folder name"})
+    if outside:
+        detail = f"{root}: {len(outside)} file(s) directly under dicom/, not in a patient folder, ignored: {', '.join(outside[:5])}"
+        log.warning("%s", detail)
+        warnings.append({"patient_folder": "", "series_uid": "", "kind": "files_outside_patient_folders", "detail": detail})
+    if not groups:
+        result = ScanResult.empty()
+        return ScanResult(result.series, pd.DataFrame(objects, columns=_OBJECT_COLUMNS), pd.DataFrame(bad, columns=["path", "reason"]),
+                          pd.DataFrame(skipped, columns=["path", "reason"]), pd.DataFrame(warnings, columns=_WARNING_COLUMNS))
     series = pd.DataFrame(list(groups.values()), columns=list(SERIES_COLUMNS))
-    unreadable = pd.DataFrame(bad, columns=["path", "reason"])
-    return series, unreadable
+    return ScanResult(
+        series=series.sort_values(["patient_folder", "series_uid"], kind="stable").reset_index(drop=True),
+        objects=pd.DataFrame(objects, columns=_OBJECT_COLUMNS),
+        unreadable=pd.DataFrame(bad, columns=["path", "reason"]),
+        skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
+        warnings=pd.DataFrame(warnings, columns=_WARNING_COLUMNS),
+    )
 
 
-def _load_folder(folder: Path) -> tuple[list[tuple[Path, Any]], list[str]]:
-    """Read every file of a series folder with pixel data; return (datasets, problems)."""
-    import pydicom
+def _patient_folder(path: str | Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return ""
 
-    if not folder.is_dir():
-        raise DicomSeriesError(f"{folder}: series folder not found")
-    datasets: list[tuple[Path, Any]] = []
+
+@dataclass
+class _Frame:
+    """One 2D image of a series: a single-frame file, or one frame of a multi-frame file."""
+
+    path: Path
+    ds: Any
+    frame: int | None
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    thickness: float
+    slope: float
+    intercept: float
+    sop_uid: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name}[frame {self.frame + 1}]"
+
+
+def _first(seq: Any) -> Any:
+    return seq[0] if seq is not None and len(seq) else None
+
+
+def _frames_of(path: Path, ds: Any) -> list[_Frame]:
+    """Split a dataset into frames with their geometry; raises ValueError naming the missing tag."""
+    def rescale(item: Any, fallback: Any) -> tuple[float, float]:
+        slope, intercept = _number(item, "RescaleSlope"), _number(item, "RescaleIntercept")
+        if not np.isfinite(slope) and fallback is not None:
+            slope, intercept = _number(fallback, "RescaleSlope"), _number(fallback, "RescaleIntercept")
+        return (1.0 if not np.isfinite(slope) else slope), (0.0 if not np.isfinite(intercept) else intercept)
+
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    sop = _text(ds, "SOPInstanceUID")
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        missing = [t for t in _GEOMETRY_TAGS if t not in ds]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
+        if n_frames != 1:
+            raise ValueError(f"{n_frames} frames without per-frame functional groups (SOP class {_text(ds, 'SOPClassUID')})")
+        slope, intercept = rescale(ds, None)
+        return [_Frame(path, ds, None, np.array([float(v) for v in ds.ImagePositionPatient]),
+                       np.array([float(v) for v in ds.ImageOrientationPatient]),
+                       tuple(float(v) for v in ds.PixelSpacing), _number(ds, "SliceThickness"), slope, intercept, sop)]
+    shared = _first(ds.get("SharedFunctionalGroupsSequence", None))
+    frames = []
+    for k, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        def group(name: str) -> Any:
+            found = _first(item.get(name, None))
+            if found is None and shared is not None:
+                found = _first(shared.get(name, None))
+            return found
+        pos, orient, meas = group("PlanePositionSequence"), group("PlaneOrientationSequence"), group("PixelMeasuresSequence")
+        if pos is None or orient is None or meas is None or "PixelSpacing" not in meas:
+            missing = [n for n, v in (("PlanePositionSequence", pos), ("PlaneOrientationSequence", orient), ("PixelMeasuresSequence", meas)) if v is None]
+            raise ValueError(f"frame {k + 1} lacks {', '.join(missing) or 'PixelSpacing'} in the functional groups")
+        slope, intercept = rescale(group("PixelValueTransformationSequence") or {}, ds)
+        frames.append(_Frame(path, ds, k, np.array([float(v) for v in pos.ImagePositionPatient]),
+                             np.array([float(v) for v in orient.ImageOrientationPatient]),
+                             tuple(float(v) for v in meas.PixelSpacing), _number(meas, "SliceThickness"),
+                             slope, intercept, f"{sop}" if n_frames == 1 else f"{sop}#{k + 1}"))
+    return frames
+
+
+def _decode(path: Path, ds: Any) -> np.ndarray:
+    """Decode the pixel data of a dataset to (frames, rows, cols) stored values; a ValueError says why
+    not: a truncated file, or a transfer syntax no installed plugin decodes (naming the plugin)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    try:
+        from pydicom.uid import UID
+
+        syntax_name = UID(syntax).name if syntax else "implicit VR little endian (no file meta)"
+    except Exception:
+        syntax_name = syntax
+    compressed = syntax in _DECODERS
+    if not compressed:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        got = len(ds.PixelData)
+        if got < expected:
+            raise ValueError(f"file {path.name} truncated: PixelData holds {got} of {expected} bytes")
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises several types for broken or undecodable pixel data
+        text = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if compressed and ("plugin" in text.lower() or "missing dependencies" in text.lower() or "no pixel data handler" in text.lower()):
+            raise ValueError(f"file {path.name}: transfer syntax {syntax_name} ({syntax}) cannot be decoded here; "
+                             f"install {_DECODERS[syntax]} ({text})") from None
+        raise ValueError(f"file {path.name}: pixel data of transfer syntax {syntax_name} could not be decoded, "
+                         f"the file is truncated or corrupt ({text})") from None
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise ValueError(f"file {path.name}: {int(ds.SamplesPerPixel)} samples per pixel; a CT image has 1 (greyscale)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return arr.reshape(frames, int(ds.Rows), int(ds.Columns))
+
+
+def _as_paths(source: str | Path | Sequence[str | Path]) -> tuple[str, list[Path]]:
+    """(label for messages, files) of a series given as a folder or as a list of files."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DicomSeriesError(f"{folder}: series folder not found")
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        return str(folder), files
+    files = [Path(p) for p in source]
+    label = os.path.commonpath([str(p.parent) for p in files]) if files else "(no files)"
+    return label, files
+
+
+def _load_frames(files: list[Path], accept_derived: bool = True) -> tuple[list[_Frame], list[str]]:
+    """Headers (with pixel data) of a series' files as frames; non-DICOM files are skipped silently
+    (the scan warned), non-candidate objects (SEG, RTSTRUCT, localizers) are left out."""
+    frames: list[_Frame] = []
     problems: list[str] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        try:
-            ds = pydicom.dcmread(str(path))
-        except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            problems.append(f"non-DICOM file {path.name} ({type(exc).__name__}: {exc})")
+    for path in files:
+        kind, ds, why = sniff(path, stop_before_pixels=False)
+        if kind == "other":
+            continue
+        if kind == "unreadable":
+            problems.append(f"unreadable file {path.name}: {why}")
+            continue
+        if image_candidate_reason(ds, accept_derived=accept_derived):
             continue
         if "PixelData" not in ds:
             problems.append(f"file {path.name} has no pixel data")
             continue
         try:
-            ds.pixel_array  # decodes now so a truncated file is found here, not later
-        except Exception as exc:  # pydicom raises several types for broken pixel data
-            problems.append(f"file {path.name}: pixel data unreadable, file truncated? ({type(exc).__name__}: {exc})")
-            continue
-        missing = [t for t in _GEOMETRY_TAGS if t not in ds]
-        if missing:
-            problems.append(f"file {path.name} lacks {', '.join(missing)}")
-            continue
-        datasets.append((path, ds))
-    if not datasets and not problems:
-        problems.append("no DICOM files")
-    return datasets, problems
+            frames.extend(_frames_of(path, ds))
+        except ValueError as exc:
+            problems.append(f"file {path.name} {exc}")
+    if not frames and not problems:
+        problems.append("no CT image files")
+    return frames, problems
 
 
-def _geometry_problems(datasets: list[tuple[Path, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Consistency checks across slices; returns (problems, sort order, positions along the normal)."""
+def _geometry_problems(frames: list[_Frame], tilt_policy: str = "resample") -> tuple[list[str], np.ndarray, np.ndarray, float]:
+    """Consistency checks across slices; returns (problems, sort order, positions along the normal,
+    tilt in degrees). A sheared stack (tilted gantry) is a problem only with ``tilt_policy="exclude"``."""
     problems: list[str] = []
-    if not datasets:
-        return problems, np.zeros(0, dtype=int), np.zeros(0)
-    uids = {_text(ds, "SeriesInstanceUID") for _, ds in datasets}
+    if not frames:
+        return problems, np.zeros(0, dtype=int), np.zeros(0), 0.0
+    uids = {_text(f.ds, "SeriesInstanceUID") for f in frames}
     if len(uids) > 1:
-        problems.append(f"{len(uids)} different SeriesInstanceUIDs in one folder")
-    orients = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in datasets])
+        problems.append(f"{len(uids)} different SeriesInstanceUIDs in one series")
+    orients = np.array([f.orientation for f in frames])
     if not np.allclose(orients, orients[0], atol=1e-4):
         problems.append("mixed ImageOrientationPatient")
-    pix = np.array([[float(v) for v in ds.PixelSpacing] for _, ds in datasets])
+    pix = np.array([f.pixel_spacing for f in frames])
     if not np.allclose(pix, pix[0], atol=1e-4):
         problems.append(f"mixed PixelSpacing {sorted({tuple(p) for p in pix.round(4).tolist()})}")
-    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in datasets}
+    shapes = {(int(f.ds.Rows), int(f.ds.Columns)) for f in frames}
     if len(shapes) > 1:
         problems.append(f"mixed image shape {sorted(shapes)}")
     normal = np.cross(orients[0][:3], orients[0][3:])
-    pos = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in datasets]) @ normal
+    positions = np.array([f.position for f in frames])
+    pos = positions @ normal
     order = np.argsort(pos, kind="stable")
     pos_sorted = pos[order]
+    tilt = 0.0
     if len(pos_sorted) >= 2:
         steps = np.diff(pos_sorted)
         dup = steps < POSITION_ATOL_MM
         if dup.any():
-            names = [datasets[order[i + 1]][0].name for i in np.flatnonzero(dup)]
+            names = [frames[order[i + 1]].name for i in np.flatnonzero(dup)]
             problems.append(f"duplicate slice position ({len(names)}x, e.g. {names[0]} at {pos_sorted[np.flatnonzero(dup)[0]]:.2f} mm)")
         real = steps[~dup]
         if real.size:
@@ -204,69 +564,122 @@ def _geometry_problems(datasets: list[tuple[Path, Any]]) -> tuple[list[str], np.
                 )
             elif np.abs(real - step).max() > max(SPACING_RTOL * step, POSITION_ATOL_MM):
                 problems.append(f"uneven slice spacing: steps from {real.min():.3f} to {real.max():.3f} mm")
-    return problems, order, pos_sorted
+        along = positions[order[-1]] - positions[order[0]]
+        normal_part = float(along @ normal)
+        inplane = float(np.linalg.norm(along - normal_part * normal))
+        tilt = float(np.degrees(np.arctan2(inplane, abs(normal_part)))) if normal_part else 90.0
+        if tilt > TILT_TOLERANCE_DEG and tilt_policy == "exclude":
+            gantry = _text(frames[0].ds, "GantryDetectorTilt") or "not recorded"
+            problems.append(f"tilted_gantry: slice positions are sheared {tilt:.2f} degrees from the slice normal "
+                            f"(GantryDetectorTilt {gantry}); tilt_policy='resample' resamples to an orthogonal grid")
+    return problems, order, pos_sorted, tilt
 
 
-def check_series(folder: str | Path) -> list[str]:
-    """List what prevents ``folder`` from being one consistent CT volume; ``[]`` when it is fine.
+def check_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "resample") -> list[str]:
+    """List what prevents a series (a folder, or a list of files) from being one consistent CT volume;
+    ``[]`` when it is fine.
 
-    Paper section: Inclusion/exclusion (incomplete CT series). Finds non-DICOM or truncated files,
-    files without geometry tags, several series in one folder, mixed orientation, pixel spacing or
-    image shape, duplicate slice positions, gaps (a step more than 1.5x the median: missing slice) and
-    uneven steps (more than 1 % off the median). Reads the pixel data of every file. A missing folder
-    raises :class:`DicomSeriesError`.
+    Paper section: Inclusion/exclusion (incomplete CT series). Finds files that claim to be DICOM and
+    do not parse, truncated or undecodable pixel data, files without geometry tags, several series,
+    mixed orientation, pixel spacing or image shape, duplicate slice positions, gaps (a step more than
+    1.5x the median: missing slice), uneven steps (more than 1 % off the median) and, with
+    ``tilt_policy="exclude"``, a tilted gantry. Non-DICOM files are ignored. Decodes every file. A
+    missing folder raises :class:`DicomSeriesError`.
     """
-    folder = Path(folder)
-    datasets, problems = _load_folder(folder)
-    geo, _, _ = _geometry_problems(datasets)
+    label, files = _as_paths(source)
+    frames, problems = _load_frames(files)
+    problems += _decode_all(frames)[0]
+    geo, _, _, _ = _geometry_problems(frames, tilt_policy)
     return problems + geo
 
 
-def _slice_step_mm(datasets: list[tuple[Path, Any]], pos_sorted: np.ndarray) -> float:
+def _decode_all(frames: list[_Frame]) -> tuple[list[str], dict[Path, np.ndarray]]:
+    """Decode each file of ``frames`` once: (problems, stored values by file path)."""
+    problems: list[str] = []
+    pixels: dict[Path, np.ndarray] = {}
+    for f in frames:
+        if f.path in pixels:
+            continue
+        try:
+            pixels[f.path] = _decode(f.path, f.ds)
+        except ValueError as exc:
+            problems.append(str(exc))
+            pixels[f.path] = np.zeros(0)
+    return problems, pixels
+
+
+def _slice_step_mm(frames: list[_Frame], pos_sorted: np.ndarray) -> float:
     if len(pos_sorted) >= 2:
         return float((pos_sorted[-1] - pos_sorted[0]) / (len(pos_sorted) - 1))
-    ds = datasets[0][1]
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = _number(ds, keyword)
+    ds = frames[0].ds
+    for value in (_number(ds, "SpacingBetweenSlices"), frames[0].thickness):
         if np.isfinite(value) and value > 0:
             return value
     return 1.0
 
 
-def read_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a CT series folder as HU ``float32`` (z, y, x) plus its geometry.
+def _unshear(volume: np.ndarray, frames: list[_Frame], order: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
+             spacing_yx: tuple[float, float], fill_hu: float) -> np.ndarray:
+    """Resample a sheared (tilted-gantry) stack onto the orthogonal grid of its first slice.
 
-    Paper section: Data collection. Slices are sorted along the slice normal; HU = stored value x
-    RescaleSlope + RescaleIntercept (per file; 1 and 0 when absent). ``geometry`` holds ``spacing``
-    (z, y, x) mm, ``affine`` (4x4 voxel (x, y, z) -> RAS, for :func:`amtlib.io.save_nifti`),
-    ``origin`` (LPS mm of voxel 0), ``direction`` (row-major 3x3, SimpleITK convention), ``shape``
-    (z, y, x), ``series_uid``, ``frame_of_reference_uid`` and ``sop_uids`` (SOPInstanceUID of each
-    slice, z = 0 first; what DICOM SEG and RTSTRUCT reference). A single
-    slice gets SpacingBetweenSlices or SliceThickness as z spacing. Raises :class:`DicomSeriesError`
-    naming the folder and every problem :func:`check_series` would report.
+    Each slice is shifted in-plane by its offset from the slice normal through the first slice's
+    position (linear interpolation, ``fill_hu`` outside the acquired field), as dcm2niix does.
     """
-    folder = Path(folder)
-    datasets, problems = _load_folder(folder)
-    geo, order, pos_sorted = _geometry_problems(datasets)
+    from scipy import ndimage
+
+    dy, dx = spacing_yx
+    normal = np.cross(row_dir, col_dir)
+    origin = frames[order[0]].position
+    out = np.empty_like(volume)
+    for z, idx in enumerate(order):
+        d = frames[idx].position - origin
+        e = d - (d @ normal) * normal
+        shift = (float(e @ col_dir) / dy, float(e @ row_dir) / dx)
+        out[z] = ndimage.shift(volume[z], shift, order=1, mode="constant", cval=fill_hu)
+    return out
+
+
+def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "resample",
+                accept_derived: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a CT series (a folder, or a list of its files) as HU ``float32`` (z, y, x) plus its geometry.
+
+    Paper section: Data collection. Single-frame CT and multi-frame Enhanced CT are read (frames placed
+    by their functional groups); every common transfer syntax decodes through pydicom's plugins.
+    Slices are sorted along the slice normal; HU = stored value x RescaleSlope + RescaleIntercept (per
+    frame; 1 and 0 when absent). A tilted gantry (positions sheared off the normal) is resampled onto
+    an orthogonal grid (``tilt_policy="resample"``, linear, the series' minimum outside the field; recorded as ``tilt_deg``) or
+    refused (``"exclude"``). ``geometry`` holds ``spacing`` (z, y, x) mm, ``affine`` (4x4 voxel
+    (x, y, z) -> RAS, for :func:`amtlib.io.save_nifti`), ``origin`` (LPS mm of voxel 0), ``direction``
+    (row-major 3x3, SimpleITK convention), ``shape`` (z, y, x), ``series_uid``,
+    ``frame_of_reference_uid``, ``sop_uids`` (SOPInstanceUID of each slice, z = 0 first; what DICOM SEG
+    and RTSTRUCT reference; ``uid#k`` for frame k of a multi-frame file), ``files`` (z = 0 first) and
+    ``tilt_deg``. Raises :class:`DicomSeriesError` naming the series and every problem
+    :func:`check_series` would report.
+    """
+    if tilt_policy not in TILT_POLICIES:
+        raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(TILT_POLICIES)}")
+    label, files = _as_paths(source)
+    frames, problems = _load_frames(files, accept_derived=accept_derived)
+    decode_problems, pixels = _decode_all(frames)
+    problems += decode_problems
+    geo, order, pos_sorted, tilt = _geometry_problems(frames, tilt_policy)
     problems += geo
     if problems:
-        raise DicomSeriesError(f"{folder}: " + "; ".join(problems) + "; exclude this series or repair it")
+        raise DicomSeriesError(f"{label}: " + "; ".join(problems) + "; exclude this series or repair it")
     slices = []
     for idx in order:
-        ds = datasets[idx][1]
-        slope = _number(ds, "RescaleSlope")
-        intercept = _number(ds, "RescaleIntercept")
-        slope = 1.0 if not np.isfinite(slope) else slope
-        intercept = 0.0 if not np.isfinite(intercept) else intercept
-        slices.append(ds.pixel_array.astype(np.float32) * np.float32(slope) + np.float32(intercept))
+        f = frames[idx]
+        stored = pixels[f.path][0 if f.frame is None else f.frame]
+        slices.append(stored.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept))
     volume = np.stack(slices, axis=0)
-    first = datasets[order[0]][1]
-    iop = np.array([float(v) for v in first.ImageOrientationPatient])
-    row_dir, col_dir = iop[:3], iop[3:]
+    first = frames[order[0]]
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row_dir, col_dir)
-    dy, dx = (float(v) for v in first.PixelSpacing)
-    dz = _slice_step_mm(datasets, pos_sorted)
-    origin = np.array([float(v) for v in first.ImagePositionPatient])
+    dy, dx = first.pixel_spacing
+    dz = _slice_step_mm(frames, pos_sorted)
+    if tilt > TILT_TOLERANCE_DEG:
+        volume = _unshear(volume, frames, order, row_dir, col_dir, (dy, dx), float(volume.min()))
+    origin = first.position
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dx
     lps[:3, 1] = col_dir * dy
@@ -279,19 +692,20 @@ def read_series(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         "origin": tuple(origin.tolist()),
         "direction": tuple(direction.ravel().tolist()),
         "shape": tuple(volume.shape),
-        "series_uid": _text(first, "SeriesInstanceUID"),
-        "frame_of_reference_uid": _text(first, "FrameOfReferenceUID"),
-        "sop_uids": tuple(_text(datasets[i][1], "SOPInstanceUID") for i in order),
+        "series_uid": _text(first.ds, "SeriesInstanceUID"),
+        "frame_of_reference_uid": _text(first.ds, "FrameOfReferenceUID"),
+        "sop_uids": tuple(frames[i].sop_uid for i in order),
+        "files": tuple(str(frames[i].path) for i in order),
+        "tilt_deg": round(tilt, 4) if tilt > TILT_TOLERANCE_DEG else 0.0,
     }
     return volume, geometry
 
 
-def series_to_nifti(folder: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Convert a DICOM series folder to a NIfTI file in HU (float32, atomic write); return the geometry.
-
-    Raises :class:`DicomSeriesError` for an inconsistent series (see :func:`read_series`).
+def series_to_nifti(source: str | Path | Sequence[str | Path], out_path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Convert a DICOM series (folder or files) to a NIfTI file in HU (float32, atomic write); return
+    the geometry. Raises :class:`DicomSeriesError` for an inconsistent series (see :func:`read_series`).
     """
-    volume, geometry = read_series(folder)
+    volume, geometry = read_series(source, **kwargs)
     save_nifti(volume, geometry["affine"], out_path)
     return geometry
 

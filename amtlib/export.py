@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,23 +69,29 @@ class ExportError(ValueError):
 # source series
 
 
-def read_source_headers(folder: str | Path, geometry: dict[str, Any]) -> list[Any]:
-    """Headers (no pixel data) of the series' slices in ``geometry['sop_uids']`` order (z = 0 first)."""
+def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
+    """Headers (no pixel data) of the series' slices in z order, from ``geometry['files']``.
+
+    Refuses what an export cannot reference slice by slice: a multi-frame source (one SOP instance
+    for every slice) and a tilted-gantry series resampled by the reader (its grid is not the files').
+    """
     import pydicom
 
-    folder = Path(folder)
-    by_uid = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except Exception:  # not DICOM: the series reader already decided what belongs to the series
-            continue
-        by_uid[str(ds.get("SOPInstanceUID", ""))] = ds
-    missing = [uid for uid in geometry["sop_uids"] if uid not in by_uid]
-    if missing:
-        raise ExportError(f"{folder}: {len(missing)} slice(s) of series {geometry['series_uid']} not found "
-                          f"(e.g. SOPInstanceUID {missing[0]}); export from the complete source series")
-    return [by_uid[uid] for uid in geometry["sop_uids"]]
+    series = geometry.get("series_uid", "")
+    if any("#" in uid for uid in geometry["sop_uids"]):
+        raise ExportError(f"series {series}: a multi-frame (Enhanced CT) source; DICOM export supports "
+                          "single-frame CT series only")
+    if geometry.get("tilt_deg", 0.0):
+        raise ExportError(f"series {series}: tilted gantry ({geometry['tilt_deg']:.2f} degrees) resampled by the reader, "
+                          "so the mask is not on the files' grid; build the cohort with tilt_policy='exclude'")
+    headers = []
+    for path, uid in zip(geometry["files"], geometry["sop_uids"]):
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        if str(ds.SOPInstanceUID) != uid:
+            raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({uid}); "
+                              "the source series changed since the cohort was built")
+        headers.append(ds)
+    return headers
 
 
 def _check_mask(mask: np.ndarray, geometry: dict[str, Any], what: str) -> np.ndarray:
@@ -277,14 +284,14 @@ def write_dataset(ds: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def export_case(mask: np.ndarray, source_folder: str | Path, out_dir: str | Path, uid_seed: str,
+def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out_dir: str | Path, uid_seed: str,
                 formats: Sequence[str] = FORMATS, model_sha256: str = "",
                 affine: np.ndarray | None = None, atol_mm: float = 0.01) -> dict[str, Path]:
     """Write ``seg.dcm`` and/or ``rtstruct.dcm`` of one (z, y, x) mask into ``out_dir``.
 
-    ``source_folder``: the CT series the mask was predicted on (read with
-    :func:`amtlib.dicomio.read_series`). ``affine``: the mask's NIfTI voxel -> RAS matrix, checked
-    against the series' within ``atol_mm``. Returns ``{format: path}``.
+    ``source``: the CT series the mask was predicted on, a folder or its files (read with
+    :func:`amtlib.dicomio.read_series`, tilted gantries refused). ``affine``: the mask's NIfTI
+    voxel -> RAS matrix, checked against the series' within ``atol_mm``. Returns ``{format: path}``.
     """
     from amtlib.dicomio import DicomSeriesError, read_series
 
@@ -292,13 +299,14 @@ def export_case(mask: np.ndarray, source_folder: str | Path, out_dir: str | Path
     if bad or not formats:
         raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
     try:
-        _, geometry = read_series(source_folder)
+        _, geometry = read_series(source, tilt_policy="exclude")
     except DicomSeriesError as exc:
         raise ExportError(f"source series unusable for export: {exc}") from None
+    where = source if isinstance(source, (str, Path)) else Path(list(source)[0]).parent
     if affine is not None and not np.allclose(affine, geometry["affine"], atol=atol_mm):
-        raise ExportError(f"case {uid_seed}: mask affine differs from source series {source_folder} by up to "
+        raise ExportError(f"case {uid_seed}: mask affine differs from source series {where} by up to "
                           f"{np.abs(np.asarray(affine) - geometry['affine']).max():.3g} mm; export predictions of this series")
-    sources = read_source_headers(source_folder, geometry)
+    sources = read_source_headers(geometry)
     out_dir = Path(out_dir)
     written = {}
     if "seg" in formats:
@@ -309,14 +317,29 @@ def export_case(mask: np.ndarray, source_folder: str | Path, out_dir: str | Path
     return written
 
 
-def find_series_folders(dicom_root: str | Path, series_uids: Sequence[str]) -> dict[str, Path]:
-    """SeriesInstanceUID -> folder under ``dicom_root`` (headers only), for the UIDs asked."""
+def find_series_files(dicom_root: str | Path, series_uids: Sequence[str]) -> dict[str, list[str]]:
+    """SeriesInstanceUID -> its files under ``dicom_root`` (headers only), for the UIDs asked."""
     from amtlib.dicomio import scan_tree
 
-    series, _ = scan_tree(dicom_root)
-    wanted = set(series_uids)
-    rows = series[series["series_uid"].isin(wanted)]
-    return {str(r["series_uid"]): Path(r["folder"]) for _, r in rows.iterrows()}
+    series = scan_tree(dicom_root).series
+    rows = series[series["series_uid"].isin(set(series_uids))]
+    return {str(r["series_uid"]): list(r["files"]) for _, r in rows.iterrows()}
+
+
+def case_sources(P: Any, manifest: pd.DataFrame, raw_dir: str | Path | None) -> dict[str, list[str]]:
+    """case id -> source files of its series: ``01_cohort/sources.json`` (written by the cohort build),
+    else a header scan of the raw ``dicom/`` tree by SeriesInstanceUID."""
+    import json
+
+    if P.sources_json.is_file():
+        known = json.loads(P.sources_json.read_text())
+        if all(c in known for c in manifest["case_id"]):
+            return {c: list(known[c]["files"]) for c in manifest["case_id"]}
+    root = Path(raw_dir) if raw_dir else _run_raw_dir(P.root)
+    if not len(manifest):
+        return {}
+    by_uid = find_series_files(root / "dicom", list(manifest["series_uid"])) if (root / "dicom").is_dir() else {}
+    return {c: by_uid[u] for c, u in zip(manifest["case_id"], manifest["series_uid"]) if u in by_uid}
 
 
 def _run_raw_dir(run_dir: Path) -> Path:
@@ -333,10 +356,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
                formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None) -> pd.DataFrame:
     """Export the predictions of a run folder as DICOM; return one row per case (``export.csv`` too).
 
-    Reads ``01_cohort/manifest.csv`` (case, ``series_uid``; a ``series_folder`` column is used when
-    present), ``02_split/split.csv`` when ``split`` is given (``None``: every predicted case), and
-    ``03_train/predictions/<case_id>.nii.gz``. Source series are found by SeriesInstanceUID under
-    ``raw_dir``/dicom (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
+    Reads ``01_cohort/manifest.csv`` (case, ``series_uid``), ``02_split/split.csv`` when ``split`` is
+    given (``None``: every predicted case), and ``03_train/predictions/<case_id>.nii.gz``. Source files
+    come from ``01_cohort/sources.json``, else are found by SeriesInstanceUID under ``raw_dir``/dicom
+    (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
     ``out_dir/<case_id>/seg.dcm`` and/or ``rtstruct.dcm`` (default ``out_dir``: ``RUN/09_export``) and
     ``out_dir/export.csv``. UIDs derive from the run folder's name and the case id. Raises
     :class:`ExportError` naming the case for a missing prediction or source series.
@@ -362,11 +385,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         bad = manifest.loc[manifest["series_uid"] == "", "case_id"].tolist()
         raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "
                           "source DICOM series")
-    if "series_folder" in manifest and (manifest["series_folder"] != "").all():
-        folders = {u: Path(f) for u, f in zip(manifest["series_uid"], manifest["series_folder"])}
-    else:
-        root = Path(raw_dir) if raw_dir else _run_raw_dir(P.root)
-        folders = find_series_folders(root / "dicom", list(manifest["series_uid"])) if len(manifest) else {}
+    sources = case_sources(P, manifest, raw_dir)
     model_sha = sha256_file(P.model) if P.model.is_file() else ""
     rows = []
     for _, case in manifest.sort_values("case_id").iterrows():
@@ -374,15 +393,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         pred_path = P.predictions_dir / f"{cid}.nii.gz"
         if not pred_path.is_file():
             raise ExportError(f"case {cid}: prediction {pred_path} not found; run step 03_train (prediction) first")
-        if uid not in folders:
+        if cid not in sources:
             raise ExportError(f"case {cid}: source series {uid} not found under the raw DICOM folder; "
                               "set raw_dir to the cohort the run was built from")
         try:
             mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
         except ValueError as exc:
             raise ExportError(str(exc)) from None
-        written = export_case(mask, folders[uid], out / cid, f"{P.root.name}:{cid}", formats, model_sha, affine)
-        rows.append({"case_id": cid, "series_uid": uid, "source_folder": str(folders[uid]), "n_voxels": int(mask.sum()),
+        written = export_case(mask, sources[cid], out / cid, f"{P.root.name}:{cid}", formats, model_sha, affine)
+        folder = os.path.commonpath([str(Path(f).parent) for f in sources[cid]])
+        rows.append({"case_id": cid, "series_uid": uid, "source_folder": folder, "n_voxels": int(mask.sum()),
                      "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
                      "rtstruct_path": str(written["rtstruct"].relative_to(out)) if "rtstruct" in written else ""})
     table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
@@ -404,10 +424,11 @@ def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_case
     P = RunPaths(run_dir)
     out = Path(out_dir) if out_dir else P.export_dir
     table = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False).head(n_cases)
+    sources = case_sources(P, table, None)
     rows = []
     for _, case in table.iterrows():
         pred, _, _ = load_nifti(P.predictions_dir / f"{case['case_id']}.nii.gz", dtype=np.uint8)
-        _, geometry = read_series(case["source_folder"])
+        _, geometry = read_series(sources[case["case_id"]])
         for kind, reader in (("seg", read_seg), ("rtstruct", read_rtstruct)):
             if case[f"{kind}_path"]:
                 back = reader(out / case[f"{kind}_path"], geometry)

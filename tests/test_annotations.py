@@ -197,7 +197,7 @@ def test_hand_made_rtstruct_with_hole_and_island(series, tmp_path: Path) -> None
     np.testing.assert_array_equal(an.read_annotation(path, geometry, "GTV"), expected)
     with pytest.raises(an.AnnotationError, match="neither a DICOM SEG nor an RTSTRUCT"):
         an.read_annotation(path.with_name("nothing.dcm"), geometry)
-    with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one with annotation_label"):
+    with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one with mask_label"):
         an.read_rtstruct(path, geometry)
     with pytest.raises(an.AnnotationError, match=f"{path}: no ROI named 'tumour'"):
         an.read_rtstruct(path, geometry, "tumour")
@@ -259,3 +259,21 @@ def test_rtstruct_bad_input(series, tmp_path: Path) -> None:
         an.read_rtstruct(tmp_path / "cut.dcm", geometry)
     with pytest.raises(an.AnnotationError, match="missing.dcm: file not found"):
         an.read_rtstruct(tmp_path / "missing.dcm", geometry)
+
+
+def test_seg_frame_of_a_multiframe_source_is_found_by_uid_and_frame_number(series, tmp_path: Path) -> None:
+    """The series reader names frame f of a multi-frame file ``uid#f``; a SEG names it by
+    ReferencedSOPInstanceUID + ReferencedFrameNumber."""
+    _, geometry, sources = series
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[3, 2:5, 3:9] = 1
+    ds = pydicom.dcmread(_highdicom_seg(sources, {"Tumour": mask}, tmp_path / "mf.dcm"))
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber = 1
+        ipp = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])  # moved off the
+        item.PlanePositionSequence[0].ImagePositionPatient = [f"{v:.6f}" for v in ipp + [0, 0, 1.3]]  # grid: only
+        # the reference can place the frame
+    ds.save_as(tmp_path / "mf2.dcm")
+    multi = {**geometry, "sop_uids": tuple(f"{u}#1" for u in geometry["sop_uids"])}
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "mf2.dcm", multi), mask)
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "mf2.dcm", geometry), mask)  # single-frame naming too

@@ -127,7 +127,7 @@ def test_exclusion_details_name_the_problem_file(built) -> None:
     assert "missing slice" in detail["P06"]
     assert "uneven slice spacing" in detail["P12"]
     assert "IM00005.dcm" in detail["P13"]
-    assert "shape (z, y, x) (4, 8, 8) != image (5, 8, 8)" in detail["P08"]
+    assert "mask shape (i, j, k) (8, 8, 4) vs image (x, y, z) (8, 8, 5)" in detail["P08"] and "does not coincide" in detail["P08"]
     assert detail["P05"] == "empty sex"
     assert "age 17 < 18" == detail["P03"]
 

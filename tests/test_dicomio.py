@@ -81,12 +81,18 @@ def test_nifti_affine_places_voxels_where_dicom_does(series: Path, tmp_path: Pat
     assert spacing == pytest.approx(SPACING)
 
 
-def test_oblique_coronal_orientation_matches_simpleitk(series: Path) -> None:
-    # re-label the slices as coronal: normal = row x col = (1,0,0) x (0,0,-1) = (0,1,0)
+@pytest.mark.parametrize("iop, step", [
+    ([1, 0, 0, 0, 0, -1], [0, -2.5, 0]),       # coronal: normal = (1,0,0) x (0,0,-1) = (0,1,0), stored anterior-first
+    ([0, 1, 0, 0, 0, -1], [2.5, 0, 0]),        # sagittal: normal = (0,1,0) x (0,0,-1) = (-1,0,0)
+    ([0.8660254, 0.5, 0, 0, 0, -1], [0, 0, 0]),  # oblique: positions placed along the normal below
+])
+def test_non_axial_orientations_match_simpleitk(series: Path, iop, step) -> None:
+    normal = np.cross(iop[:3], iop[3:])
     for k, path in enumerate(sorted(series.glob("*.dcm"))):
         ds = pydicom.dcmread(path)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1] + 2.5 * (5 - k), ORIGIN[2]]
+        ds.ImageOrientationPatient = iop
+        shift = np.array(step) * (5 - k) if any(step) else normal * 2.5 * k
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.array(ORIGIN) + shift]
         ds.save_as(path)
     vol, geom = dicomio.read_series(series)
     img = _sitk_series(series)
@@ -113,13 +119,17 @@ def test_header_tags_and_scan_tree(series: Path, tmp_path: Path) -> None:
     assert (ds.RescaleSlope, ds.RescaleIntercept, ds.PixelRepresentation) == (1, -1024, 1)
     assert str(ds.PatientName) == "" and ds.PatientBirthDate == ""  # Type 2: present, empty
     (series / "notes.txt").write_text("not a dicom file")
-    table, bad = dicomio.scan_tree(tmp_path / "dicom")
+    scan = dicomio.scan_tree(tmp_path / "dicom")
+    table = scan.series
     assert len(table) == 1
     row = table.iloc[0]
     assert row["n_files"] == 6 and row["patient_id"] == "P0001" and row["institution"] == "INST-007"
     assert (row["manufacturer"], row["model_name"], row["convolution_kernel"]) == ("Siemens", "SOMATOM Definition", "B30f")
     assert (row["kvp"], row["slice_thickness_mm"], row["study_date"], row["modality"]) == (120.0, 2.5, "20150304", "CT")
-    assert list(bad["path"]) == [str((series / "notes.txt").resolve())]
+    assert row["patient_folder"] == "P0001" and len(row["files"]) == 6 and row["folder"] == str(series.resolve())
+    # a text file is skipped with a warning for its folder, never counted as a broken DICOM file
+    assert scan.unreadable.empty and list(scan.skipped["path"]) == [str((series / "notes.txt").resolve())]
+    assert list(scan.warnings["kind"]) == ["non_dicom_files"]
 
 
 def test_ct_small_real_scanner_file(tmp_path: Path) -> None:
@@ -135,8 +145,8 @@ def test_ct_small_real_scanner_file(tmp_path: Path) -> None:
     assert geom["origin"] == pytest.approx(img.GetOrigin())
     assert geom["spacing"][1:] == pytest.approx(img.GetSpacing()[1::-1])
     assert geom["spacing"][0] == pytest.approx(float(ds.SliceThickness))
-    table, bad = dicomio.scan_tree(folder)
-    assert table.iloc[0]["manufacturer"] == str(ds.Manufacturer) and bad.empty
+    scan = dicomio.scan_tree(folder, patient_level=False)
+    assert scan.series.iloc[0]["manufacturer"] == str(ds.Manufacturer) and scan.unreadable.empty
     assert dicomio.check_series(folder) == []
 
 
@@ -163,9 +173,12 @@ def test_truncated_and_non_dicom_files_are_reported(series: Path) -> None:
     data = files[3].read_bytes()
     files[3].write_bytes(data[: len(data) - 40])
     (series / "IM99999.dcm").write_bytes(b"\x00" * 50)
+    (series / "README.txt").write_text("exported by PACS")  # not DICOM, not named like DICOM: ignored
     problems = dicomio.check_series(series)
-    assert any("IM00004.dcm: pixel data unreadable" in p for p in problems)
-    assert any(p.startswith("non-DICOM file IM99999.dcm") for p in problems)
+    assert any(p.startswith("file IM00004.dcm truncated: PixelData holds") for p in problems), problems
+    # named like DICOM, content is not: a broken file of the series
+    assert any(p.startswith("unreadable file IM99999.dcm: not parseable as DICOM") for p in problems), problems
+    assert not any("README" in p for p in problems)
 
 
 def test_mixed_pixel_spacing_is_reported(series: Path) -> None:

@@ -216,3 +216,31 @@ def test_export_run_names_a_missing_source_series(tmp_path: Path) -> None:
     manifest.to_csv(run / "01_cohort" / "manifest.csv", index=False)
     with pytest.raises(export.ExportError, match="case P1: source series 1.2.3.999 not found under the raw DICOM folder"):
         export.export_run(run)
+
+
+def test_export_run_takes_source_files_from_the_cohort_sources_json(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    run, preds = _fake_run(tmp_path)
+    moved = tmp_path / "archive"
+    shutil.move(str(run / "00_data" / "raw" / "dicom"), moved)  # the raw tree is gone: only sources.json knows
+    sources = {}
+    for pid in ("P1", "P3"):
+        _, geometry = dicomio.read_series(moved / pid / "s1")
+        sources[pid] = {"series_uid": geometry["series_uid"], "files": list(geometry["files"]), "sop_uids": list(geometry["sop_uids"])}
+    (run / "01_cohort" / "sources.json").write_text(json.dumps(sources))
+    table = export.export_run(run, formats=["rtstruct"])
+    assert table["source_folder"].tolist() == [str(moved / "P1" / "s1"), str(moved / "P3" / "s1")]
+    _, geometry = dicomio.read_series(moved / "P1" / "s1")
+    np.testing.assert_array_equal(an.read_rtstruct(run / "09_export" / "P1" / "rtstruct.dcm", geometry), preds["P1"])
+
+
+def test_sources_an_export_cannot_reference_slice_by_slice(exported) -> None:
+    _, geometry, written = exported
+    with pytest.raises(export.ExportError, match="multi-frame .*single-frame CT series only"):
+        export.read_source_headers({**geometry, "sop_uids": ("1.2.3#1", "1.2.3#2")})
+    with pytest.raises(export.ExportError, match=r"tilted gantry \(15.00 degrees\) resampled"):
+        export.read_source_headers({**geometry, "tilt_deg": 15.0})
+    with pytest.raises(an.AnnotationError, match="resampled from a tilted gantry"):
+        an.read_seg(written["seg"], {**geometry, "tilt_deg": 15.0})

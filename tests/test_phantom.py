@@ -143,7 +143,7 @@ def test_effusion_is_next_to_heart_and_near_water() -> None:
 
 @pytest.mark.parametrize("kind, problem", [
     ("missing_slices", "missing slice"), ("uneven_spacing", "uneven slice spacing"),
-    ("truncated_file", "pixel data unreadable"), ("non_dicom_file", "non-DICOM file"),
+    ("truncated_file", "truncated: PixelData holds"), ("non_dicom_file", "not parseable as DICOM"),
 ])
 def test_defects_are_really_malformed(tmp_path: Path, kind: str, problem: str) -> None:
     vol = np.zeros((8, 6, 6), np.float32)
@@ -167,7 +167,7 @@ def test_cohort_is_deterministic_and_follows_the_contract(tmp_path: Path) -> Non
     assert list(clinical.columns[:7]) == ["patient_id", "institution", "age", "sex", "histology", "pathology_confirmed", "scan_date"]
     assert {"intended_exclusion", "background", "role", "intended_split"} <= set(clinical.columns)
     assert len(clinical) == summary["screened"] == 9
-    series, _ = dicomio.scan_tree(raw / "dicom")
+    series = dicomio.scan_tree(raw / "dicom").series
     syn = pd.read_csv(raw / "synthesis.csv")
     assert set(series["series_uid"]) == set(syn["series_uid"])
     for _, r in syn.iterrows():
@@ -183,7 +183,7 @@ def test_cohort_is_deterministic_and_follows_the_contract(tmp_path: Path) -> Non
 
 def test_no_images_writes_tiny_valid_series(tmp_path: Path) -> None:
     summary = synthesize_cohort(tmp_path, scale=0.02, seed=0, backgrounds="procedural", images=False)
-    series, bad = dicomio.scan_tree(tmp_path / "dicom")
+    series = dicomio.scan_tree(tmp_path / "dicom").series
     assert len(series) == summary["series"] and summary["screened"] == 17
     syn = pd.read_csv(tmp_path / "synthesis.csv")
     ok = syn[syn["defect"].isna()].iloc[0]

@@ -1,0 +1,197 @@
+"""Reference masks in: NIfTI and NRRD files placed on a CT series' voxel grid by world coordinates.
+
+Paper section: Data collection (reference tumour masks drawn by radiologists). Segmentation tools
+store the same voxel grid in different ways: the plain LPS->RAS NIfTI of this package, dcm2niix's row
+flip (affine diag(-dx, +dy, dz)), an axis permutation, or a 3D Slicer NRRD/``.seg.nrrd`` in LPS. A mask
+is accepted when its voxel centres coincide with the image's (within ``tolerance_mm``) after a
+permutation and flips of its axes; it is then reoriented onto the image's (z, y, x) array. It is never
+resampled: a mask on another grid is refused with the largest distance in mm between its voxel centres
+and the image's. DICOM SEG and RTSTRUCT are read by :mod:`amtlib.annotations`.
+
+Labels: a mask must hold only 0 and 1 unless ``label`` names the tumour label (an integer value, or
+the segment name of a ``.seg.nrrd``); other values are never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+#: Mask file suffixes read here, in the order tried when several files match a series.
+MASK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
+#: Default tolerance (mm) between a mask's voxel centres and the image's.
+TOLERANCE_MM = 0.1
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class MaskError(ValueError):
+    """A mask that cannot be used for its image; the message names the file, the problem and the remedy."""
+
+
+@dataclass
+class LoadedMask:
+    """A mask as stored: ``data`` indexed (i, j, k) as the file's axes, ``affine`` (i, j, k) -> RAS mm,
+    ``segments`` segment name -> label value (``.seg.nrrd`` only)."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    segments: dict[str, int]
+
+
+def mask_suffix(path: str | Path) -> str:
+    """The mask suffix of ``path`` ("" when it is not a mask file read here)."""
+    name = Path(path).name.lower()
+    for suffix in MASK_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def _read_nifti(path: Path) -> LoadedMask:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return LoadedMask(np.asarray(data), np.asarray(img.affine, dtype=float), {})
+
+
+def _read_nrrd(path: Path) -> LoadedMask:
+    """NRRD through SimpleITK (LPS origin/direction), with Slicer's segment names and label values."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.LoadPrivateTagsOn()
+    img = reader.Execute()
+    if img.GetDimension() != 3:
+        raise MaskError(f"{path}: a {img.GetDimension()}D NRRD; a tumour mask is one 3D volume")
+    segments: dict[str, int] = {}
+    keys = set(img.GetMetaDataKeys())
+    for key in sorted(keys):
+        if key.startswith("Segment") and key.endswith("_Name"):
+            stem = key[: -len("_Name")]
+            if f"{stem}_Layer" in keys and img.GetMetaData(f"{stem}_Layer").strip() not in ("", "0"):
+                continue  # other layers are separate components: not supported here
+            value = img.GetMetaData(f"{stem}_LabelValue") if f"{stem}_LabelValue" in keys else ""
+            if value.strip().lstrip("-").isdigit():
+                segments[img.GetMetaData(key).strip()] = int(value)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise MaskError(f"{path}: {img.GetNumberOfComponentsPerPixel()} layers (overlapping segments); "
+                        "export the tumour segment alone as a labelmap (.nrrd or .nii.gz)")
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (x, y, z) like the file's index order
+    direction = np.array(img.GetDirection(), dtype=float).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.array(img.GetSpacing(), dtype=float)[None, :]
+    lps[:3, 3] = img.GetOrigin()
+    return LoadedMask(arr, _LPS_TO_RAS @ lps, segments)
+
+
+def read_mask_file(path: str | Path) -> LoadedMask:
+    """Read a NIfTI or NRRD mask as stored; :class:`MaskError` names the file when it cannot be read."""
+    path = Path(path)
+    suffix = mask_suffix(path)
+    if not suffix:
+        raise MaskError(f"{path}: not a mask format read here ({', '.join(MASK_SUFFIXES)}; DICOM SEG/RTSTRUCT via amtlib.annotations)")
+    try:
+        loaded = _read_nifti(path) if suffix.startswith(".nii") else _read_nrrd(path)
+    except MaskError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK raise many types for truncated or foreign files
+        raise MaskError(f"{path}: not a readable {suffix} file, truncated or corrupt? ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if loaded.data.ndim != 3:
+        raise MaskError(f"{path}: mask has {loaded.data.ndim} dimensions {loaded.data.shape}; expected one 3D volume")
+    return loaded
+
+
+def grid_mapping(mask_affine: np.ndarray, mask_shape: Sequence[int], image_affine: np.ndarray,
+                 image_shape_xyz: Sequence[int]) -> tuple[np.ndarray | None, float]:
+    """How a mask's voxel axes map onto an image's, by world coordinates.
+
+    Returns ``(ornt, max_distance_mm)``: ``ornt`` is a nibabel orientation array (mask axis -> image
+    axis and flip) when the mask's voxel centres coincide with the image's after a permutation and
+    flips (None otherwise), and ``max_distance_mm`` the largest distance between a mask voxel centre
+    (the 8 corners of its grid; the grids are affine, so corners bound every voxel) and the image voxel
+    centre it is mapped onto. Both affines map (i, j, k) -> RAS mm.
+    """
+    mask_shape = np.asarray(mask_shape[:3], dtype=float)
+    image_shape = np.asarray(image_shape_xyz[:3], dtype=float)
+    to_image = np.linalg.inv(image_affine) @ mask_affine  # mask index -> image index (fractional)
+    rot = to_image[:3, :3]
+    ornt = np.zeros((3, 2))
+    used: set[int] = set()
+    for i in range(3):
+        j = int(np.argmax(np.abs(rot[:, i])))
+        sign = 1.0 if rot[j, i] > 0 else -1.0
+        ornt[i] = (j, sign)
+        used.add(j)
+    corners = np.array([[a, b, c] for a in (0, mask_shape[0] - 1) for b in (0, mask_shape[1] - 1) for c in (0, mask_shape[2] - 1)])
+    world = (mask_affine[:3, :3] @ corners.T).T + mask_affine[:3, 3]
+    mapped_shape = np.zeros(3)
+    for i in range(3):
+        mapped_shape[int(ornt[i, 0])] = mask_shape[i]
+    if len(used) == 3 and np.array_equal(mapped_shape, image_shape):
+        # the image voxel each mask corner must land on: the permuted and flipped corner index
+        target = np.empty_like(corners)
+        for i in range(3):
+            j, sign = int(ornt[i, 0]), ornt[i, 1]
+            target[:, j] = corners[:, i] if sign > 0 else image_shape[j] - 1 - corners[:, i]
+        expected = (image_affine[:3, :3] @ target.T).T + image_affine[:3, 3]
+        return ornt, float(np.linalg.norm(world - expected, axis=1).max())
+    # another grid (oblique, cropped, resampled): distance of each corner to its nearest image voxel centre
+    idx = (np.linalg.inv(image_affine) @ np.c_[world, np.ones(len(world))].T).T[:, :3]
+    nearest = (image_affine[:3, :3] @ np.round(idx).T).T + image_affine[:3, 3]
+    return None, float(np.linalg.norm(world - nearest, axis=1).max())
+
+
+def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
+                       label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM) -> tuple[np.ndarray, bool]:
+    """Read a NIfTI/NRRD mask and place it on the image's (z, y, x) grid; return ``(mask, reoriented)``.
+
+    ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicomio.read_series`
+    gives). The mask is uint8 0/1: the file's voxels equal to ``label`` (an int, or a ``.seg.nrrd``
+    segment name), or, with ``label=None``, the file must hold only 0 and 1. ``reoriented`` is True when
+    the file's axes were permuted or flipped to match. Raises :class:`MaskError` naming the file: not
+    readable; grid not the image's (with the largest distance in mm and what to do); values not 0/1
+    without a ``label``; label absent; no tumour voxel.
+    """
+    path = Path(path)
+    loaded = read_mask_file(path)
+    nz, ny, nx = (int(v) for v in image_shape_zyx)
+    ornt, distance = grid_mapping(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz))
+    if ornt is None or distance > tolerance_mm:
+        shape_note = f"mask shape (i, j, k) {tuple(loaded.data.shape)} vs image (x, y, z) {(nx, ny, nz)}"
+        raise MaskError(
+            f"{path}: voxel grid does not coincide with the image's: largest distance between voxel centres "
+            f"{distance:.3g} mm (tolerance {tolerance_mm:g} mm; {shape_note}); export the mask on the image's own "
+            "grid (same series, no resampling or cropping) or resample it to the image before use")
+    values = loaded.data
+    if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
+        if label not in loaded.segments:
+            names = ", ".join(repr(n) for n in loaded.segments) or "none recorded"
+            raise MaskError(f"{path}: no segment named {label!r} (segments: {names}); set the mask label to one of them")
+        binary = values == loaded.segments[label]
+    elif label is not None:
+        wanted = int(label)
+        present = np.unique(values)
+        if wanted not in present:
+            raise MaskError(f"{path}: label {wanted} not in the mask (values {present[:8].tolist()}); set the tumour's label")
+        binary = values == wanted
+    else:
+        present = np.unique(values)
+        if np.setdiff1d(present, [0, 1]).size:
+            segs = f"; segments {loaded.segments}" if loaded.segments else ""
+            raise MaskError(f"{path}: values {present[:8].tolist()} are not 0/1{segs}; name the tumour label "
+                            "(parameter mask_label: a value or a .seg.nrrd segment name), it is never guessed")
+        binary = values == 1
+    if not binary.any():
+        raise MaskError(f"{path}: no tumour voxel (label {label if label is not None else 1})")
+    import nibabel as nib
+
+    on_image = nib.orientations.apply_orientation(binary.astype(np.uint8), ornt)  # (x, y, z) of the image
+    reoriented = not np.array_equal(ornt, np.array([[0, 1], [1, 1], [2, 1]], dtype=float))
+    return np.ascontiguousarray(on_image.transpose(2, 1, 0)), reoriented

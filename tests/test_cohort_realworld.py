@@ -1,0 +1,212 @@
+"""The cohort build on a raw tree as real archives deliver it: every edge of issue 15, one patient each.
+
+Each patient is used correctly (with a warning where something was unusual) or excluded with a reason
+naming the file or series and the tag or problem; the input tree is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.data import get_testdata_file
+
+from amtlib import cohort, dicomio
+from amtlib.io import load_nifti, save_nifti
+from test_cohort import tree_hash
+from test_dicom_real import replicate
+
+SHAPE = (5, 8, 9)
+SPACING = (2.5, 0.8, 0.9)
+
+
+def _series(raw: Path, pid: str, sub: str, seed: str, **meta: object) -> tuple[Path, dict]:
+    vol = np.full(SHAPE, -50.0) + np.arange(SHAPE[0])[:, None, None]
+    folder = raw / "dicom" / pid / sub
+    dicomio.write_ct_series(vol, SPACING, folder, {"PatientID": pid, "InstitutionName": "INST-1", **meta}, seed)
+    return folder, dicomio.read_series(folder, accept_derived=True, tilt_policy="resample")[1] if "ImageType" not in meta else {}
+
+
+def _truth() -> np.ndarray:
+    m = np.zeros(SHAPE, np.uint8)
+    m[1:4, 2:5, 3:6] = 1
+    m[4, 6, 7] = 1
+    return m
+
+
+def _blank(folder: Path, *keywords: str) -> None:
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        for kw in keywords:
+            setattr(ds, kw, "")
+        ds.save_as(path)
+
+
+@pytest.fixture(scope="module")
+def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.CohortResult, str]:
+    base = tmp_path_factory.mktemp("realworld")
+    raw = base / "raw"
+    (raw / "masks").mkdir(parents=True)
+    expected: dict[str, str] = {}
+    rows = []
+
+    def patient(pid: str, reason: str = "") -> None:
+        rows.append({"patient_id": pid, "institution": "INST-1", "age": "60", "sex": "F", "histology": "thymoma",
+                     "pathology_confirmed": "True", "scan_date": "2020-01-01"})
+        expected[pid] = reason
+
+    # R01: a real Siemens CT in JPEG Lossless SV1, exported with DICOMDIR backup, text, XML, PNG, hidden and empty files
+    folder = raw / "dicom" / "R01" / "export"
+    replicate(scanner["scanner_bad_sequence"], folder, n=4, seed="R01", name="{k:08d}", PatientID="R01")
+    shutil.copy(get_testdata_file("DICOMDIR"), folder / "DICOMDIR.bak")
+    (folder / "README.txt").write_text("exported by PACS")
+    (folder / "index.xml").write_text("<study/>")
+    (folder / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    (folder / "empty").write_bytes(b"")
+    _, geom = dicomio.read_series(sorted(p for p in folder.iterdir() if p.name.isdigit()))
+    m = np.zeros(geom["shape"], np.uint8)
+    m[1:3, 200:260, 220:300] = 1
+    save_nifti(m, geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R01")
+    # R02: anonymised export, StudyInstanceUID, SeriesInstanceUID and PatientID blanked; mask by patient id
+    folder, geom = _series(raw, "R02", "anon", "R02")
+    _blank(folder, "StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / "R02.nii.gz")
+    patient("R02")
+    # R03: PatientID pseudonymised differently from the folder; files without suffix or .IMA, split across folders
+    folder, geom = _series(raw, "R03", "a", "R03", PatientID="PSEUDO-9")
+    (raw / "dicom" / "R03" / "b" / "deeper").mkdir(parents=True)
+    for i, path in enumerate(sorted(folder.iterdir())):
+        target = raw / "dicom" / "R03" / ("b/deeper" if i % 2 else "a") / (path.stem if i < 2 else path.stem + ".IMA")
+        path.rename(target)
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R03")
+    # R04: the CT beside an RTSTRUCT, a localizer and a derived reformat: only the original is a candidate
+    folder, geom = _series(raw, "R04", "ct", "R04")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    shutil.copy(get_testdata_file("rtstruct.dcm"), raw / "dicom" / "R04" / "ct" / "RS.dcm")
+    _series(raw, "R04", "scout", "R04s", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], StudyDate="19990101")
+    _series(raw, "R04", "mpr", "R04m", ImageType=["DERIVED", "SECONDARY", "REFORMATTED"], StudyDate="19990101")
+    patient("R04")
+    # R05: tilted gantry (positions sheared in y, axial orientation): resampled, with a warning
+    folder, geom = _series(raw, "R05", "tilt", "R05", GantryDetectorTilt=15)
+    for k, path in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], float(ds.ImagePositionPatient[1]) + 0.67 * k, ds.ImagePositionPatient[2]]
+        ds.save_as(path)
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R05")
+    # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
+    folder, geom = _series(raw, "R06", "s", "R06")
+    aff = geom["affine"].copy()
+    flip = aff.copy()
+    flip[:3, 1], flip[:3, 3] = -aff[:3, 1], aff[:3, 3] + aff[:3, 1] * (SHAPE[1] - 1)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(_truth().transpose(2, 1, 0)[:, ::-1, :]), flip), str(raw / "masks" / f"{geom['series_uid']}.nii"))
+    patient("R06")
+    # R07: 3D Slicer .seg.nrrd with the tumour as segment label 1 among others? here: values 0/2, name 'tumour'
+    folder, geom = _series(raw, "R07", "s", "R07")
+    img = sitk.GetImageFromArray(_truth() * 2)
+    img.SetSpacing(geom["spacing"][::-1])
+    img.SetOrigin(geom["origin"])
+    img.SetDirection(geom["direction"])
+    sitk.WriteImage(img, str(raw / "masks" / f"{geom['series_uid']}.seg.nrrd"))
+    patient("R07", "invalid_reference_mask")  # label 2 without mask_label: never guessed
+    # R08: mask half a voxel off the grid
+    folder, geom = _series(raw, "R08", "s", "R08")
+    off = geom["affine"].copy()
+    off[:3, 3] += [0.45, 0, 0]
+    save_nifti(_truth(), off, raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R08", "mask_geometry_mismatch")
+    # R09: two mask files for one series
+    folder, geom = _series(raw, "R09", "s", "R09")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    shutil.copy(raw / "masks" / f"{geom['series_uid']}.nii.gz", raw / "masks" / f"{geom['series_uid']}.nrrd")
+    patient("R09", "invalid_reference_mask")
+    # R10: only a localizer and a dose report: no CT series, and the detail says what was found
+    _series(raw, "R10", "scout", "R10", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    patient("R10", "no_ct_series")
+    # R11: a pixel-data-truncated slice: unreadable_files, naming the file and the byte counts
+    folder, geom = _series(raw, "R11", "s", "R11")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    victim = sorted(folder.iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:-30])
+    patient("R11", "unreadable_files")
+    pd.DataFrame(rows).to_csv(raw / "clinical.csv", index=False)
+    before = tree_hash(raw)
+    result = cohort.build_cohort(raw, base / "out")
+    return raw, expected, result, before
+
+
+def test_each_real_world_patient_is_used_or_excluded_for_the_right_reason(realworld) -> None:
+    raw, expected, result, _ = realworld
+    got = dict(zip(result.exclusions["patient_id"], result.exclusions["reason"]))
+    got.update({p: "" for p in result.manifest["patient_id"]})
+    assert got == expected
+
+
+def test_input_tree_is_never_modified(realworld) -> None:
+    raw, _, _, before = realworld
+    assert tree_hash(raw) == before
+
+
+def test_warnings_say_what_was_unusual(realworld) -> None:
+    _, _, result, _ = realworld
+    w = result.warnings
+    kinds = {(r.patient_id, r.kind) for r in w.itertuples()}
+    assert ("R01", "non_dicom_files") in kinds
+    r01 = w[(w.patient_id == "R01") & (w.kind == "non_dicom_files")].detail.iloc[0]
+    assert "skipped 5 non-DICOM file(s)" in r01 and "DICOMDIR.bak" in r01 and ".DS_Store" not in r01
+    assert {("R02", "series_uid_derived"), ("R02", "patient_id_blank"), ("R03", "patient_id_differs"),
+            ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented")} <= kinds
+    r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
+    assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
+    assert (Path(result.paths["warnings"]).read_text().splitlines()[0] == "patient_id,series_uid,kind,detail")
+
+
+def test_exclusion_details_name_the_file_and_problem(realworld) -> None:
+    _, _, result, _ = realworld
+    d = dict(zip(result.exclusions["patient_id"], result.exclusions["detail"]))
+    assert "values [0, 2] are not 0/1" in d["R07"] and ".seg.nrrd" in d["R07"]
+    assert "largest distance between voxel centres 0.45 mm" in d["R08"]
+    assert "2 mask files for one series" in d["R09"]
+    assert "localizer/scout" in d["R10"]
+    assert "IM00003.dcm truncated: PixelData holds" in d["R11"]
+
+
+def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
+    raw, _, result, _ = realworld
+    out = Path(result.paths["manifest"]).parent
+    man = result.manifest.set_index("case_id")
+    for pid in ("R02", "R03", "R04", "R06"):
+        mask, _, _ = load_nifti(out / man.loc[pid, "mask_path"])
+        np.testing.assert_array_equal(mask, _truth(), err_msg=pid)
+    assert man.loc["R02", "series_uid"].startswith("derived.") and man.loc["R03", "patient_id"] == "R03"
+    assert man.loc["R01", "manufacturer"] == "SIEMENS" and man.loc["R01", "shape_y"] == 512
+    img, _, _ = load_nifti(out / man.loc["R01", "image_path"])
+    ds = pydicom.dcmread(sorted((raw / "dicom" / "R01" / "export").glob("0*"))[0])
+    np.testing.assert_array_equal(img[0], ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    sources = json.loads(Path(result.paths["sources"]).read_text())
+    assert len(sources["R03"]["files"]) == SHAPE[0] and {Path(f).suffix for f in sources["R03"]["files"]} == {"", ".IMA"}
+
+
+def test_tilt_policy_exclude_excludes_with_the_reason(realworld, tmp_path) -> None:
+    raw, _, _, _ = realworld
+    result = cohort.build_cohort(raw, tmp_path / "out", tilt_policy="exclude")
+    d = result.exclusions.set_index("patient_id")
+    assert d.loc["R05", "reason"] == "tilted_gantry" and "sheared" in d.loc["R05", "detail"]
+
+
+def test_mask_label_selects_the_named_segment(realworld, tmp_path) -> None:
+    raw, _, _, _ = realworld
+    result = cohort.build_cohort(raw, tmp_path / "out", mask_label=2)
+    assert "R07" in set(result.manifest["patient_id"])
+    mask, _, _ = load_nifti(tmp_path / "out" / "masks" / "R07.nii.gz")
+    np.testing.assert_array_equal(mask, _truth())
