@@ -24,6 +24,9 @@ grid. Nothing is written and the input file is never modified.
   pixel first, so a point written on a pixel centre counts as on it. Contours of POINT/OPEN types are
   ignored with a warning.
 
+:func:`read_annotation` reads either kind (by content); :func:`referenced_series_uid` names the series
+an object annotates, for matching files to series before reading any pixels.
+
 Errors are :class:`AnnotationError` naming the file, what it references and what to do: not DICOM or
 corrupt, not a SEG/RTSTRUCT, referencing another series or frame of reference, no matching segment or
 ROI, frames or contours off the series grid.
