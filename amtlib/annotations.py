@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from pydicom.multival import MultiValue
@@ -125,6 +125,17 @@ def referenced_series_uid(path: str | Path) -> str | None:
                               "give the segmentation or structure set file")
     uids = _referenced_series(ds)
     return uids[0] if uids else None
+
+
+def annotations_of_series(paths: Iterable[str | Path], series_uid: str) -> list[Path]:
+    """The SEG/RTSTRUCT files among ``paths`` that reference ``series_uid``, by content (any file name;
+    other files, unreadable ones and annotations of other series are skipped). Headers only."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        if annotation_kind(path) and referenced_series_uid(path) == series_uid:
+            found.append(path)
+    return sorted(found)
 
 
 def _check_reference(path: Path, ds: Any, geometry: dict[str, Any]) -> None:

@@ -195,6 +195,8 @@ def test_hand_made_rtstruct_with_hole_and_island(series, tmp_path: Path) -> None
     expected[4, 3, 21] = 1
     np.testing.assert_array_equal(mask, expected)
     np.testing.assert_array_equal(an.read_annotation(path, geometry, "GTV"), expected)
+    other = _hand_rtstruct(sources, {"GTV": contours}, tmp_path / "other", series_uid="1.2.3.9")
+    assert an.annotations_of_series([other, path, next(iter(geometry["files"])), tmp_path / "none"], geometry["series_uid"]) == [path]
     with pytest.raises(an.AnnotationError, match="neither a DICOM SEG nor an RTSTRUCT"):
         an.read_annotation(path.with_name("nothing.dcm"), geometry)
     with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one with mask_label"):
