@@ -50,7 +50,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -212,30 +212,60 @@ def _as_hu_array(volume: np.ndarray) -> np.ndarray:
     return volume.astype(np.float32)
 
 
-def find_masks(raw_dir: Path, series_uid: str, patient_id: str, n_candidates: int) -> list[Path]:
-    """Mask files of one series: ``masks/<series_uid><ext>``, else ``masks/<patient_id><ext>`` when the
-    patient has exactly one candidate series (several files for one key are returned for the caller
-    to refuse as ambiguous)."""
+def find_masks(raw_dir: Path, series_uid: str, patient_id: str, n_candidates: int,
+               annotations: Sequence[str] = ()) -> list[Path]:
+    """Every reference mask of one series: ``masks/<series_uid><ext>`` (else ``masks/<patient_id><ext>``
+    when the patient has exactly one candidate series) and the DICOM SEG/RTSTRUCT files that reference
+    the series (``annotations``: found in the patient's DICOM folder or in ``masks/``). More than one is
+    returned for the caller to refuse as ambiguous: which one is the reference is never guessed."""
     folder = raw_dir / "masks"
     keys = [series_uid] + ([patient_id] if n_candidates == 1 else [])
+    files: list[Path] = []
     for key in keys:
-        found = [folder / f"{key}{suffix}" for suffix in mk.MASK_SUFFIXES if (folder / f"{key}{suffix}").is_file()]
-        if found:
-            return found
-    return []
+        files = [folder / f"{key}{suffix}" for suffix in mk.MASK_SUFFIXES if (folder / f"{key}{suffix}").is_file()]
+        if files:
+            break
+    return files + [Path(a) for a in annotations]
+
+
+def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str]]:
+    """SEG and RTSTRUCT files by the SeriesInstanceUID they reference: those of the DICOM tree
+    (``objects`` of :func:`amtlib.dicomio.scan_tree`) and any DICOM file in ``masks/`` (by content)."""
+    from amtlib import annotations as an
+    from amtlib import dicomio
+
+    index: dict[str, list[str]] = {}
+    kinds = {an.SEG_STORAGE, an.RTSTRUCT_STORAGE}
+    for row in objects.itertuples():
+        if row.sop_class in kinds and row.referenced_series_uid:
+            index.setdefault(row.referenced_series_uid, []).append(row.path)
+    masks = raw_dir / "masks"
+    if masks.is_dir():
+        for path in sorted(p for p in masks.iterdir() if p.is_file() and not p.name.startswith(".") and not mk.mask_suffix(p)):
+            kind, ds, _ = dicomio.sniff(path)
+            if kind == "dicom" and str(ds.get("SOPClassUID", "")) in kinds:
+                uid = an.referenced_series_uid(path) or ""
+                if uid:
+                    index.setdefault(uid, []).append(str(path.resolve()))
+                else:
+                    log.warning("%s: annotation without a referenced series; not used", path)
+    return {k: sorted(set(v)) for k, v in index.items()}
 
 
 def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
     """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
     from amtlib import dicomio
 
+    from amtlib import annotations as an
+
     uid = row["series_uid"]
-    found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)))
+    found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)), row.get("_annotations", ()))
     if not found:
         keys = f"{uid}" + (f" or {row.get('patient_folder')}" if int(row.get("_n_candidates", 1)) == 1 else "")
-        raise _Unusable("no_reference_mask", f"{raw_dir / 'masks'}: no mask named {keys} with {', '.join(mk.MASK_SUFFIXES)}")
+        raise _Unusable("no_reference_mask", f"{raw_dir / 'masks'}: no mask named {keys} with {', '.join(mk.MASK_SUFFIXES)}, "
+                        "and no DICOM SEG or RTSTRUCT referencing the series")
     if len(found) > 1:
-        raise _Unusable("invalid_reference_mask", f"{len(found)} mask files for one series ({', '.join(p.name for p in found)}); keep one")
+        raise _Unusable("invalid_reference_mask", f"{len(found)} masks for one series ({', '.join(str(p) for p in found)}); keep one")
     mask_path = found[0]
     broken = sorted(f for folder in {str(Path(f).parent) for f in row["files"]} for f in unreadable_files.get(folder, []))
     if broken:
@@ -255,11 +285,22 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
     if geometry.get("tilt_deg", 0.0):
         warnings.append(("gantry_tilt_resampled", f"{row['folder']}: positions sheared {geometry['tilt_deg']:.2f} degrees "
                          "(tilted gantry); resampled to an orthogonal grid (linear interpolation)"))
+    reoriented = False
     try:
-        mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
-                                                 tolerance_mm=options["mask_tolerance_mm"])
+        if mk.mask_suffix(mask_path):
+            mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
+                                                     tolerance_mm=options["mask_tolerance_mm"])
+        else:
+            mask = an.read_annotation(mask_path, geometry, label=options["mask_label"])
+            if not mask.any():
+                raise _Unusable("invalid_reference_mask", f"{mask_path}: no tumour voxel in the chosen segment/ROI")
+            warnings.append(("mask_from_annotation", f"{mask_path}: {an.annotation_kind(mask_path)} rasterised onto the series grid"))
     except mk.MaskError as exc:
         reason = "mask_geometry_mismatch" if "does not coincide" in str(exc) else "invalid_reference_mask"
+        raise _Unusable(reason, str(exc)) from None
+    except an.AnnotationError as exc:
+        grid = ("lies on no slice", "references no slice", "frames are", "orientation", "pixel spacing", "off the")
+        reason = "mask_geometry_mismatch" if any(g in str(exc) for g in grid) else "invalid_reference_mask"
         raise _Unusable(reason, str(exc)) from None
     if reoriented:
         warnings.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))
@@ -432,6 +473,7 @@ def build_cohort(
     unreadable_files: dict[str, list[str]] = {}
     for path in scan.unreadable["path"]:
         unreadable_files.setdefault(str(Path(path).parent), []).append(path)
+    annotations = annotation_index(raw_dir, scan.objects)
 
     options = {"tilt_policy": tilt_policy, "accept_derived": accept_derived, "mask_label": mask_label,
                "mask_tolerance_mm": mask_tolerance_mm, "atol_mm": atol_mm}
@@ -447,6 +489,7 @@ def build_cohort(
             exclusions.append({"patient_id": pid, "reason": failed[0], "detail": failed[1]})
             continue
         ranked = rank_series(by_patient[pid], central_name).assign(_n_candidates=len(by_patient[pid]))
+        ranked["_annotations"] = [tuple(annotations.get(uid, ())) for uid in ranked["series_uid"]]
         jobs.append((patient.to_dict(), ranked.to_dict("records"), raw_dir, out_dir, unreadable_files, options))
 
     if workers > 1 and len(jobs) > 1:

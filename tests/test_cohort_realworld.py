@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from amtlib import cohort, dicomio
+from amtlib import cohort, dicomio, export
 from amtlib.io import load_nifti, save_nifti
 from test_cohort import tree_hash
 from test_dicom_real import replicate
@@ -139,6 +139,22 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
     victim = sorted(folder.iterdir())[2]
     victim.write_bytes(victim.read_bytes()[:-30])
     patient("R11", "unreadable_files")
+    # R12: an RTSTRUCT beside the series in the patient's DICOM folder (a clinical export)
+    folder, geom = _series(raw, "R12", "ct", "R12")
+    written = export.export_case(_truth(), folder, base / "tmp12", "R12", formats=["rtstruct"])
+    shutil.copy(written["rtstruct"], folder / "RS.R12")
+    patient("R12")
+    # R13: a DICOM SEG in masks/ under any name
+    folder, geom = _series(raw, "R13", "ct", "R13")
+    written = export.export_case(_truth(), folder, base / "tmp13", "R13", formats=["seg"])
+    shutil.copy(written["seg"], raw / "masks" / "tumour_seg_R13")
+    patient("R13")
+    # R14: a NIfTI mask and an RTSTRUCT for the same series: which is the reference is never guessed
+    folder, geom = _series(raw, "R14", "ct", "R14")
+    written = export.export_case(_truth(), folder, base / "tmp14", "R14", formats=["rtstruct"])
+    shutil.copy(written["rtstruct"], folder / "RS.dcm")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R14", "invalid_reference_mask")
     pd.DataFrame(rows).to_csv(raw / "clinical.csv", index=False)
     before = tree_hash(raw)
     result = cohort.build_cohort(raw, base / "out")
@@ -165,7 +181,8 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
     r01 = w[(w.patient_id == "R01") & (w.kind == "non_dicom_files")].detail.iloc[0]
     assert "skipped 5 non-DICOM file(s)" in r01 and "DICOMDIR.bak" in r01 and ".DS_Store" not in r01
     assert {("R02", "series_uid_derived"), ("R02", "patient_id_blank"), ("R03", "patient_id_differs"),
-            ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented")} <= kinds
+            ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented"),
+            ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation")} <= kinds
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
     assert (Path(result.paths["warnings"]).read_text().splitlines()[0] == "patient_id,series_uid,kind,detail")
@@ -176,7 +193,8 @@ def test_exclusion_details_name_the_file_and_problem(realworld) -> None:
     d = dict(zip(result.exclusions["patient_id"], result.exclusions["detail"]))
     assert "values [0, 2] are not 0/1" in d["R07"] and ".seg.nrrd" in d["R07"]
     assert "largest distance between voxel centres 0.45 mm" in d["R08"]
-    assert "2 mask files for one series" in d["R09"]
+    assert "2 masks for one series" in d["R09"]
+    assert "2 masks for one series" in d["R14"] and "RS.dcm" in d["R14"] and ".nii.gz" in d["R14"]
     assert "localizer/scout" in d["R10"]
     assert "IM00003.dcm truncated: PixelData holds" in d["R11"]
 
@@ -185,7 +203,7 @@ def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
     raw, _, result, _ = realworld
     out = Path(result.paths["manifest"]).parent
     man = result.manifest.set_index("case_id")
-    for pid in ("R02", "R03", "R04", "R06"):
+    for pid in ("R02", "R03", "R04", "R06", "R12", "R13"):
         mask, _, _ = load_nifti(out / man.loc[pid, "mask_path"])
         np.testing.assert_array_equal(mask, _truth(), err_msg=pid)
     assert man.loc["R02", "series_uid"].startswith("derived.") and man.loc["R03", "patient_id"] == "R03"
