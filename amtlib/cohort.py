@@ -282,6 +282,10 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
         unreadable = any(m in text for m in FILE_LEVEL_MARKERS)
         raise _Unusable("unreadable_files" if unreadable else "incomplete_or_poor_quality_ct", text) from None
     warnings = []
+    tag = geometry.get("gantry_tilt_tag_deg", float("nan"))
+    if not geometry.get("tilt_deg", 0.0) and np.isfinite(tag) and abs(tag) > 0.05:
+        warnings.append(("gantry_tilt_tag", f"{row['folder']}: GantryDetectorTilt {tag:g} degrees, but the slice positions "
+                         "lie along the slice normal (oblique orientation or already corrected); read as positioned"))
     if geometry.get("tilt_deg", 0.0):
         warnings.append(("gantry_tilt_resampled", f"{row['folder']}: positions sheared {geometry['tilt_deg']:.2f} degrees "
                          "(tilted gantry); resampled to an orthogonal grid (linear interpolation)"))

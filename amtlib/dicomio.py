@@ -237,6 +237,7 @@ WARNING_KINDS: dict[str, str] = {
     "series_uid_derived": "SeriesInstanceUID blank; series taken from the folder with a derived id",
     "files_outside_patient_folders": "files directly under dicom/, not in a patient folder; ignored",
     "gantry_tilt_resampled": "tilted gantry: resampled to an orthogonal grid",
+    "gantry_tilt_tag": "GantryDetectorTilt recorded but the positions are not sheared: read as positioned",
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
 }
 
@@ -653,7 +654,8 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
     (row-major 3x3, SimpleITK convention), ``shape`` (z, y, x), ``series_uid``,
     ``frame_of_reference_uid``, ``sop_uids`` (SOPInstanceUID of each slice, z = 0 first; what DICOM SEG
     and RTSTRUCT reference; ``uid#k`` for frame k of a multi-frame file), ``files`` (z = 0 first) and
-    ``tilt_deg``. Raises :class:`DicomSeriesError` naming the series and every problem
+    ``tilt_deg`` (shear of the positions, resampled) and ``gantry_tilt_tag_deg`` (GantryDetectorTilt as
+    recorded, NaN when absent; the geometry follows the positions, not this tag). Raises :class:`DicomSeriesError` naming the series and every problem
     :func:`check_series` would report.
     """
     if tilt_policy not in TILT_POLICIES:
@@ -697,6 +699,7 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
         "sop_uids": tuple(frames[i].sop_uid for i in order),
         "files": tuple(str(frames[i].path) for i in order),
         "tilt_deg": round(tilt, 4) if tilt > TILT_TOLERANCE_DEG else 0.0,
+        "gantry_tilt_tag_deg": _number(first.ds, "GantryDetectorTilt"),
     }
     return volume, geometry
 

@@ -104,6 +104,10 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
         ds.save_as(path)
     save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
     patient("R05")
+    # R15: GantryDetectorTilt recorded, positions along the normal (already corrected): a note, read as positioned
+    folder, geom = _series(raw, "R15", "s", "R15", GantryDetectorTilt=12)
+    save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
+    patient("R15")
     # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
     folder, geom = _series(raw, "R06", "s", "R06")
     aff = geom["affine"].copy()
@@ -182,7 +186,8 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
     assert "skipped 5 non-DICOM file(s)" in r01 and "DICOMDIR.bak" in r01 and ".DS_Store" not in r01
     assert {("R02", "series_uid_derived"), ("R02", "patient_id_blank"), ("R03", "patient_id_differs"),
             ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented"),
-            ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation")} <= kinds
+            ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag")} <= kinds
+    assert ("R05", "gantry_tilt_tag") not in kinds
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
     assert (Path(result.paths["warnings"]).read_text().splitlines()[0] == "patient_id,series_uid,kind,detail")
