@@ -21,6 +21,7 @@ import logging
 import sys
 from typing import Sequence
 
+from amtlib import errors
 from amtlib.errors import debug_requested, run_guarded
 
 #: subcommand -> (module owning it, one-line help). A new subcommand is one entry here plus
@@ -94,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    previous, errors.DEBUG = errors.DEBUG, errors.DEBUG or debug
+    try:
+        return _dispatch(argv, debug)
+    finally:
+        errors.DEBUG = previous
+
+
+def _dispatch(argv: list[str], debug: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner prints its own progress
     parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],

@@ -43,9 +43,13 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+#: Set by ``amt --debug`` for the whole process (see :func:`debug_requested`).
+DEBUG = False
+
+
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
-    """True when ``--debug`` is among ``argv`` or ``AMT_DEBUG`` is set to a non-empty, non-0 value."""
-    return "--debug" in (argv or ()) or os.environ.get("AMT_DEBUG", "") not in ("", "0")
+    """True after ``amt --debug``, when ``--debug`` is among ``argv``, or when ``AMT_DEBUG`` is set (not 0)."""
+    return DEBUG or "--debug" in (argv or ()) or os.environ.get("AMT_DEBUG", "") not in ("", "0")
 
 
 def run_guarded(prog: str, fn: Callable[[list[str]], "int | None"], argv: Sequence[str], debug: bool = False) -> int:
