@@ -69,7 +69,8 @@ def run_guarded(prog: str, fn: Callable[[list[str]], "int | None"], argv: Sequen
     except (ValueError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"{prog}: error: {describe(exc)}{'' if debug else ' (--debug shows the traceback)'}\n")
+        hint = "" if debug or isinstance(exc, AmtError) else " (--debug shows the traceback)"
+        sys.stderr.write(f"{prog}: error: {describe(exc)}{hint}\n")
         return EXIT_ERROR
 
 

@@ -38,10 +38,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -390,15 +391,16 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
     rerun = rerun or f"amt run --out {run_dir} --only {step.name}"
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(step.notebook),
-            str(partial),
-            parameters=dict(params),
-            kernel_name=kernel_name,
-            cwd=str(REPO_ROOT),
-            progress_bar=False,
-            report_mode=False,
-        )
+        with _stderr_to(out_nb.with_name(f"{step.name}.kernel.log")):
+            pm.execute_notebook(
+                str(step.notebook),
+                str(partial),
+                parameters=dict(params),
+                kernel_name=kernel_name,
+                cwd=str(REPO_ROOT),
+                progress_bar=False,
+                report_mode=False,
+            )
     except pm.PapermillExecutionError as exc:
         if exc.ename == "KeyboardInterrupt":
             raise KeyboardInterrupt from None
@@ -411,6 +413,34 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
         if partial.is_file():
             os.replace(partial, out_nb)
     return time.perf_counter() - t0
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (the kernel's stderr, papermill's log) to ``path`` for the block.
+
+    The kernel writes start-up warnings and, when it dies, library tracebacks there; they belong in
+    the run folder beside the executed notebook, not between the runner's progress lines. The file is
+    removed when the block wrote nothing into it.
+    """
+    path.unlink(missing_ok=True)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to redirect
+        yield
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 def _papermill_duration(executed: Path) -> float | None:
@@ -597,6 +627,7 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
         say(f"FAILED: {exc}")
         raise
     except KeyboardInterrupt as exc:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the killed kernel's pending reply is no news
         if entry.get("status") == "running":
             entry.update(status="interrupted", ended=_now())
         record["status"] = "interrupted"
