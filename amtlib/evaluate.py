@@ -424,8 +424,7 @@ def claim_out_dir(out: Path) -> list[Path]:
     first_new = next((p for p in [out, *out.parents][::-1] if not p.exists()), None)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with io.atomic_path(out / ".write-probe"):
-            pass
+        io.check_writable(out)
     except OSError as exc:
         raise AmtError(out, f"cannot write into --out ({exc.strerror or exc})",
                        "choose a folder you can write to, with free space") from None

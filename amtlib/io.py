@@ -72,6 +72,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def check_writable(folder: str | Path) -> None:
+    """Create and remove a temporary file in ``folder``; the ``OSError`` of a folder that cannot be written."""
+    fd, tmp = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
