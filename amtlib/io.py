@@ -143,7 +143,7 @@ LOCK_NAME = ".amt.lock"
 
 
 @contextmanager
-def folder_lock(folder: str | Path, what: str = "amt run") -> Iterator[Path]:
+def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the duration of the block.
 
     ``fcntl.flock`` on ``<folder>/.amt.lock``, which records the holder's pid; the kernel releases the
@@ -166,7 +166,7 @@ def folder_lock(folder: str | Path, what: str = "amt run") -> Iterator[Path]:
         os.close(fd)
         if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise
-        raise AmtError(folder, f"in use by another {what} (pid {holder}; lock {lockfile})",
+        raise AmtError(folder, f"in use by another amt run or amt train (pid {holder}; lock {lockfile})",
                        "wait for it to finish, or write to another folder (--out)") from None
     try:
         os.ftruncate(fd, 0)

@@ -531,7 +531,7 @@ def run_pipeline(
 
     previous_handler = _sigterm_as_interrupt()
     try:
-        with folder_lock(run_dir, "amt run"):
+        with folder_lock(run_dir):
             return _run_locked(config_path, config, overrides, run_dir, steps, chosen, force, kernel_name, echo, notes)
     finally:
         if previous_handler is not None:

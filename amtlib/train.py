@@ -601,7 +601,13 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             cfg = TrainConfig(**{**asdict(cfg), "device": f"cuda:{local}"})
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
+        if world == 1:  # one process: hold the run folder as amt run does (torchrun ranks share it)
+            from amtlib.io import folder_lock
+
+            with folder_lock(args.run_dir):
+                result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
+        else:
+            result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
