@@ -343,13 +343,12 @@ def train(
     data_id = data_fingerprint(train_cases, tuning_cases)
     key = {"fingerprint": cfg.fingerprint(), "data": data_id}
     blob, why = resume_state(ckpt_path, model_path, cfg, data_id) if resume and ckpt_path.is_file() else (None, "")
-    if blob is None and rank == 0:
-        if why:
-            text = f"{ckpt_path} not resumed: {why}; training starts afresh and replaces it"
-            warnings.warn(text, stacklevel=2)
-            add_notice(out, text)
-        if model_path.is_file():  # never leave a model of another run beside this run's log
-            model_path.unlink()
+    if blob is None and rank == 0 and why:
+        text = f"{ckpt_path} not resumed: {why}; training starts afresh and replaces it"
+        warnings.warn(text, stacklevel=2)
+        add_notice(out, text)
+    if rank == 0 and (blob is None or int(blob["best_iteration"]) == 0) and model_path.is_file():
+        model_path.unlink()  # no model selected by this run yet: never leave another run's beside its log
     if blob is not None:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])

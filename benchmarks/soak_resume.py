@@ -6,8 +6,10 @@
 1. Builds a smoke run folder once (steps 00-02 of configs/smoke.yaml: procedural cohort, CPU).
 2. Trains it uninterrupted with ``python -m amtlib.train`` (``amt train``): the reference, timed.
 3. Each trial starts from a fresh copy of steps 01-02 (the training cache copied too), then ``--kills``
-   times starts the same training and sends it SIGKILL after a random delay in (0, reference time),
-   and finally lets it run to the end (resuming from ``checkpoints/last.pt`` when one was written).
+   times starts the same training and sends it SIGKILL at a random point of the training itself: once
+   ``checkpoints/last.pt`` reaches a random iteration, after a further random 0-0.5 s (so the kill
+   lands inside an optimisation step, an evaluation or a checkpoint write); then lets it run to the
+   end, resuming from ``checkpoints/last.pt``.
 4. Compares ``model.pt``, ``train_log.csv`` and every ``predictions/*.nii.gz`` byte for byte, and the
    final checkpoint's model and optimiser tensors, with the reference.
 
@@ -67,6 +69,23 @@ def outputs(run: Path) -> dict[str, bytes]:
     return {str(f.relative_to(run)): f.read_bytes() for f in files}
 
 
+def wait_for_iteration(ckpt: Path, target: int, proc: subprocess.Popen) -> int | None:
+    """Poll ``last.pt`` until it records an iteration >= ``target``; None when the process ended first."""
+    seen = None
+    while proc.poll() is None:
+        stamp = ckpt.stat().st_mtime_ns if ckpt.is_file() else None
+        if stamp is not None and stamp != seen:
+            seen = stamp
+            try:
+                it = int(torch.load(ckpt, weights_only=True)["iteration"])
+            except (RuntimeError, OSError, KeyError):  # replaced while reading: read the next one
+                continue
+            if it >= target:
+                return it
+        time.sleep(0.05)
+    return None
+
+
 def same_checkpoint(a: Path, b: Path) -> bool:
     ca, cb = (torch.load(p / "03_train/checkpoints/last.pt", weights_only=True) for p in (a, b))
     if ca["iteration"] != cb["iteration"] or ca["best_iteration"] != cb["best_iteration"]:
@@ -103,20 +122,20 @@ def main() -> int:
         for trial in range(1, args.trials + 1):
             run = fresh_copy(base, work / f"trial{trial}", ref / "03_train/cache")
             delays = []
+            ckpt = run / "03_train/checkpoints/last.pt"
             for _ in range(args.kills):
-                delay = rng.uniform(0.0, t_ref)
+                target, jitter = rng.randrange(1, args.iterations), rng.uniform(0.0, 0.5)
                 proc = subprocess.Popen(train_cmd(run, args.iterations, args.eval_every), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                try:
-                    proc.wait(timeout=delay)
-                    delays.append(f"{delay:.1f}s (finished first)")
-                except subprocess.TimeoutExpired:
-                    proc.kill()  # SIGKILL: no handler runs, no file is closed cleanly
-                    proc.wait()
-                    ckpt = run / "03_train/checkpoints/last.pt"
-                    at = torch.load(ckpt, weights_only=True)["iteration"] if ckpt.is_file() else 0
-                    hits += 1
-                    delays.append(f"{delay:.1f}s (at iteration {at})")
+                reached = wait_for_iteration(ckpt, target, proc)
+                if reached is None:
+                    delays.append(f"iteration {target} (finished first)")
+                    continue
+                time.sleep(jitter)
+                proc.kill()  # SIGKILL: no handler runs, no file is closed cleanly
+                proc.wait()
+                hits += 1
+                delays.append(f"iteration {reached}+{jitter:.2f}s")
             final = subprocess.run(train_cmd(run, args.iterations, args.eval_every), cwd=ROOT, capture_output=True, text=True)
             if final.returncode != 0:
                 print(final.stderr[-2000:])
