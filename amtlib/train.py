@@ -317,10 +317,12 @@ def train(
 ) -> TrainResult:
     """Train on ``train_cases``, select by tuning Dice, write ``model.pt``, ``checkpoints/last.pt``, the log.
 
-    ``norm`` defaults to the training cases' min-max range. With ``resume``, a compatible
-    ``checkpoints/last.pt`` is continued (an incompatible one raises ``ValueError``; one trained on
-    other cases or volumes, e.g. after the cohort was regenerated, is replaced by a fresh start with a
-    warning, since a re-run step rewrites its own outputs). ``stop_after``
+    ``norm`` defaults to the training cases' min-max range. With ``resume``, ``checkpoints/last.pt`` is
+    continued only when it was made under the same :meth:`TrainConfig.fingerprint` (every setting that
+    changes the result, ``iterations`` and ``eval_every`` included) and the same data, with its
+    selected ``model.pt`` in place (:func:`resume_state`); otherwise training starts afresh with a
+    warning, since a re-run step rewrites its own outputs. Either way a line for the terminal goes to
+    ``notices.txt``; a truncated checkpoint is an :class:`~amtlib.errors.AmtError`. ``stop_after``
     ends this call after that many steps (as an interruption would; the checkpoint is written first).
     Raises ``FloatingPointError`` naming the iteration and cases when the loss is not finite.
     """

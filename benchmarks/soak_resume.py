@@ -7,9 +7,9 @@
 2. Trains it uninterrupted with ``python -m amtlib.train`` (``amt train``): the reference, timed.
 3. Each trial starts from a fresh copy of steps 01-02 (the training cache copied too), then ``--kills``
    times starts the same training and sends it SIGKILL at a random point of the training itself: once
-   ``checkpoints/last.pt`` reaches a random iteration, after a further random 0-0.5 s (so the kill
-   lands inside an optimisation step, an evaluation or a checkpoint write); then lets it run to the
-   end, resuming from ``checkpoints/last.pt``.
+   ``checkpoints/last.pt`` reaches a random iteration beyond the one this attempt resumed from, after a
+   further random 0-0.5 s (so the kill lands inside an optimisation step, an evaluation or a
+   checkpoint write); then lets it run to the end, resuming from ``checkpoints/last.pt``.
 4. Compares ``model.pt``, ``train_log.csv`` and every ``predictions/*.nii.gz`` byte for byte, and the
    final checkpoint's model and optimiser tensors, with the reference.
 
@@ -124,7 +124,11 @@ def main() -> int:
             delays = []
             ckpt = run / "03_train/checkpoints/last.pt"
             for _ in range(args.kills):
-                target, jitter = rng.randrange(1, args.iterations), rng.uniform(0.0, 0.5)
+                done = int(torch.load(ckpt, weights_only=True)["iteration"]) if ckpt.is_file() else 0
+                if done + 1 >= args.iterations:
+                    break
+                # a point after the checkpoint this attempt resumes from, so the kill lands in training
+                target, jitter = rng.randrange(done + 1, args.iterations), rng.uniform(0.0, 0.5)
                 proc = subprocess.Popen(train_cmd(run, args.iterations, args.eval_every), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 reached = wait_for_iteration(ckpt, target, proc)
