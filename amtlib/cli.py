@@ -9,6 +9,9 @@
     amt export    write a run's predictions as DICOM SEG / RTSTRUCT referencing the source series
 
 Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
+Every subcommand runs under one guard (amtlib.errors.run_guarded): bad input is one line naming the
+file, the problem and the remedy, without a traceback (exit 2); Ctrl-C is one line (exit 130).
+``amt --debug COMMAND ...`` (or AMT_DEBUG=1) shows the traceback too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ import logging
 import sys
 from typing import Sequence
 
-#: subcommand -> (module owning it, one-line help)
+from amtlib import errors
+from amtlib.errors import debug_requested, run_guarded
+
+#: subcommand -> (module owning it, one-line help). A new subcommand is one entry here plus
+#: ``cli_main(argv) -> int`` in its module, raising ``amtlib.errors.AmtError`` for bad input.
 DELEGATED: dict[str, tuple[str, str]] = {
     "fetch": ("amtlib.fetch", "download and checksum the public chest CTs of the demo cohort"),
     "synth": ("amtlib.phantom", "generate the synthetic demo cohort"),
@@ -51,6 +58,8 @@ def _run_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config parameter (value parsed as YAML; repeatable)")
     p.add_argument("--force", action="store_true", help="re-run selected steps even if unchanged")
+    p.add_argument("--allow-unknown", action="store_true",
+                   help="pass -p keys that no notebook declares (otherwise an error naming the nearest key)")
     p.add_argument("--list", action="store_true", help="list the steps and their parameters, run nothing")
     p.add_argument("--notebooks", default=None, metavar="DIR",
                    help="folder of numbered notebooks NN_name.ipynb (default: the package's notebooks/)")
@@ -77,32 +86,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
             overrides=pipeline.parse_overrides(args.param),
             force=args.force,
             notebooks_dir=notebooks,
+            allow_unknown=args.allow_unknown,
         )
     except pipeline.StepFailed:
         return 1  # message already printed by the runner
-    except ValueError as exc:
-        print(f"amt run: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    previous, errors.DEBUG = errors.DEBUG, errors.DEBUG or debug
+    try:
+        return _dispatch(argv, debug)
+    finally:
+        errors.DEBUG = previous
+
+
+def _dispatch(argv: list[str], debug: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner prints its own progress
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (e.g. cache stats at exit) are noise
     parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _run_parser(sub)
     for name, (_, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
-        return int(module.cli_main(argv[1:]) or 0)
+        return run_guarded(f"amt {argv[0]}", module.cli_main, argv[1:], debug)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _cmd_run(args)
+        return run_guarded("amt run", lambda _: _cmd_run(args), [], debug)
     parser.print_help()
     return 2
 

@@ -7,9 +7,18 @@ the small IoU matrix) and writes the tables. It needs nothing else from the pipe
 model's masks (``amt evaluate --pred DIR --ref DIR --out DIR``).
 
 Bad input is reported, never silently dropped: a reference without prediction is scored as an empty
-prediction (``pred_missing`` is True); a prediction without reference is ignored with a warning; a
-shape or affine mismatch is an error naming the case unless ``resample_pred`` (nearest neighbour onto
-the reference grid); label values other than 0/1 are an error unless ``label`` picks the tumour label.
+prediction (``pred_missing`` is True) with a warning that counts them; a prediction folder in which no
+file is named after a reference case (empty, misnamed ``c1_pred.nii.gz``, nested ``fold0/``) is an
+error; a prediction without reference is ignored with a warning; ``c1.nii`` beside ``c1.nii.gz`` is an
+error; a shape or affine mismatch is an error naming the case unless ``resample_pred`` (nearest
+neighbour onto the reference grid). Label values other than 0/1 are an error unless a label is chosen:
+``label`` (``--label``) picks the tumour label of the *predictions* only, ``ref_label``
+(``--ref-label``) that of the references; each side is otherwise read as 0/1.
+
+``amt evaluate --out DIR`` owns its outputs: DIR must be new, empty, or hold only files an earlier
+``amt evaluate`` wrote (:data:`OUTPUT_FILES`), which are all removed before the new ones are written,
+``summary.json`` last; anything else there is refused. A folder that cannot be written is refused
+before any scoring.
 
 .. note:: The voxel metrics score the raw binary prediction; the < 10-voxel filter applies only to
    the lesion-wise analysis.
@@ -18,17 +27,19 @@ the reference grid); label values other than 0/1 are an error unless ``label`` p
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from amtlib import io, lesions, stats
+from amtlib.errors import AmtError
 from amtlib.metrics import metrics_from_counts
 
 
@@ -41,6 +52,8 @@ PER_CASE_COLUMNS: tuple[str, ...] = (
 META_COLUMNS: tuple[str, ...] = ("manufacturer", "histology", "split")
 LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp", "fn", "n_ref_lesions", "n_pred_lesions")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+#: Every file ``amt evaluate`` may write into ``--out`` (replaced as a whole on a re-run).
+OUTPUT_FILES: tuple[str, ...] = ("per_case.csv", "lesion_counts.csv", "froc.csv", "table3.csv", "table4.csv", "summary.json")
 
 
 @dataclass
@@ -59,8 +72,8 @@ def score_case(
     """Voxel metrics, tumour size and lesion TP/FP/FN at every threshold for one (z, y, x) mask pair.
 
     Paper: Voxel-wise metrics, Post-processing, Lesion-wise metrics. Both masks are cropped to the box
-    of their union, components are labelled once per mask, and one joint histogram of the two label
-    images gives both the voxel confusion counts and the lesion IoU matrix.
+    of their union, components are labelled once per mask, and one sparse joint histogram of the two
+    label images (only overlapping pairs) gives both the voxel confusion counts and the lesion IoU matrix.
     ``max_axial_diameter_mm`` and ``volume_ml`` describe the reference (NaN / 0 when it is empty).
     Returns ``(row, counts)`` with ``counts`` = ``{"tp", "fp", "fn"}`` arrays over ``thresholds``.
     """
@@ -75,9 +88,9 @@ def score_case(
         pred, ref = np.ascontiguousarray(pred[box]), np.ascontiguousarray(ref[box])
     pl, n_pred = lesions.label_components(pred, connectivity)
     rl, n_ref = lesions.label_components(ref, connectivity)
-    joint = lesions.overlap_table(pl, n_pred, rl, n_ref)
-    tp_v, fp_v, fn_v = int(joint[1:, 1:].sum()), int(joint[1:, 0].sum()), int(joint[0, 1:].sum())
-    iou, _, ref_sizes = lesions.lesion_iou(joint, min_pred_voxels)
+    overlap = lesions.sparse_overlap(pl, n_pred, rl, n_ref)
+    tp_v, fp_v, fn_v = overlap.tp_voxels, overlap.fp_voxels, overlap.fn_voxels
+    iou, _, ref_sizes = lesions.sparse_lesion_iou(overlap, min_pred_voxels)
     tp, fp, fn = lesions.detection_counts(iou, thresholds)
     row = {
         **metrics_from_counts(tp_v, fp_v, fn_v), "tp_voxels": tp_v, "fp_voxels": fp_v, "fn_voxels": fn_v,
@@ -88,15 +101,23 @@ def score_case(
     return row, {"tp": tp, "fp": fp, "fn": fn}
 
 
-def load_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+def load_mask(path: str | Path, label: int | None = None,
+              hint: str = "choose the tumour label with --label N (label=N)") -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Read a binary mask NIfTI as ``(bool array zyx, spacing_zyx_mm, affine)``.
 
     Values must be 0/1 unless ``label`` is given, in which case voxels equal to ``label`` are the
-    tumour. Raises ``ValueError`` naming the file for non-NIfTI input or other label values.
+    tumour; a mask with other nonzero values but none equal to ``label`` gives a warning (the label
+    is probably wrong). Raises ``ValueError`` naming the file for non-NIfTI input or other label
+    values (``hint`` says which option picks the label).
     """
     arr, spacing, affine = io.load_nifti(path)
     if label is not None:
-        return arr == label, spacing, affine
+        tumour = arr == label
+        if not tumour.any() and arr.any():
+            found = np.unique(arr[arr != 0])[:5].tolist()
+            warnings.warn(f"{path}: no voxel has label {label}, but it holds values {found}; is the label right?",
+                          stacklevel=2)
+        return tumour, spacing, affine
     if arr.dtype == bool:
         return arr, spacing, affine
     if np.issubdtype(arr.dtype, np.integer):
@@ -105,8 +126,7 @@ def load_mask(path: str | Path, label: int | None = None) -> tuple[np.ndarray, t
         binary = bool(np.all((arr == 0) | (arr == 1)))
     if not binary:
         found = np.unique(arr[(arr != 0) & (arr != 1)])[:5]
-        raise ValueError(f"{path}: mask has label values other than 0/1 (e.g. {found.tolist()}); "
-                         "choose the tumour label with --label N (label=N)")
+        raise ValueError(f"{path}: mask has label values other than 0/1 (e.g. {found.tolist()}); {hint}")
     return arr.view(bool) if arr.dtype.itemsize == 1 and np.issubdtype(arr.dtype, np.integer) else arr != 0, spacing, affine
 
 
@@ -121,14 +141,17 @@ def resample_nearest(mask: np.ndarray, affine: np.ndarray, shape: tuple[int, ...
 
 
 def load_pair(
-    case_id: str, pred_path: "str | Path | None", ref_path: str | Path, label: int | None = None, resample_pred: bool = False
+    case_id: str, pred_path: "str | Path | None", ref_path: str | Path, label: int | None = None, resample_pred: bool = False,
+    ref_label: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Load a case's prediction and reference on the reference grid: ``(pred, ref, spacing)``.
 
+    ``label`` is the tumour label of the prediction, ``ref_label`` that of the reference (None: 0/1).
     A missing prediction (``pred_path`` None) is an empty mask. Raises ``ValueError`` naming the case
     when the geometries differ and ``resample_pred`` is False.
     """
-    ref, spacing, ref_aff = load_mask(ref_path, label)
+    ref, spacing, ref_aff = load_mask(ref_path, ref_label, "choose the reference's tumour label with --ref-label N "
+                                                            "(--label N applies to the predictions only)")
     if pred_path is None:
         return np.zeros_like(ref, dtype=bool), ref, spacing
     pred, _, pred_aff = load_mask(pred_path, label)
@@ -143,7 +166,8 @@ def load_pair(
 
 
 def _evaluate_one(case_id: str, pred_path: "str | None", ref_path: str, options: dict[str, Any]) -> tuple[dict, dict]:
-    pred, ref, spacing = load_pair(case_id, pred_path, ref_path, options["label"], options["resample_pred"])
+    pred, ref, spacing = load_pair(case_id, pred_path, ref_path, options["label"], options["resample_pred"],
+                                   options["ref_label"])
     row, counts = score_case(pred, ref, spacing, options["thresholds"], options["min_pred_voxels"], options["connectivity"])
     return {"case_id": case_id, **row, "pred_missing": pred_path is None}, counts
 
@@ -152,18 +176,19 @@ def evaluate_cases(
     cases: pd.DataFrame, thresholds: "list[float] | np.ndarray | None" = None,
     min_pred_voxels: int = lesions.MIN_PRED_VOXELS, connectivity: int = lesions.CONNECTIVITY,
     label: int | None = None, resample_pred: bool = False, workers: int = 1, progress: bool = True,
+    ref_label: int | None = None,
 ) -> Evaluation:
     """Score every case of ``cases`` (columns ``case_id, pred_path, ref_path``; pred_path may be empty).
 
     Paper: Evaluation. Cases run in ``workers`` processes with a tqdm bar. Columns of ``cases`` named in
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
-    order of ``cases``.
+    order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
     """
     from tqdm.auto import tqdm
 
     thr = lesions.iou_thresholds(thresholds)
     options = {"thresholds": thr, "min_pred_voxels": int(min_pred_voxels), "connectivity": int(connectivity),
-               "label": label, "resample_pred": bool(resample_pred)}
+               "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label}
     jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path))
             for r in cases.itertuples(index=False)]
     for cid, pred_path, _ in jobs:
@@ -203,32 +228,60 @@ def _empty(v: Any) -> bool:
 
 def _nifti_files(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise ValueError(f"{folder}: {what} folder not found")
-    out = {}
+        raise AmtError(folder, f"{what} folder not found", "give an existing folder of <case_id>.nii.gz files")
+    out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         suffix = next((s for s in NIFTI_SUFFIXES if p.name.endswith(s)), None)
         if p.is_file() and suffix:
-            out[p.name[: -len(suffix)]] = p
+            case = p.name[: -len(suffix)]
+            if case in out:
+                raise AmtError(folder, f"{what} of case {case} is there twice: {out[case].name} and {p.name}",
+                               "keep one of them")
+            out[case] = p
         elif p.is_file() and not p.name.startswith("."):
             warnings.warn(f"{p}: not a NIfTI file (.nii.gz/.nii); ignored", stacklevel=3)
     return out
 
 
+def _no_match_problem(pred_dir: Path, preds: dict[str, Path], refs: dict[str, Path]) -> str:
+    """Why a prediction folder matches no reference: empty, misnamed files, or masks in subfolders."""
+    nested = sorted(d.name + "/" for d in pred_dir.iterdir() if d.is_dir() and any(
+        f.name.endswith(NIFTI_SUFFIXES) for f in d.rglob("*")))
+    ref_eg = next(iter(refs)) + ".nii.gz"
+    if preds:
+        names = ", ".join(p.name for p in list(preds.values())[:3])
+        problem = f"none of its {len(preds)} NIfTI files is named after a reference case (e.g. {names}; references e.g. {ref_eg})"
+    else:
+        problem = "holds no NIfTI files"
+    if nested:
+        problem += f"; subfolders with NIfTI files: {', '.join(nested[:5])} (give one of them as --pred)"
+    return problem
+
+
 def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
     """Pair ``<case_id>.nii.gz`` files of two folders by name: ``case_id, pred_path, ref_path``.
 
-    Every reference is kept (pred_path None when the prediction is missing, with a warning); a
-    prediction without reference is ignored with a warning; other files are ignored with a warning.
-    Raises ``ValueError`` when a folder is missing or the reference folder holds no NIfTI file.
+    Every reference is kept (pred_path None when the prediction is missing; one warning counts them);
+    a prediction without reference is ignored with a warning; other files are ignored with a warning.
+    Raises :class:`~amtlib.errors.AmtError` when a folder is missing, the reference folder holds no
+    NIfTI file, no prediction matches any reference case, or a case is there as both ``.nii`` and ``.nii.gz``.
     """
     preds = _nifti_files(Path(pred_dir), "prediction")
     refs = _nifti_files(Path(ref_dir), "reference")
     if not refs:
-        raise ValueError(f"{ref_dir}: no reference masks (<case_id>.nii.gz) found")
+        raise AmtError(ref_dir, "no reference masks (<case_id>.nii.gz) found", "give the folder of reference masks as --ref")
+    if not set(preds) & set(refs):
+        raise AmtError(pred_dir, _no_match_problem(Path(pred_dir), preds, refs),
+                       "name each prediction <case_id>.nii.gz as its reference is named")
     orphans = sorted(set(preds) - set(refs))
     if orphans:
         warnings.warn(f"{len(orphans)} prediction(s) without reference ignored: {', '.join(orphans[:10])}"
                       f"{' ...' if len(orphans) > 10 else ''}", stacklevel=2)
+    missing = [c for c in refs if c not in preds]
+    if missing:
+        warnings.warn(f"{len(missing)} of {len(refs)} reference cases have NO prediction in {pred_dir} and are scored "
+                      f"as empty predictions (Dice 0): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}",
+                      stacklevel=2)
     return pd.DataFrame({"case_id": list(refs), "pred_path": [str(preds[c]) if c in preds else None for c in refs],
                          "ref_path": [str(p) for p in refs.values()]})
 
@@ -276,6 +329,9 @@ def run_cases(run_dir: str | Path, split: str = "external_test") -> pd.DataFrame
     m = manifest.drop(columns=["split"], errors="ignore").merge(split_df[["case_id", "split"]], on="case_id")
     m = m[m["case_id"].isin(set(ids))].sort_values("case_id").reset_index(drop=True)
     pred = [P.predictions_dir / f"{c}.nii.gz" for c in m["case_id"]]
+    if not any(p.is_file() for p in pred):
+        raise AmtError(P.predictions_dir, f"no prediction for any of the {len(pred)} {split} cases",
+                       "run step 03_train first (amt run --only 03_train)")
     return pd.DataFrame({
         "case_id": m["case_id"],
         "pred_path": [str(p) if p.is_file() else None for p in pred],
@@ -313,7 +369,9 @@ CLI_DEFINITIONS = """definitions (Takemura et al. 2026, Methods; each a paramete
   subgroups: vendor (DICOM Manufacturer), size by max axial diameter (<50, 50-80, >80 mm), histology
 
 outputs in --out: per_case.csv, lesion_counts.csv, froc.csv, summary.json, and with --clinical
-  table3.csv and table4.csv (regenerated beside the paper's values)
+  table3.csv and table4.csv (regenerated beside the paper's values). --out must be new, empty or an
+  earlier amt evaluate output folder, whose outputs are all replaced (none is left from the earlier run).
+labels: --label N picks the tumour label of the predictions only; --ref-label M that of the references.
 """
 
 
@@ -330,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinical", type=Path, help="CSV with case_id, manufacturer, histology (manifest.csv qualifies)")
     p.add_argument("--resample-pred", action="store_true",
                    help="resample predictions onto the reference grid (nearest neighbour) when geometry differs")
-    p.add_argument("--label", type=int, help="tumour label value in masks that are not 0/1")
+    p.add_argument("--label", type=int,
+                   help="tumour label of the PREDICTIONS when they are not 0/1 (references are read as 0/1)")
+    p.add_argument("--ref-label", type=int, help="tumour label of the REFERENCES when they are not 0/1")
     p.add_argument("--min-lesion-voxels", type=int, default=lesions.MIN_PRED_VOXELS,
                    help="drop predicted components smaller than this (default 10)")
     p.add_argument("--connectivity", type=int, default=lesions.CONNECTIVITY, choices=(6, 18, 26),
@@ -343,8 +403,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def claim_out_dir(out: Path) -> list[Path]:
+    """Check that ``amt evaluate`` may write into ``out``; return its stale outputs (removed later).
+
+    ``out`` may be missing, empty, or hold only :data:`OUTPUT_FILES` (and hidden temporary files) of
+    an earlier evaluation. It must be writable: a probe file is created and removed (and a folder
+    created for the probe is removed again, so an error later leaves nothing behind). Raises
+    :class:`~amtlib.errors.AmtError` naming the folder otherwise.
+    """
+    if out.exists() and not out.is_dir():
+        raise AmtError(out, "--out is a file, not a folder", "give a new or empty folder as --out")
+    stale: list[Path] = []
+    if out.is_dir():
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                         if not p.name.startswith(".") and p.name not in OUTPUT_FILES)
+        if foreign:
+            raise AmtError(out, f"--out holds files amt evaluate did not write ({', '.join(foreign[:5])}"
+                           f"{' ...' if len(foreign) > 5 else ''})", "give a new or empty folder as --out")
+        stale = [out / n for n in OUTPUT_FILES if (out / n).is_file()]
+    first_new = next((p for p in [out, *out.parents][::-1] if not p.exists()), None)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        io.check_writable(out)
+    except OSError as exc:
+        raise AmtError(out, f"cannot write into --out ({exc.strerror or exc})",
+                       "choose a folder you can write to, with free space") from None
+    finally:
+        if first_new is not None and first_new.is_dir():
+            shutil.rmtree(first_new, ignore_errors=True)
+    return stale
+
+
+def write_evaluation(ev: Evaluation, out: Path, stale: Sequence[Path], summary: dict[str, Any], n_resamples: int,
+                     ci_level: float, seed: int) -> dict[str, Path]:
+    """Replace the outputs of ``out`` as a whole: stale ones removed, new ones written, ``summary.json`` last.
+
+    A run interrupted or failing midway leaves no ``summary.json``; a disk-full or permission error
+    is an :class:`~amtlib.errors.AmtError` naming the folder.
+    """
+    try:
+        for path in sorted(stale, key=lambda p: p.name != "summary.json"):  # the summary goes first
+            path.unlink(missing_ok=True)
+        paths = write_outputs(ev, out, n_resamples, ci_level, seed)
+        paths["summary"] = io.write_json(out / "summary.json", {**summary, "outputs": sorted(p.name for p in paths.values())})
+    except OSError as exc:
+        raise AmtError(out, f"writing the results failed ({exc.strerror or exc}); no summary.json was written",
+                       "free disk space or fix the permissions, then run again") from None
+    return paths
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """``amt evaluate``: score a folder of predictions against a folder of references; exit code 0/2."""
+    from amtlib.errors import debug_requested, run_guarded
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_guarded("amt evaluate", _cli, argv, debug_requested(argv))
+
+
+def _cli(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -353,35 +469,31 @@ def cli_main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
-        try:
-            if args.bootstrap < 1 or not 0 < args.ci_level < 1:
-                raise ValueError("--bootstrap must be >= 1 and --ci-level in (0, 1)")
-            out = args.out.resolve()
-            if out in (args.pred.resolve(), args.ref.resolve()):
-                raise ValueError(f"{out}: --out must differ from the --pred and --ref folders")
-            cases = pair_folders(args.pred, args.ref)
-            if args.clinical is not None:
-                cases = attach_clinical(cases, read_clinical(args.clinical))
-            ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
-                                args.resample_pred, args.workers, progress=not args.no_progress)
-            paths = write_outputs(ev, out, args.bootstrap, args.ci_level, args.seed)
-            missing = ev.per_case.loc[ev.per_case["pred_missing"], "case_id"].tolist()
-            io.write_json(out / "summary.json", {
-                "n_cases": len(ev.per_case), "missing_predictions": missing,
-                "pred_dir": str(args.pred.resolve()), "ref_dir": str(args.ref.resolve()),
-                "clinical": str(args.clinical.resolve()) if args.clinical else None,
-                "min_lesion_voxels": args.min_lesion_voxels, "connectivity": args.connectivity,
-                "bootstrap": args.bootstrap, "ci_level": args.ci_level, "seed": args.seed,
-                "label": args.label, "resample_pred": args.resample_pred,
-                "iou_thresholds": lesions.IOU_THRESHOLDS.tolist(),
-            })
-        except ValueError as exc:
-            sys.stderr.write(f"amt evaluate: error: {exc}\n")
-            return 2
+        if args.bootstrap < 1 or not 0 < args.ci_level < 1:
+            raise AmtError("--bootstrap/--ci-level", "--bootstrap must be >= 1 and --ci-level in (0, 1)", "e.g. --bootstrap 2000 --ci-level 0.95")
+        out = args.out.resolve()
+        if out in (args.pred.resolve(), args.ref.resolve()):
+            raise AmtError(out, "--out must differ from the --pred and --ref folders", "give a new folder as --out")
+        stale = claim_out_dir(out)
+        cases = pair_folders(args.pred, args.ref)
+        if args.clinical is not None:
+            cases = attach_clinical(cases, read_clinical(args.clinical))
+        ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
+                            args.resample_pred, args.workers, progress=not args.no_progress, ref_label=args.ref_label)
+        missing = ev.per_case.loc[ev.per_case["pred_missing"], "case_id"].tolist()
+        paths = write_evaluation(ev, out, stale, {
+            "n_cases": len(ev.per_case), "missing_predictions": missing,
+            "pred_dir": str(args.pred.resolve()), "ref_dir": str(args.ref.resolve()),
+            "clinical": str(args.clinical.resolve()) if args.clinical else None,
+            "min_lesion_voxels": args.min_lesion_voxels, "connectivity": args.connectivity,
+            "bootstrap": args.bootstrap, "ci_level": args.ci_level, "seed": args.seed,
+            "label": args.label, "ref_label": args.ref_label, "resample_pred": args.resample_pred,
+            "iou_thresholds": lesions.IOU_THRESHOLDS.tolist(),
+        }, args.bootstrap, args.ci_level, args.seed)
     froc = pd.read_csv(paths["froc"])
     at = froc.set_index("iou_threshold")
-    summary = (f"{len(ev.per_case)} cases ({len(missing)} without prediction); mean Dice "
-               f"{ev.per_case['dice'].mean():.3f}; sensitivity {at.loc[0.1, 'sensitivity']:.3f} / "
+    summary = (f"{len(ev.per_case)} cases ({len(missing)} without prediction){' scored as empty' if missing else ''}; "
+               f"mean Dice {ev.per_case['dice'].mean():.3f}; sensitivity {at.loc[0.1, 'sensitivity']:.3f} / "
                f"{at.loc[0.5, 'sensitivity']:.3f} and FP/scan {at.loc[0.1, 'fp_per_scan']:.3f} / "
                f"{at.loc[0.5, 'fp_per_scan']:.3f} at IoU 0.1 / 0.5; wrote {', '.join(p.name for p in paths.values())} to {out}")
     sys.stdout.write(summary + "\n")

@@ -1,20 +1,43 @@
-"""Small I/O helpers shared by all modules: atomic writes and NIfTI reading with clear errors.
+"""Small I/O helpers shared by all modules: atomic writes, a folder lock, NIfTI reading with clear errors.
 
 Every artifact is written to a temporary file in the destination folder and renamed into place, so an
-interrupted run never leaves a half-written file behind and never overwrites an input.
+interrupted run never leaves a half-written file behind, never overwrites an input, and never writes
+through a hard link into another folder (a ``cp -al`` copy of a run folder keeps its own files).
+Files get the usual permissions of a new file (``0666`` less the umask, e.g. ``0644``), so colleagues
+sharing a results folder can read them.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from amtlib.errors import AmtError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where ``/proc`` allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -29,7 +52,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     if suffix is None:
         suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file is normally 0644
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -44,6 +70,32 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def check_writable(folder: str | Path) -> None:
+    """Create and remove a temporary file in ``folder``; the ``OSError`` of a folder that cannot be written."""
+    fd, tmp = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def append_line(path: str | Path, line: str) -> Path:
+    """Add one line to a text file (a log) by rewriting it atomically, never in place."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    return write_text(path, old + line.rstrip("\n") + "\n")
+
+
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically (a new file; never writes through a link at ``dst``)."""
+    return write_bytes(dst, Path(src).read_bytes())
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -84,6 +136,80 @@ def prune_folder(folder: str | Path, keep: "set[str] | Any", suffix: str = ".nii
                 path.unlink()
                 gone.append(path)
     return gone
+
+
+#: Name of the lock file :func:`folder_lock` keeps in a folder.
+LOCK_NAME = ".amt.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the duration of the block.
+
+    ``fcntl.flock`` on ``<folder>/.amt.lock``, which records the holder's pid; the kernel releases the
+    lock when the holder exits, even on ``kill -9``, so a lock is never stale. A second holder gets
+    :class:`~amtlib.errors.AmtError` naming the folder and the pid at once (no waiting). A lock file
+    shared with a hard-linked copy of the folder (``cp -al``) is first replaced by one of its own.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lockfile = folder / LOCK_NAME
+    if lockfile.is_file() and lockfile.stat().st_nlink > 1:
+        write_text(lockfile, "")
+    fd = os.open(lockfile, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        raise AmtError(folder, f"in use by another amt run or amt train (pid {holder}; lock {lockfile})",
+                       "wait for it to finish, or write to another folder (--out)") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lockfile
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def nifti_data_problem(path: str | Path) -> str | None:
+    """Why the voxel data of a NIfTI file cannot be read in full, or None when it can.
+
+    Reads the header, then every byte of the data (a ``.gz`` stream is decompressed to its end, which
+    also checks its CRC) without keeping it, and compares the byte count with what the header needs:
+    a truncated file, whose header alone still reads, is caught here.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        proxy = img.dataobj
+        need = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    except Exception as exc:  # nibabel raises several types for non-NIfTI input
+        return f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+    if path.name.endswith(".gz"):
+        have = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    have += len(block)
+        except (EOFError, OSError, zlib.error) as exc:
+            return f"truncated or corrupt gzip stream after {have} bytes ({type(exc).__name__}: {exc})"
+    else:
+        have = path.stat().st_size
+    if have < need:
+        return f"truncated: {have} bytes, but its header needs {need} (shape {tuple(proxy.shape)}, {proxy.dtype})"
+    return None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

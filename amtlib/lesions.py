@@ -13,17 +13,22 @@ metrics" (Fig. 4, Table 4). Definitions, each a parameter with this default:
 - Sensitivity is pooled over all reference lesions (sum TP / sum reference lesions); FP/scan is the
   sum of FP over the number of scans. Thresholds 0.05, 0.10, ..., 0.95.
 
-Efficiency: components are labelled once per case; the full pairwise overlap table comes from one
-joint histogram of the two label images over the foreground voxels; all thresholds are then matched on
-the small IoU matrix.
+Efficiency: components are labelled once per case; the overlapping pairs come from one joint
+histogram of the two label images over the foreground voxels, kept sparse (:func:`sparse_overlap`:
+only pairs that share a voxel, since only those have IoU > 0 and can match), so memory grows with the
+number of overlaps, not with predicted x reference components; each threshold is then matched per
+connected group of overlapping components (:func:`detection_counts` on a sparse IoU matrix).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.sparse import csgraph
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
@@ -94,6 +99,69 @@ def overlap_table(pred_labels: np.ndarray, n_pred: int, ref_labels: np.ndarray, 
     return np.bincount(code, minlength=(n_pred + 1) * (n_ref + 1)).reshape(n_pred + 1, n_ref + 1)
 
 
+@dataclass(frozen=True)
+class Overlap:
+    """Sparse overlap of two label images: component sizes and the voxel counts of overlapping pairs.
+
+    ``pred_sizes`` (n_pred,) and ``ref_sizes`` (n_ref,) in voxels, components 1..n at index 0..n-1;
+    ``rows``, ``cols``, ``inter``: the (pred index, ref index, shared voxels) of every pair sharing at
+    least one voxel. The voxel TP/FP/FN of the raw masks are properties.
+    """
+
+    pred_sizes: np.ndarray
+    ref_sizes: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    inter: np.ndarray
+
+    @property
+    def tp_voxels(self) -> int:
+        return int(self.inter.sum())
+
+    @property
+    def fp_voxels(self) -> int:
+        return int(self.pred_sizes.sum()) - self.tp_voxels
+
+    @property
+    def fn_voxels(self) -> int:
+        return int(self.ref_sizes.sum()) - self.tp_voxels
+
+
+def sparse_overlap(pred_labels: np.ndarray, n_pred: int, ref_labels: np.ndarray, n_ref: int) -> Overlap:
+    """The :class:`Overlap` of two label images (0 = background), visiting only foreground voxels.
+
+    Same counts as :func:`overlap_table` without its ``(n_pred + 1) x (n_ref + 1)`` array: memory
+    grows with the foreground and the number of overlapping pairs.
+    """
+    if pred_labels.shape != ref_labels.shape:
+        raise ValueError(f"label images differ in shape: {pred_labels.shape} != {ref_labels.shape}")
+    p = pred_labels.ravel()
+    r = ref_labels.ravel()
+    fg = np.flatnonzero(p | r)
+    pf, rf = p[fg].astype(np.int64), r[fg].astype(np.int64)
+    both = (pf > 0) & (rf > 0)
+    code, inter = np.unique(pf[both] * (n_ref + 1) + rf[both], return_counts=True)
+    return Overlap(np.bincount(pf, minlength=n_pred + 1)[1:], np.bincount(rf, minlength=n_ref + 1)[1:],
+                   code // (n_ref + 1) - 1, code % (n_ref + 1) - 1, inter)
+
+
+def sparse_lesion_iou(overlap: Overlap, min_pred_voxels: int = MIN_PRED_VOXELS) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """Sparse IoU matrix (kept predicted x reference components) of an :class:`Overlap`.
+
+    As :func:`lesion_iou`: predicted components under ``min_pred_voxels`` are dropped (rows removed),
+    reference components all kept; pairs that share no voxel (IoU 0) are not stored.
+    Returns ``(iou, pred_sizes, ref_sizes)`` with the sizes of the kept components.
+    """
+    keep = overlap.pred_sizes >= min_pred_voxels
+    new_row = np.cumsum(keep) - 1
+    sel = keep[overlap.rows]
+    rows, cols, inter = new_row[overlap.rows[sel]], overlap.cols[sel], overlap.inter[sel].astype(float)
+    pred_sizes = overlap.pred_sizes[keep]
+    iou = inter / (pred_sizes[rows] + overlap.ref_sizes[cols] - inter)
+    shape = (int(keep.sum()), len(overlap.ref_sizes))
+    return sparse.csr_matrix((iou, (rows, cols)), shape=shape), pred_sizes, overlap.ref_sizes
+
+
 def lesion_iou(joint: np.ndarray, min_pred_voxels: int = MIN_PRED_VOXELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairwise IoU of predicted (rows) and reference (columns) components from an overlap table.
 
@@ -138,15 +206,48 @@ def match_lesions(iou: np.ndarray, threshold: float) -> np.ndarray:
     return np.column_stack([rows[ok], cols[ok]]).astype(int)
 
 
-def detection_counts(iou: np.ndarray, thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detection_counts(iou: "np.ndarray | sparse.spmatrix", thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lesion TP, FP, FN of one case at each threshold, from its IoU matrix (pred x ref).
 
     TP = matched pairs, FP = predicted components minus TP, FN = reference lesions minus TP.
     An empty prediction gives FN = number of reference lesions; an empty reference gives FP only.
+    ``iou`` may be dense or sparse (:func:`sparse_lesion_iou`); a sparse one is matched per connected
+    group of eligible pairs (:func:`matched_pairs_sparse`), with the same result.
     """
     n_pred, n_ref = iou.shape
-    tp = np.array([len(match_lesions(iou, t)) for t in thresholds], dtype=np.int64)
+    if sparse.issparse(iou):
+        tp = np.array([matched_pairs_sparse(iou, t) for t in thresholds], dtype=np.int64)
+    else:
+        tp = np.array([len(match_lesions(iou, t)) for t in thresholds], dtype=np.int64)
     return tp, n_pred - tp, n_ref - tp
+
+
+def matched_pairs_sparse(iou: sparse.spmatrix, threshold: float) -> int:
+    """Number of pairs :func:`match_lesions` matches at ``threshold``, from a sparse IoU matrix.
+
+    The eligible pairs (IoU > ``threshold``) form a bipartite graph; a matching never joins two of its
+    connected groups, so maximum cardinality then maximum total IoU is reached group by group. A group
+    of one pair is one match; a larger group is matched densely on its own rows and columns.
+    """
+    coo = sparse.coo_matrix(iou)
+    ok = coo.data > threshold
+    rows, cols, w = coo.row[ok], coo.col[ok], coo.data[ok]
+    if rows.size == 0:
+        return 0
+    n_rows, n_cols = iou.shape
+    graph = sparse.coo_matrix((np.ones(rows.size), (rows, n_rows + cols)), shape=(n_rows + n_cols,) * 2)
+    _, label = csgraph.connected_components(graph, directed=False)
+    group = label[rows]
+    ids, size = np.unique(group, return_counts=True)
+    total = int((size == 1).sum())
+    for g in ids[size > 1]:
+        sel = group == g
+        r_ids, r = np.unique(rows[sel], return_inverse=True)
+        c_ids, c = np.unique(cols[sel], return_inverse=True)
+        block = np.zeros((len(r_ids), len(c_ids)))
+        block[r, c] = w[sel]
+        total += len(match_lesions(block, threshold))
+    return total
 
 
 def max_axial_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:

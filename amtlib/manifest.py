@@ -3,9 +3,11 @@
 Implements the file contract of ``01_cohort/manifest.csv`` (docs/architecture.md; documented for users
 in ``data_manifest/``): one row per included case, one CT series per patient (paper, *Inclusion and
 exclusion criteria*). Paths are relative to the manifest's folder. ``validate_manifest`` checks the
-schema (columns, types, allowed values, unique ids), that every file exists, that the SHA-256 columns
-match the files, and that each mask has exactly its image's geometry (shape and affine) and holds only
-0/1. It reports every problem as ``line N (case X): column: message`` instead of stopping at the first.
+schema (columns, types, allowed values, unique ids, no value padded with spaces), that every file
+exists, that the SHA-256 columns match the files and that each file's voxel data reads to its end (a
+truncated file whose checksum was taken after the truncation still fails), and that each mask has
+exactly its image's geometry (shape and affine), holds only 0/1 and is not empty. It reports every
+problem as ``line N (case X): column: message`` instead of stopping at the first.
 
 ``amt manifest validate FILE`` is :func:`cli_main`.
 
@@ -26,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib.io import sha256_file
+from amtlib.io import nifti_data_problem, sha256_file
 
 HISTOLOGIES: tuple[str, ...] = (
     "thymoma",
@@ -175,7 +177,7 @@ def _cell_issue(col: Column, value: str, stage: str) -> str | None:
 def _duplicate_issues(df: pd.DataFrame, column: str) -> list[Issue]:
     if column not in df:
         return []
-    values = df[column]
+    values = df[column].astype(str).str.strip()  # " PT0001" duplicates "PT0001"
     dup = values[(values != "") & values.duplicated(keep=False)]
     issues = []
     for value, idx in dup.groupby(dup).groups.items():
@@ -225,6 +227,11 @@ def _file_issues(
                     if actual != expected:
                         issues.append(Issue(line, case, col, f"{f}: SHA-256 {actual[:12]}... != manifest {expected[:12]}...; "
                                             "the file changed since the manifest was written (re-run step 01)"))
+            if checksums:  # every byte is read for the checksum anyway: check the data is all there
+                problem = nifti_data_problem(f)
+                if problem:
+                    issues.append(Issue(line, case, col, f"{f}: {problem}; copy or export the file again"))
+                    continue
             if geometry:
                 try:
                     headers[col] = _nifti_header(f)
@@ -254,10 +261,20 @@ def _file_issues(
             if not ok:
                 issues.append(Issue(line, case, name, f"{value} != {actual:g} read from the image header"))
         if mask_values and "mask_path" in headers and headers["mask_path"][0] == shape:
-            data = np.asanyarray(nib.load(str(base / row["mask_path"])).dataobj)
-            extra = np.setdiff1d(np.unique(data), [0, 1])
+            f = base / row["mask_path"]
+            try:
+                data = np.asanyarray(nib.load(str(f)).dataobj)
+            except Exception as exc:  # a truncated .gz raises EOFError, others raise other types
+                issues.append(Issue(line, case, "mask_path", f"{f}: voxel data unreadable, truncated or corrupt "
+                                    f"({type(exc).__name__}: {exc}); copy or export the file again"))
+                continue
+            values = np.unique(data)
+            extra = np.setdiff1d(values, [0, 1])
             if extra.size:
                 issues.append(Issue(line, case, "mask_path", f"mask holds values other than 0/1: {extra[:5].tolist()}"))
+            elif not values.any():
+                issues.append(Issue(line, case, "mask_path", f"{f}: mask is empty (all zero); every included case "
+                                    "needs its tumour outlined: check the file or exclude the case"))
     return issues
 
 
@@ -297,6 +314,8 @@ def validate_manifest(
             continue
         for i, value in df[col.name].items():
             msg = _cell_issue(col, str(value).strip(), stage)
+            if msg is None and str(value) != str(value).strip():
+                msg = f"{value!r} has leading or trailing spaces; remove them (ids and values are compared exactly)"
             if msg:
                 issues.append(Issue(int(i) + 2, _case(df, i), col.name, msg))
     for column in ("case_id", "patient_id", "series_uid"):

@@ -14,6 +14,9 @@ them, so a notebook re-run alone (``amt run --only STEP``) finds the outputs of 
       05_froc/                    froc.csv, table4.csv, fig4_froc.png
       06_failure/                 radiomics_features.csv, radiomics_tests.csv, fig5/fig6
       09_export/                  <case_id>/seg.dcm, rtstruct.dcm, export.csv (DICOM out, optional)
+
+Any step may leave ``<step>/notices.txt``: lines ``amt run`` shows on the terminal after the step
+(e.g. "resumed from checkpoints/last.pt at iteration 250"); the runner clears it before the step.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ STEPS: tuple[str, ...] = (
     "06_failure",
     "09_export",
 )
+
+#: Per-step file of lines for the terminal (see the module docstring).
+NOTICES = "notices.txt"
 
 
 @dataclass(frozen=True)

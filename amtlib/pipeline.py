@@ -7,27 +7,48 @@ config, package versions, platform, device, seeds, start/end times and per-step 
 Each notebook gets only the parameters its ``parameters`` cell declares, plus ``run_dir``. A step is
 skipped when its fingerprint (notebook source, injected parameters, amtlib source, fingerprints of the
 steps before it) equals that of its last successful run, unless ``force``.
+
+Before any step starts, and before the run folder is created: the steps named exist, every ``-p`` key
+is declared by some notebook (else an error naming the nearest known key, unless ``allow_unknown``)
+and every value has the type of that parameter's default in the notebook (:func:`check_types`). The
+run folder is then locked (:func:`amtlib.io.folder_lock`) for the whole run; ``run.log``, ``run.json``
+and the executed notebooks are replaced atomically, never written in place. An interrupted run (Ctrl-C,
+SIGTERM) is marked ``interrupted`` in ``run.json`` and ``run.log``; one killed outright is marked so by
+the next run into the folder. Lines a step leaves in ``<step>/notices.txt`` (e.g. that training
+resumed from a checkpoint) are shown after the step and kept in ``run.json``.
+
+Figures: a config's ``figures_dir`` (the repository's ``figures/`` in ``configs/demo.yaml``) is used
+only by a run into that config's default folder ``runs/<config name>``; a run elsewhere (a scratch
+``--out``) keeps its figures in the run folder, unless ``-p figures_dir=DIR`` asks for a copy.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import hashlib
 import json
 import logging
+import os
 import platform
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from amtlib.io import write_json, write_text
+from amtlib.errors import AmtError, type_problem
+from amtlib.io import append_line, folder_lock, write_json, write_text
+from amtlib.paths import NOTICES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +66,10 @@ _STEP_RE = re.compile(r"^(\d\d)_([A-Za-z0-9_]+)\.ipynb$")
 
 class StepFailed(RuntimeError):
     """A notebook raised; the message names the step, the cell, the error and the executed copy."""
+
+
+class StepInterrupted(KeyboardInterrupt):
+    """The run was stopped by SIGTERM (handled like Ctrl-C: the run is marked interrupted)."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +105,16 @@ def load_config(path: str | Path) -> dict[str, Any]:
     """Read a flat YAML mapping of notebook parameters; error names the file on bad content."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: config file not found")
+        raise AmtError(path, "config file not found", "give an existing YAML file, e.g. --config configs/demo.yaml")
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise AmtError(path, f"not valid YAML ({exc})", "fix the file") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter: value, got {type(cfg).__name__}")
+        raise AmtError(path, f"expected a mapping of parameter: value, got {type(cfg).__name__}", "see configs/demo.yaml")
     nested = [k for k, v in cfg.items() if isinstance(v, dict)]
     if nested:
-        raise ValueError(f"{path}: parameters must be flat; nested mappings under {nested}")
+        raise AmtError(path, f"parameters must be flat; nested mappings under {nested}", "see configs/demo.yaml")
     return cfg
 
 
@@ -99,9 +124,50 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"-p {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            raise AmtError(f"-p {item!r}", "expected key=value", "e.g. -p train_iterations=100")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise AmtError(f"-p {item!r}", f"value is not YAML ({exc})", "quote strings, write lists as [a, b]") from None
     return out
+
+
+def parameter_defaults(notebook: str | Path) -> dict[str, Any]:
+    """Default value of each parameter of a notebook's ``parameters`` cell (None when not a literal)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for name, info in notebook_parameters(notebook).items():
+        try:
+            out[name] = ast.literal_eval(str(info.get("default", "None")))
+        except (ValueError, SyntaxError):
+            out[name] = None
+    return out
+
+
+def check_overrides(overrides: Mapping[str, Any], declared: set[str], allow_unknown: bool = False) -> list[str]:
+    """Refuse a ``-p`` key no notebook declares, naming the nearest known key; return such keys when allowed."""
+    unknown = sorted(set(overrides) - declared)
+    if unknown and not allow_unknown:
+        key = unknown[0]
+        near = difflib.get_close_matches(key, sorted(declared), n=1)
+        hint = f"did you mean {near[0]}?" if near else "amt run --list shows the parameters"
+        raise AmtError(f"-p {key}", "no notebook declares this parameter", f"{hint} (--allow-unknown passes it anyway)")
+    return unknown
+
+
+def check_types(config: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]], source: str) -> None:
+    """Check every value of ``config`` against the default of each step that declares it.
+
+    ``defaults`` maps step name -> :func:`parameter_defaults`. Raises :class:`AmtError` naming the key,
+    the value, the expected type and the step, before anything runs (see :func:`amtlib.errors.type_problem`).
+    """
+    for key, value in config.items():
+        for step, params in defaults.items():
+            if key in params and key != "run_dir":
+                problem = type_problem(value, params[key])
+                if problem:
+                    raise AmtError(f"parameter {key}", f"{problem} (declared by {step})", f"fix it in {source}")
 
 
 # ---------------------------------------------------------------------------------------- steps
@@ -122,7 +188,7 @@ def resolve_step(steps: Sequence[Step], key: str) -> Step:
     for s in steps:
         if key in (s.name, s.short) or (key.isdigit() and int(key) == int(s.number)):
             return s
-    raise ValueError(f"unknown step {key!r}; steps are {', '.join(s.name for s in steps)}")
+    raise AmtError(f"step {key!r}", "unknown step", f"steps are {', '.join(s.name for s in steps)}")
 
 
 def select_steps(
@@ -130,7 +196,7 @@ def select_steps(
 ) -> list[Step]:
     """Steps chosen by ``--only`` (any number) or the inclusive range ``--from``/``--to``."""
     if only and (start or stop):
-        raise ValueError("--only cannot be combined with --from/--to")
+        raise AmtError("--only", "cannot be combined with --from/--to", "use one or the other")
     if only:
         chosen = {resolve_step(steps, k).name for k in only}
         return [s for s in steps if s.name in chosen]
@@ -138,7 +204,7 @@ def select_steps(
     i = names.index(resolve_step(steps, start).name) if start else 0
     j = names.index(resolve_step(steps, stop).name) if stop else len(steps) - 1
     if i > j:
-        raise ValueError(f"--from {start} comes after --to {stop}")
+        raise AmtError(f"--from {start}", f"comes after --to {stop}", "swap them")
     return list(steps[i : j + 1])
 
 
@@ -283,8 +349,16 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- execution
 
 
-def _failure_message(step: Step, executed: Path, exc: BaseException) -> str:
-    """One paragraph: which notebook, which cell, what error, where the traceback is."""
+def rerun_command(step: Step, config_path: Path, run_dir: Path, overrides: Mapping[str, Any]) -> str:
+    """The ``amt run`` command line that re-runs ``step`` alone with the same config, folder and ``-p``."""
+    parts = ["amt", "run", "--config", str(config_path), "--out", str(run_dir), "--only", step.name]
+    for key, value in overrides.items():
+        parts += ["-p", f"{key}={json.dumps(value)}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _failure_message(step: Step, executed: Path, exc: BaseException, rerun: str) -> str:
+    """One paragraph: which notebook, which cell, what error, where the traceback is, how to re-run."""
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     cell = getattr(exc, "cell_index", None)
@@ -296,32 +370,77 @@ def _failure_message(step: Step, executed: Path, exc: BaseException) -> str:
     return (
         f"step {step.name} failed in {where}: {ename}: {evalue}. "
         f"The executed copy with the full traceback is {executed}. "
-        f"Fix the cause, then re-run this step alone with `amt run --only {step.name}`."
+        f"Fix the cause, then re-run this step alone with `{rerun}`."
     )
 
 
-def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_name: str = KERNEL_NAME) -> float:
-    """Execute one notebook into ``run_dir/notebooks/``; return its duration in seconds."""
+def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_name: str = KERNEL_NAME,
+                 rerun: str = "") -> float:
+    """Execute one notebook into ``run_dir/notebooks/``; return its duration in seconds.
+
+    papermill writes the executed copy as it goes, so it writes a fresh hidden file that replaces
+    ``notebooks/<step>.ipynb`` when the step ends, whether it succeeded or not (an earlier copy, possibly
+    hard-linked into another run folder, is never written through).
+    """
     import papermill as pm
 
     out_nb = run_dir / "notebooks" / step.notebook.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_nb.with_name(f".{step.name}.running.ipynb")
+    partial.unlink(missing_ok=True)
+    rerun = rerun or f"amt run --out {run_dir} --only {step.name}"
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(step.notebook),
-            str(out_nb),
-            parameters=dict(params),
-            kernel_name=kernel_name,
-            cwd=str(REPO_ROOT),
-            progress_bar=False,
-            report_mode=False,
-        )
+        with _stderr_to(out_nb.with_name(f"{step.name}.kernel.log")):
+            pm.execute_notebook(
+                str(step.notebook),
+                str(partial),
+                parameters=dict(params),
+                kernel_name=kernel_name,
+                cwd=str(REPO_ROOT),
+                progress_bar=False,
+                report_mode=False,
+            )
     except pm.PapermillExecutionError as exc:
-        raise StepFailed(_failure_message(step, out_nb, exc)) from None
+        if exc.ename == "KeyboardInterrupt":
+            raise KeyboardInterrupt from None
+        raise StepFailed(_failure_message(step, out_nb, exc, rerun)) from None
+    except (KeyboardInterrupt, StepInterrupted):
+        raise
     except Exception as exc:  # kernel death, timeouts, missing kernel
-        raise StepFailed(_failure_message(step, out_nb, exc)) from None
+        raise StepFailed(_failure_message(step, out_nb, exc, rerun)) from None
+    finally:
+        if partial.is_file():
+            os.replace(partial, out_nb)
     return time.perf_counter() - t0
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (the kernel's stderr, papermill's log) to ``path`` for the block.
+
+    The kernel writes start-up warnings and, when it dies, library tracebacks there; they belong in
+    the run folder beside the executed notebook, not between the runner's progress lines. The file is
+    removed when the block wrote nothing into it.
+    """
+    path.unlink(missing_ok=True)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to redirect
+        yield
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 def _papermill_duration(executed: Path) -> float | None:
@@ -330,6 +449,39 @@ def _papermill_duration(executed: Path) -> float | None:
         return float(nb["metadata"]["papermill"]["duration"])
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
         return None
+
+
+def default_run_dir(config_path: str | Path) -> Path:
+    """``runs/<config stem>`` in the repository: where ``amt run`` writes when ``--out`` is not given."""
+    return (REPO_ROOT / "runs" / Path(config_path).stem).resolve()
+
+
+def figures_rule(config: Mapping[str, Any], overrides: Mapping[str, Any], run_dir: Path, config_path: Path,
+                 declared_default: Any) -> tuple[Any, str]:
+    """The ``figures_dir`` a run uses, and a line saying why when the config's is not used.
+
+    ``-p figures_dir=...`` is always used. Otherwise the config's value (or the notebooks' default)
+    is used only when ``run_dir`` is the config's default run folder; any other run folder gets ``""``
+    (figures stay in the run folder), so a scratch run never overwrites the repository's ``figures/``.
+    """
+    if "figures_dir" in overrides:
+        return overrides["figures_dir"], ""
+    wanted = config.get("figures_dir", declared_default)
+    if not wanted or run_dir == default_run_dir(config_path):
+        return wanted, ""
+    return "", (f"figures stay in the run folder: figures_dir {wanted!r} is used only by the default run folder "
+                f"{default_run_dir(config_path)} (-p figures_dir=DIR copies them)")
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Turn SIGTERM into :class:`StepInterrupted` (main thread only); return the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StepInterrupted("terminated (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def run_pipeline(
@@ -343,26 +495,69 @@ def run_pipeline(
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     kernel_name: str = KERNEL_NAME,
     echo: Any = print,
+    allow_unknown: bool = False,
 ) -> RunResult:
     """Execute the selected notebooks in order; raise :class:`StepFailed` on the first failure.
 
     ``out`` defaults to ``runs/<config stem>``. ``echo`` receives one progress line per event.
+    ``overrides`` are the ``-p`` values: a key no notebook declares is an error unless ``allow_unknown``.
+    Everything is checked before the run folder is created or locked (see the module docstring).
+    Ctrl-C or SIGTERM marks the run interrupted and re-raises ``KeyboardInterrupt``.
     """
     config_path = Path(config_path)
-    config = {**load_config(config_path), **(overrides or {})}
-    run_dir = Path(out) if out else REPO_ROOT / "runs" / config_path.stem
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = dict(overrides or {})
+    file_config = load_config(config_path)
+    config = {**file_config, **overrides}
+    run_dir = (Path(out) if out else default_run_dir(config_path)).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AmtError(run_dir, "exists and is not a folder", "choose another --out")
 
     steps = discover_steps(notebooks_dir)
     chosen = select_steps(steps, only, start, stop)
-    declared_all = set().union(*(notebook_parameters(s.notebook) for s in steps))
-    unknown = sorted(set(config) - declared_all)
+    defaults = {s.name: parameter_defaults(s.notebook) for s in steps}
+    declared_all = set().union(*(set(d) for d in defaults.values())) - {"run_dir"}
+    check_overrides(overrides, declared_all, allow_unknown)
+    check_types(overrides, defaults, "the -p value")
+    check_types(file_config, defaults, str(config_path))
+    unknown = sorted(set(file_config) - declared_all)
     if unknown:
-        log.warning("config keys not declared by any notebook (typo?): %s", ", ".join(unknown))
+        log.warning("%s: keys not declared by any notebook (typo?): %s", config_path, ", ".join(unknown))
+    notes: list[str] = []
+    if "figures_dir" in declared_all:
+        fig_default = next(d["figures_dir"] for d in defaults.values() if "figures_dir" in d)
+        config["figures_dir"], why = figures_rule(file_config, overrides, run_dir, config_path, fig_default)
+        if why:
+            notes.append(why)
+
+    previous_handler = _sigterm_as_interrupt()
+    try:
+        with folder_lock(run_dir):
+            return _run_locked(config_path, config, overrides, run_dir, steps, chosen, force, kernel_name, echo, notes)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[str, Any], run_dir: Path,
+                steps: Sequence[Step], chosen: Sequence[Step], force: bool, kernel_name: str, echo: Any,
+                notes: Sequence[str]) -> RunResult:
+    """The body of :func:`run_pipeline`, under the run folder's lock."""
+    logfile = run_dir / "run.log"
+
+    def say(msg: str) -> None:
+        echo(msg)
+        append_line(logfile, f"{_now()} {msg}")
 
     previous = _read_record(run_dir)
-    prev_steps: dict[str, Any] = previous.get("steps", {})
+    prev_steps: dict[str, Any] = {k: dict(v) for k, v in previous.get("steps", {}).items()}
+    if previous.get("status") == "running":  # its process died without a word (kill -9, power loss)
+        killed = [name for name, e in prev_steps.items() if e.get("status") == "running"]
+        for name in killed:
+            prev_steps[name].update(status="interrupted")
+        say(f"the previous run into this folder (started {previous.get('started')}) was killed"
+            + (f" during {', '.join(killed)}; marked interrupted" if killed else ""))
+    for stale in (run_dir / "notebooks").glob(".*.running.ipynb"):
+        stale.unlink()
     record: dict[str, Any] = {
         "run_dir": str(run_dir),
         "config_file": str(config_path.resolve()),
@@ -375,23 +570,21 @@ def run_pipeline(
         "started": _now(),
         "ended": None,
         "status": "running",
-        "steps": dict(prev_steps),
+        "pid": os.getpid(),
+        "steps": prev_steps,
     }
     write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     write_json(run_dir / "run.json", record)
-    logfile = run_dir / "run.log"
-
-    def say(msg: str) -> None:
-        echo(msg)
-        with open(logfile, "a") as f:
-            f.write(f"{_now()} {msg}\n")
 
     lib = library_hash()
     result = RunResult(run_dir=run_dir, record=record)
     t_run = time.perf_counter()
     upstream: list[str] = []
     chosen_names = {s.name for s in chosen}
+    entry: dict[str, Any] = {}
     say(f"run {run_dir} ({len(chosen)} of {len(steps)} steps, config {config_path.name})")
+    for note in notes:
+        say(note)
     try:
         for step in steps:
             params = step_parameters(step, config, run_dir)
@@ -414,11 +607,12 @@ def run_pipeline(
                      "notebook": str(executed_nb.relative_to(run_dir))}
             record["steps"][step.name] = entry
             write_json(run_dir / "run.json", record)
+            notices = run_dir / step.name / NOTICES
+            notices.unlink(missing_ok=True)
             try:
-                wall = execute_step(step, params, run_dir, kernel_name)
-            except StepFailed:
-                entry.update(status="failed", ended=_now())
-                raise
+                wall = execute_step(step, params, run_dir, kernel_name, rerun_command(step, config_path, run_dir, overrides))
+            finally:
+                _show_notices(notices, entry, lambda m: say(f"[{k}/{len(chosen)}] {step.name}: {m}"))
             entry.update(status="ok", ended=_now(), wall_s=round(wall, 2),
                          duration_s=round(_papermill_duration(executed_nb) or wall, 2))
             result.executed.append(step.name)
@@ -427,9 +621,18 @@ def run_pipeline(
             say(f"[{k}/{len(chosen)}] {step.name}: done in {wall:.1f} s (total {time.perf_counter() - t_run:.1f} s)")
         record["status"] = "ok"
     except StepFailed as exc:
+        entry.update(status="failed", ended=_now())
         record["status"] = "failed"
         record["error"] = str(exc)
         say(f"FAILED: {exc}")
+        raise
+    except KeyboardInterrupt as exc:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the killed kernel's pending reply is no news
+        if entry.get("status") == "running":
+            entry.update(status="interrupted", ended=_now())
+        record["status"] = "interrupted"
+        what = str(exc) or "Ctrl-C"
+        say(f"INTERRUPTED ({what})" + (f" during {step.name}; re-run to continue" if entry.get("status") == "interrupted" else ""))
         raise
     finally:
         record["ended"] = _now()
@@ -437,3 +640,12 @@ def run_pipeline(
         write_json(run_dir / "run.json", record)
     say(f"finished in {record['duration_s']:.1f} s: {len(result.executed)} run, {len(result.skipped)} skipped")
     return result
+
+
+def _show_notices(path: Path, entry: dict[str, Any], say: Any) -> None:
+    """Echo the lines a step left in ``<step>/notices.txt`` and keep them in its run.json entry."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        entry["notices"] = lines
+        for line in lines:
+            say(line)

@@ -11,9 +11,12 @@ Device: ``"auto"`` picks CUDA when available (mixed precision, bf16 where suppor
 channels-last) else the CPU with ``workers`` threads (0 = all cores); ``"cuda"`` without a GPU is an
 error. Seeds are fixed: model initialisation from ``seed``, every batch a pure function of (seed,
 iteration, rank), so on the CPU a run is deterministic and a run interrupted and resumed from
-``checkpoints/last.pt`` ends bitwise equal to an uninterrupted one. Checkpoints are written atomically
-and load with ``torch.load(..., weights_only=True)``; one written under another model or training
-configuration is refused.
+``checkpoints/last.pt`` ends bitwise equal to an uninterrupted one, and ``model.pt`` is byte-identical
+between identical runs. Checkpoints are written atomically and load with ``torch.load(...,
+weights_only=True)``. Resume is keyed on every setting that changes the result
+(:meth:`TrainConfig.fingerprint`, e.g. ``iterations`` and ``eval_every``) and on the training data: a
+checkpoint made under other settings or data is not resumed, training starts afresh and says so in
+``notices.txt`` (shown by ``amt run``) and as a warning.
 
 Multi-GPU: run the CLI under ``torchrun`` (``torchrun --standalone --nproc_per_node=N -m amtlib.train
 --run-dir RUN --config configs/paper.yaml``); each process draws its own ``batch_size`` crops, gradients
@@ -23,9 +26,11 @@ are averaged by DistributedDataParallel, rank 0 evaluates, logs and writes check
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import os
+import pickle
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -40,14 +45,18 @@ from monai.losses import DiceLoss
 
 from amtlib.augment import AugmentConfig, BatchSampler
 from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability
-from amtlib.io import atomic_path, prune_folder, write_csv, write_json
+from amtlib.errors import AmtError, type_problem
+from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
 from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "amtlib-train-checkpoint/1"
-LOG_COLUMNS = ["iteration", "epoch", "train_loss", "tuning_dice", "best_tuning_dice", "is_best", "elapsed_s", "iterations_per_s"]
+#: ``train_log.csv``: a pure function of the settings and data (byte-identical between identical runs).
+LOG_COLUMNS = ["iteration", "epoch", "train_loss", "tuning_dice", "best_tuning_dice", "is_best"]
+#: ``train_timing.csv``: wall-clock speed of the same evaluations (differs between runs).
+TIMING_COLUMNS = ["iteration", "elapsed_s", "iterations_per_s"]
 
 
 @dataclass(frozen=True)
@@ -120,9 +129,13 @@ class TrainConfig:
         return AugmentConfig(self.rotate_deg, self.scale_range[0], self.scale_range[1], self.fg_probability)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Settings that change the trajectory; a checkpoint made under others is refused on resume."""
-        skip = {"iterations", "eval_every", "checkpoint_every", "threshold", "save_probabilities", "device", "workers",
-                "sw_batch_size"}
+        """Every setting that changes the trained or the selected model: the resume key of a checkpoint.
+
+        Left out are only settings that change neither: ``checkpoint_every``, ``save_probabilities``,
+        ``device`` and ``workers`` (a checkpoint may move between machines). ``iterations`` and
+        ``eval_every`` are in: they decide which models are evaluated and so which one is selected.
+        """
+        skip = {"checkpoint_every", "save_probabilities", "device", "workers"}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
 
 
@@ -163,27 +176,50 @@ def _dist() -> tuple[int, int]:
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename (never a half-written file)."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(dict(state), tmp)
-    return Path(path)
+    """``torch.save`` into memory, then write the bytes atomically (never a half-written file).
+
+    Serialising to a buffer keeps the zip archive's root folder name fixed (``torch.save`` to a path
+    names it after the file, here a random temporary name), so identical states give identical bytes.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return write_bytes(path, buffer.getvalue())
+
+
+def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a truncated or corrupt file is an ``AmtError``."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise AmtError(path, f"{what} not found", remedy) from None
+        raise AmtError(path, f"unreadable {what}, truncated or corrupt ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''})", remedy) from None
+
+
+def checkpoint_mismatch(blob: Mapping[str, Any], cfg: TrainConfig) -> str:
+    """The settings in which checkpoint ``blob`` differs from ``cfg`` (``"k: checkpoint a vs config b"``), or ``""``."""
+    want = {"model_config": cfg.model_config.to_dict(), **cfg.fingerprint()}
+    have = {"model_config": blob.get("model_config"), **(blob.get("fingerprint") or {})}
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    return "; ".join(f"{k}: checkpoint {have.get(k)!r} vs config {want.get(k)!r}" for k in diff)
 
 
 def load_checkpoint(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
     """Load a training checkpoint (``weights_only=True``) after checking it matches ``cfg``.
 
     Raises ``ValueError`` naming the file and the differing settings when it was written under another
-    model or training configuration (delete ``checkpoints/`` or restore that configuration).
+    model or training configuration (delete ``checkpoints/`` or restore that configuration), and
+    :class:`~amtlib.errors.AmtError` naming the file when it is truncated or not a checkpoint.
     """
     path = Path(path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    remedy = "delete it to train afresh (or run with train_resume=false / amt train --no-resume)"
+    blob = read_torch_file(path, "training checkpoint", remedy)
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an amtlib training checkpoint; delete it to start afresh")
-    want = {"model_config": cfg.model_config.to_dict(), **cfg.fingerprint()}
-    have = {"model_config": blob.get("model_config"), **(blob.get("fingerprint") or {})}
-    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if diff:
-        detail = "; ".join(f"{k}: checkpoint {have.get(k)!r} vs config {want.get(k)!r}" for k in diff)
+        raise AmtError(path, "not an amtlib training checkpoint", remedy)
+    detail = checkpoint_mismatch(blob, cfg)
+    if detail:
         raise ValueError(f"{path}: checkpoint was written under another configuration ({detail}); "
                          "delete the checkpoints folder to retrain, or run with the configuration that made it")
     return blob
@@ -250,6 +286,7 @@ class TrainResult:
     norm: Normalisation
     duration_s: float = 0.0
     model: torch.nn.Module | None = field(default=None, repr=False)
+    resumed_from: int = 0
 
 
 def _model_blob(model: torch.nn.Module, cfg: TrainConfig, norm: Normalisation, iteration: int, score: float) -> dict[str, Any]:
@@ -280,10 +317,12 @@ def train(
 ) -> TrainResult:
     """Train on ``train_cases``, select by tuning Dice, write ``model.pt``, ``checkpoints/last.pt``, the log.
 
-    ``norm`` defaults to the training cases' min-max range. With ``resume``, a compatible
-    ``checkpoints/last.pt`` is continued (an incompatible one raises ``ValueError``; one trained on
-    other cases or volumes, e.g. after the cohort was regenerated, is replaced by a fresh start with a
-    warning, since a re-run step rewrites its own outputs). ``stop_after``
+    ``norm`` defaults to the training cases' min-max range. With ``resume``, ``checkpoints/last.pt`` is
+    continued only when it was made under the same :meth:`TrainConfig.fingerprint` (every setting that
+    changes the result, ``iterations`` and ``eval_every`` included) and the same data, with its
+    selected ``model.pt`` in place (:func:`resume_state`); otherwise training starts afresh with a
+    warning, since a re-run step rewrites its own outputs. Either way a line for the terminal goes to
+    ``notices.txt``; a truncated checkpoint is an :class:`~amtlib.errors.AmtError`. ``stop_after``
     ends this call after that many steps (as an interruption would; the checkpoint is written first).
     Raises ``FloatingPointError`` naming the iteration and cases when the loss is not finite.
     """
@@ -304,11 +343,14 @@ def train(
     loss_fn = DiceLoss(sigmoid=True, batch=cfg.dice_batch)
     start, best, best_it, rows, loss_sum, loss_n = 0, -math.inf, 0, [], 0.0, 0
     data_id = data_fingerprint(train_cases, tuning_cases)
-    blob = load_checkpoint(ckpt_path, cfg) if resume and ckpt_path.is_file() else None
-    if blob is not None and blob.get("data") != data_id:
-        warnings.warn(f"{ckpt_path}: checkpoint was trained on other cases or volumes; training starts afresh "
-                      "and replaces it", stacklevel=2)
-        blob = None
+    key = {"fingerprint": cfg.fingerprint(), "data": data_id}
+    blob, why = resume_state(ckpt_path, model_path, cfg, data_id) if resume and ckpt_path.is_file() else (None, "")
+    if blob is None and rank == 0 and why:
+        text = f"{ckpt_path} not resumed: {why}; training starts afresh and replaces it"
+        warnings.warn(text, stacklevel=2)
+        add_notice(out, text)
+    if rank == 0 and (blob is None or int(blob["best_iteration"]) == 0) and model_path.is_file():
+        model_path.unlink()  # no model selected by this run yet: never leave another run's beside its log
     if blob is not None:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
@@ -319,6 +361,9 @@ def train(
         norm = Normalisation.from_dict(blob["norm"])
         _set_rng_state(blob["rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, start)
+        if rank == 0:
+            add_notice(out, f"resumed from {ckpt_path} at iteration {start} of {cfg.iterations} (same settings and "
+                            f"data; selected so far: iteration {best_it}); train_resume=false trains afresh")
     if rank == 0:
         write_json(out / "norm.json", {**norm.to_dict(), "source": "training split", "n_cases": len(train_cases)})
     net: torch.nn.Module = model
@@ -375,13 +420,14 @@ def train(
                 is_best = score > best
                 if is_best:
                     best, best_it = score, done
-                    save_checkpoint(model_path, _model_blob(model, cfg, norm, done, score))
+                    save_checkpoint(model_path, {**_model_blob(model, cfg, norm, done, score), "resume_key": key})
                 elapsed = time.perf_counter() - t_run
                 rows.append({"iteration": done, "epoch": done * cfg.batch_size * world / len(train_cases),
                              "train_loss": loss_sum / max(loss_n, 1), "tuning_dice": score if tuning_cases else float("nan"),
                              "best_tuning_dice": best if tuning_cases else float("nan"), "is_best": bool(is_best),
                              "elapsed_s": elapsed, "iterations_per_s": it_run / elapsed if elapsed > 0 else float("nan")})
                 write_csv(out / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
+                write_csv(out / "train_timing.csv", pd.DataFrame(rows, columns=TIMING_COLUMNS))
                 if writer is not None:
                     writer.add_scalar("loss/train", rows[-1]["train_loss"], done)
                     writer.add_scalar("dice/tuning", rows[-1]["tuning_dice"], done)
@@ -400,9 +446,47 @@ def train(
         writer.close()
     if world > 1:
         torch.distributed.barrier()
-    frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
+    frame = pd.DataFrame(rows, columns=LOG_COLUMNS + TIMING_COLUMNS[1:])
     return TrainResult(frame, best_it, best if tuning_cases else float("nan"), model_path, ckpt_path, end, str(device), norm,
-                       time.perf_counter() - t0, model)
+                       time.perf_counter() - t0, model, resumed_from=0 if blob is None else int(blob["iteration"]))
+
+
+def resume_state(ckpt_path: Path, model_path: Path, cfg: TrainConfig, data_id: str) -> tuple[dict[str, Any] | None, str]:
+    """``(checkpoint, "")`` when ``ckpt_path`` continues this run, else ``(None, why not)``.
+
+    It continues this run when it was made under the same :meth:`TrainConfig.fingerprint` and data
+    and ``model.pt`` is the model it selected (or one written later by the same run, before an
+    interruption). Raises :class:`~amtlib.errors.AmtError` naming the file when it is truncated.
+    """
+    remedy = "delete it to train afresh (or run with train_resume=false / amt train --no-resume)"
+    blob = read_torch_file(ckpt_path, "training checkpoint", remedy)
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise AmtError(ckpt_path, "not an amtlib training checkpoint", remedy)
+    at = f"iteration {blob.get('iteration')}"
+    detail = checkpoint_mismatch(blob, cfg)
+    if detail:
+        return None, f"it ({at}) was made under other settings ({detail})"
+    if blob.get("data") != data_id:
+        return None, f"it ({at}) was trained on other cases or volumes"
+    best_it = int(blob["best_iteration"])
+    if best_it == 0:
+        return blob, ""
+    try:
+        selected = read_torch_file(model_path, "model", "")
+    except AmtError as exc:
+        return None, f"the model it selected (iteration {best_it}) is missing or unreadable ({exc.problem})"
+    same_run = isinstance(selected, dict) and selected.get("resume_key") == {"fingerprint": cfg.fingerprint(), "data": data_id}
+    it = int(selected.get("iteration", -1)) if isinstance(selected, dict) else -1
+    if not same_run or not (it == best_it or it > int(blob["iteration"])):
+        return None, f"{model_path} is not the model it selected (iteration {best_it})"
+    return blob, ""
+
+
+def add_notice(step_dir: str | Path, text: str) -> None:
+    """Record a line for ``amt run`` to show on the terminal after this step (``<step>/notices.txt``)."""
+    from amtlib.paths import NOTICES
+
+    append_line(Path(step_dir) / NOTICES, text)
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -500,11 +584,15 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params: dict[str, Any] = {}
     if args.config:
-        params.update(yaml.safe_load(Path(args.config).read_text()) or {})
+        params.update(_read_config(Path(args.config)))
     for item in args.set:
-        key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
-    cfg = TrainConfig.from_params(params)
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AmtError(f"--set {item}", "expected KEY=VALUE", "e.g. --set train_iterations=100")
+        params[key.strip()] = _yaml_value(f"--set {item}", value)
+        _check_train_key(key.strip())
+    cfg = config_from_params(params)
+    _check_run_dir(Path(args.run_dir))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
@@ -514,14 +602,84 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             cfg = TrainConfig(**{**asdict(cfg), "device": f"cuda:{local}"})
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     try:
-        result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
+        if world == 1:  # one process: hold the run folder as amt run does (torchrun ranks share it)
+            from amtlib.io import folder_lock
+
+            with folder_lock(args.run_dir):
+                result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
+        else:
+            result = run_step(args.run_dir, cfg, progress=not args.no_progress, resume=not args.no_resume)
     finally:
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best tuning Dice {result.best_tuning_dice:.4f} at iteration {result.best_iteration}; model {result.model_path}")
+        how = f"resumed at iteration {result.resumed_from}" if result.resumed_from else "trained from scratch"
+        print(f"{how}; best tuning Dice {result.best_tuning_dice:.4f} at iteration {result.best_iteration}; "
+              f"model {result.model_path}")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(cli_main())
+def _yaml_value(where: str, text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise AmtError(where, f"not a YAML value ({exc})", "quote strings, write lists as [a, b]") from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise AmtError(path, "config file not found", "give an existing YAML file, e.g. --config configs/demo.yaml")
+    cfg = _yaml_value(str(path), path.read_text())
+    if not isinstance(cfg, dict):
+        raise AmtError(path, f"expected a flat mapping of key: value, got {type(cfg).__name__}", "see configs/demo.yaml")
+    return cfg
+
+
+def _train_keys() -> list[str]:
+    return [f"train_{f.name}" for f in fields(TrainConfig) if f.name not in ("device", "seed", "workers")] + ["device", "seed", "workers"]
+
+
+def _check_train_key(key: str) -> None:
+    import difflib
+
+    if key not in _train_keys():
+        near = difflib.get_close_matches(key, _train_keys(), n=1)
+        raise AmtError(f"--set {key}", "not a training setting",
+                       f"did you mean {near[0]}?" if near else f"settings are {', '.join(_train_keys())}")
+
+
+def config_from_params(params: Mapping[str, Any]) -> TrainConfig:
+    """:meth:`TrainConfig.from_params` with each value's type checked first; errors name the key."""
+    for f in fields(TrainConfig):
+        key = f.name if f.name in ("device", "seed", "workers") else f"train_{f.name}"
+        if key not in params:
+            continue
+        problem = type_problem(params[key], f.default)
+        if problem:
+            raise AmtError(key, problem, "fix the config or the --set value")
+    try:
+        return TrainConfig.from_params(params)
+    except (TypeError, ValueError) as exc:
+        raise AmtError("training settings", str(exc), "fix the config or the --set value") from None
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    from amtlib.paths import RunPaths
+
+    P = RunPaths(run_dir)
+    if not run_dir.is_dir():
+        raise AmtError(run_dir, "run folder not found", "run steps 00-02 first: amt run --config CONFIG --out RUN --to 02")
+    for f in (P.manifest, P.split_csv):
+        if not f.is_file():
+            raise AmtError(f, "not found", f"run steps 01-02 into it first: amt run --config CONFIG --out {run_dir} --to 02")
+
+
+if __name__ == "__main__":  # the torchrun entry point: bad input as one line, as under `amt train`
+    import sys
+
+    from amtlib.errors import debug_requested, run_guarded
+
+    _argv = [a for a in sys.argv[1:] if a != "--debug"]
+    raise SystemExit(run_guarded("amt train", cli_main, _argv, debug_requested(sys.argv[1:])))

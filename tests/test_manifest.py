@@ -75,7 +75,9 @@ def test_checksum_mismatch_is_reported(good: Path) -> None:
 def test_mask_shape_and_affine_mismatch(good: Path) -> None:
     base = good.parent
     save_nifti(np.zeros((3, 4, 6), np.uint8), affine_from_spacing((2.0, 0.5, 0.7), (10.0, -5.0, 3.0)), base / "masks" / "A.nii.gz")
-    save_nifti(np.zeros((3, 4, 5), np.uint8), affine_from_spacing((2.0, 0.5, 0.7), (10.0, -5.0, 4.0)), base / "masks" / "B.nii.gz")
+    shifted = np.zeros((3, 4, 5), np.uint8)
+    shifted[1, 1, 1] = 1  # not empty: only its affine is wrong
+    save_nifti(shifted, affine_from_spacing((2.0, 0.5, 0.7), (10.0, -5.0, 4.0)), base / "masks" / "B.nii.gz")
     msgs = _messages(base / "manifest.csv", checksums=False)
     assert msgs == [
         "line 2 (case A): mask_path: geometry differs from the image (shape (z, y, x) (3, 4, 6) vs (3, 4, 5)); "

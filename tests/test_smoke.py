@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +15,15 @@ from amtlib.paths import RunPaths
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    run = tmp_path_factory.mktemp("smoke") / "smoke"
+    return run, pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
+
+
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end(tmp_path):
-    run = tmp_path / "smoke"
-    res = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
+def test_smoke_pipeline_end_to_end(smoke):
+    run, res = smoke
     steps = [s.name for s in pipeline.discover_steps()]
     assert res.executed == steps
     rec = json.loads((run / "run.json").read_text())
@@ -42,3 +48,23 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     # a second run changes nothing and skips every step
     again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
     assert again.executed == [] and again.skipped == steps
+
+
+def _artifacts(run: Path) -> dict[str, bytes]:
+    """The model, every CSV (but the wall-clock train_timing.csv), every figure and prediction of a run."""
+    files = [p for p in run.rglob("*") if p.is_file() and "cache" not in p.parts and (
+        p.suffix in {".csv", ".png", ".pdf"} or p.name == "model.pt" or p.parent.name == "predictions")]
+    return {str(p.relative_to(run)): p.read_bytes() for p in files if p.name != "train_timing.csv"}
+
+
+@pytest.mark.slow
+def test_identical_runs_give_byte_identical_model_tables_and_figures(smoke):
+    """Issue 11, item 12: a reproduction can be confirmed by checksums (same path, so same paths inside)."""
+    run, _ = smoke
+    first = run.with_name("first")
+    shutil.move(run, first)
+    pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
+    a, b = _artifacts(first), _artifacts(run)
+    assert sorted(a) == sorted(b)
+    assert {"03_train/model.pt", "04_evaluate/per_case.csv", "05_froc/fig4_froc.pdf", "06_failure/radiomics_boxplots.png"} <= set(a)
+    assert [k for k in a if a[k] != b[k]] == []

@@ -103,8 +103,10 @@ def test_checkpoint_from_another_configuration_is_refused(data, tmp_path):
     other = TrainConfig(**{**TINY, "base_width": 4})
     with pytest.raises(ValueError, match=r"another configuration .*base_width: checkpoint 2 vs config 4"):
         load_checkpoint(tmp_path / "checkpoints/last.pt", other)
-    with pytest.raises(ValueError, match="lr"):
-        train(data.train, data.tuning, TrainConfig(**{**TINY, "lr": 0.01}), tmp_path, data.norm, progress=False)
+    # train() does not resume it: it trains afresh under the new settings and says why (issue 11)
+    with pytest.warns(UserWarning, match=r"not resumed: .*lr: checkpoint 0.001 vs config 0.01"):
+        res = train(data.train, data.tuning, TrainConfig(**{**TINY, "lr": 0.01}), tmp_path, data.norm, progress=False)
+    assert res.resumed_from == 0 and res.log["iteration"].tolist() == [3, 6]
 
 
 

@@ -7,7 +7,6 @@ and PDF atomically, and showing a CT slice in a mediastinal window with mask out
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -17,7 +16,10 @@ from typing import Iterable, Sequence
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from amtlib.io import atomic_path  # noqa: E402
+from amtlib.io import atomic_path, copy_file  # noqa: E402
+
+#: savefig metadata that leaves out the creation date (PNG carries none by default).
+_NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "ps": {"CreationDate": None}}
 
 #: Mediastinal window (level, width) in HU used for all CT displays.
 MEDIASTINAL_WINDOW: tuple[float, float] = (40.0, 400.0)
@@ -38,7 +40,8 @@ def save_figure(
     """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomic writes); return the paths.
 
     ``path`` is given without suffix (any suffix is replaced). When ``copy_to`` is a folder (the
-    repository's ``figures/``), each file is copied there too.
+    repository's ``figures/``), each file is copied there too (atomically). No creation date is
+    written, so identical figures give identical bytes.
     """
     base = Path(path)
     base = base.with_suffix("") if base.suffix in {".png", ".pdf", ".svg"} else base
@@ -46,11 +49,10 @@ def save_figure(
     for fmt in formats:
         target = base.parent / f"{base.name}.{fmt}"
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_NO_DATE.get(fmt))
         out.append(target)
         if copy_to is not None:
-            Path(copy_to).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(target, Path(copy_to) / target.name)
+            copy_file(target, Path(copy_to) / target.name)
     return out
 
 

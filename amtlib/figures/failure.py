@@ -8,8 +8,9 @@ the shown voxels are most numerous and cropped around reference and prediction.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,11 +31,13 @@ def plot_feature_boxes(
     tests: pd.DataFrame | None = None,
     group_col: str = "group",
     order: Sequence[str] = ("bottom", "top"),
+    seed: int = 0,
 ) -> plt.Figure:
     """Box and strip plot of each feature by group, one panel per ``columns`` item (label -> column).
 
     The panel title carries the regenerated p-value from ``tests`` (column ``feature``) when given.
-    Missing values (failed extractions) are not drawn.
+    Missing values (failed extractions) are not drawn. The strip plot's horizontal jitter is drawn
+    from ``seed``, so the figure is the same on every run.
     """
     import seaborn as sns
 
@@ -44,7 +47,8 @@ def plot_feature_boxes(
         data = features[[group_col, col]].dropna()
         kw = dict(data=data, x=group_col, y=col, order=list(order), hue=group_col, hue_order=list(order), palette=GROUP_PALETTE, legend=False, ax=ax)
         sns.boxplot(showfliers=False, width=0.55, boxprops={"alpha": 0.5}, **kw)
-        sns.stripplot(size=3.5, jitter=0.15, edgecolor="black", linewidth=0.3, **kw)
+        with _seeded_global_rng(seed):  # seaborn draws the jitter from numpy's global generator
+            sns.stripplot(size=3.5, jitter=0.15, edgecolor="black", linewidth=0.3, **kw)
         p = p_values.get(col)
         ax.set_title(label if p is None or p != p else f"{label}\np = {p:.3f}", fontsize=9)
         ax.set_xlabel("")
@@ -52,6 +56,17 @@ def plot_feature_boxes(
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
+
+
+@contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for the block, then restore its previous state."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def plot_dice_vs_size(
