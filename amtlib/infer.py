@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 from monai.inferers import sliding_window_inference
 
+from amtlib.errors import AmtError
 from amtlib.io import save_nifti
 from amtlib.model import ModelConfig, UNet3D
 from amtlib.preprocess import CaseVolume, Normalisation, load_case, resample_to_shape
@@ -73,6 +75,18 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
 
 
+def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a truncated or corrupt file is an ``AmtError``."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise AmtError(path, f"{what} not found", remedy) from None
+        raise AmtError(path, f"unreadable {what}, truncated or corrupt ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''})", remedy) from None
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet3D, dict[str, Any]]:
     """Load ``model.pt`` (``weights_only=True``) as an eval-mode network plus its metadata.
 
@@ -83,7 +97,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UN
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: model file not found; run notebook 03_train first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = read_torch_file(path, "model file", "re-run notebook 03_train (amt run --only 03_train --force)")
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an amtlib 3D U-Net model (expected format {MODEL_FORMAT})")
     model = UNet3D(ModelConfig.from_dict(blob["model_config"]))

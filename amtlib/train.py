@@ -30,7 +30,6 @@ import io
 import logging
 import math
 import os
-import pickle
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,7 @@ import torch
 from monai.losses import DiceLoss
 
 from amtlib.augment import AugmentConfig, BatchSampler
-from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability
+from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability, read_torch_file
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
@@ -184,18 +183,6 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     return write_bytes(path, buffer.getvalue())
-
-
-def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; a truncated or corrupt file is an ``AmtError``."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise AmtError(path, f"{what} not found", remedy) from None
-        raise AmtError(path, f"unreadable {what}, truncated or corrupt ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''})", remedy) from None
 
 
 def checkpoint_mismatch(blob: Mapping[str, Any], cfg: TrainConfig) -> str:

@@ -601,3 +601,14 @@ def test_item13_a_scratch_run_does_not_overwrite_the_configs_figures(toy, tmp_pa
     # and -p figures_dir asks for a copy from anywhere
     pipeline.run_pipeline(cfg, out=tmp_path / "s2", notebooks_dir=nbs, overrides={"figures_dir": str(tmp_path / "f2")}, echo=_quiet)
     assert (tmp_path / "f2/fig.txt").is_file()
+
+
+def test_truncated_model_file_is_named_with_the_remedy(tmp_path: Path) -> None:
+    """infer.load_model (notebooks 03-06, amt export) on a truncated model.pt: the file and what to do."""
+    from amtlib.errors import AmtError
+    from amtlib.infer import load_model
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(AmtError, match=r"model\.pt.*unreadable model file, truncated or corrupt.*03_train"):
+        load_model(path)
