@@ -36,7 +36,7 @@ class AugmentConfig:
     rotate_deg: float = 10.0
     scale_min: float = 0.8
     scale_max: float = 1.2
-    fg_probability: float = 1.0
+    fg_probability: float = 0.5
 
     def margin_patch(self, patch: Patch) -> Patch:
         """Crop size whose centre region covers every rotated/scaled ``patch`` (z unchanged)."""
