@@ -68,13 +68,6 @@ def predict_probability(
     return torch.sigmoid(torch.as_tensor(logits).float())[0, 0].cpu().numpy()
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two binary volumes; 1.0 when both are empty (nothing to find, nothing found)."""
-    p, r = np.asarray(pred) > 0, np.asarray(ref) > 0
-    denom = int(p.sum()) + int(r.sum())
-    return 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
-
-
 def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a truncated or corrupt file is an ``AmtError``."""
     path = Path(path)

@@ -52,6 +52,21 @@ def metrics_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
     }
 
 
+def dice(pred: np.ndarray, ref: np.ndarray, both_empty: float = float("nan")) -> float:
+    """Dice = 2TP / (2TP + FP + FN) of two same-shape masks: the one Dice of training, inference and
+    evaluation.
+
+    Empty rule, explicit: when both masks are empty the ratio is 0/0 and ``both_empty`` is returned.
+    The evaluation keeps the default NaN (the case is left out of means, and counted; Table 3). Model
+    selection on the tuning set (:func:`amtlib.train.tuning_dice`) passes 1.0: nothing to find and
+    nothing found is a perfect score there, so a tumour-free tuning case can only lower the mean
+    through false positives.
+    """
+    tp, fp, fn = confusion_counts(pred, ref)
+    denom = 2 * tp + fp + fn
+    return float(both_empty) if denom == 0 else 2.0 * tp / denom
+
+
 def voxel_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """Dice, IoU, precision, recall and the counts ``tp_voxels, fp_voxels, fn_voxels`` of one case.
 

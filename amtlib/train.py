@@ -43,7 +43,8 @@ import torch
 from monai.losses import DiceLoss
 
 from amtlib.augment import AugmentConfig, BatchSampler
-from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, dice, predict_probability, read_torch_file
+from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, predict_probability, read_torch_file
+from amtlib.metrics import dice
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
@@ -258,12 +259,15 @@ def build_model(cfg: TrainConfig) -> UNet3D:
 
 def tuning_dice(model: torch.nn.Module, cases: Sequence[CaseVolume], norm: Normalisation, cfg: TrainConfig,
                 device: torch.device) -> float:
-    """Mean Dice over ``cases`` of the thresholded sliding-window prediction, on the training grid."""
+    """Mean Dice over ``cases`` of the thresholded sliding-window prediction, on the training grid (the
+    model-selection criterion, Methods: best tuning Dice). :func:`amtlib.metrics.dice` with both
+    masks empty counted as 1.0 (see its empty rule)."""
     scores = []
     for c in cases:
         prob = predict_probability(model, norm.apply(c.image_hu), cfg.patch, device, cfg.sw_overlap, cfg.sw_batch_size,
                                    norm.pad_value, cfg.amp)
-        scores.append(dice(prob >= cfg.threshold, c.mask if c.mask is not None else np.zeros(c.shape, np.uint8)))
+        ref = c.mask if c.mask is not None else np.zeros(c.shape, np.uint8)
+        scores.append(dice(prob >= cfg.threshold, ref, both_empty=1.0))
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -5,22 +5,31 @@ import pytest
 import torch
 
 from amtlib import preprocess
-from amtlib.infer import dice, load_model, predict_cases, predict_nifti, predict_probability
+from amtlib.infer import load_model, predict_cases, predict_nifti, predict_probability
 from amtlib.io import affine_from_spacing, load_nifti, save_nifti
 from amtlib.model import ModelConfig, UNet3D
 from amtlib.preprocess import Normalisation, grid_shape, load_case, resample_to_shape, training_normalisation
 from amtlib.train import TrainConfig, _model_blob, save_checkpoint
 
 
-def test_dice_exact_values():
+def test_one_dice_with_an_explicit_empty_rule():
+    """metrics.dice is the Dice of training (selection), inference and evaluation: the same number as
+    the evaluation's voxel_metrics, with the both-empty case chosen by the caller."""
+    from amtlib.metrics import dice, voxel_metrics
+
     a = np.zeros((2, 3, 3), np.uint8)
     b = np.zeros_like(a)
-    assert dice(a, b) == 1.0  # both empty
+    assert np.isnan(dice(a, b)) and np.isnan(voxel_metrics(a, b)["dice"])  # evaluation: left out of means
+    assert dice(a, b, both_empty=1.0) == 1.0  # model selection: nothing to find, nothing found
     a[0, 0, :3] = 1  # 3 voxels
     b[0, 0, 1:3] = 1
     b[1, 1, 1] = 1  # 3 voxels, 2 shared
-    assert dice(a, b) == pytest.approx(2 * 2 / 6)
-    assert dice(a, np.zeros_like(a)) == 0.0
+    assert dice(a, b) == pytest.approx(2 * 2 / 6) == voxel_metrics(a, b)["dice"]
+    assert dice(a, np.zeros_like(a), both_empty=1.0) == 0.0
+    import amtlib.infer
+    import amtlib.train
+
+    assert not hasattr(amtlib.infer, "dice") and amtlib.train.dice is dice
 
 
 def test_normalisation_maps_range_and_clips():

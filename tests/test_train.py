@@ -212,3 +212,59 @@ def test_ddp_two_process_gloo_step(run_dir, tmp_path):
     assert not torch.equal(w0["head.weight"], init["head.weight"])
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert log["iteration"].tolist() == [2]
+
+
+def test_optimiser_keeps_the_papers_constant_learning_rate_and_betas(data, tmp_path):
+    """Methods: Adam, lr 0.001, betas (0.9, 0.999), no schedule. Shown through the optimiser's state
+    after a run, not through the config: a scheduler would have changed lr or added ``initial_lr``."""
+    cfg = TrainConfig(**{**TINY, "checkpoint_every": 1})
+    train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert int(state["iteration"]) == cfg.iterations == 6
+    assert [g["lr"] for g in groups] == [1e-3] and [tuple(g["betas"]) for g in groups] == [(0.9, 0.999)]
+    assert all("initial_lr" not in g for g in groups) and "scheduler" not in state
+    steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {6}  # every parameter took all 6 Adam steps
+
+
+def test_selection_keeps_the_best_of_several_evaluations_when_a_later_one_is_worse(data, tmp_path, monkeypatch):
+    """Methods: the model with the best tuning Dice is kept. Evaluations at 3, 6, 9 score 0.2, 0.6, 0.4:
+    model.pt must be the iteration-6 model (bit-identical to a run stopped at 6), not the last."""
+    import amtlib.train as tr
+
+    scores = iter([0.2, 0.6, 0.4])
+    monkeypatch.setattr(tr, "tuning_dice", lambda *a, **k: next(scores))
+    res = train(data.train, data.tuning, TrainConfig(**{**TINY, "iterations": 9}), tmp_path / "nine", data.norm, progress=False)
+    assert res.best_iteration == 6 and res.best_tuning_dice == 0.6
+    assert res.log["is_best"].tolist() == [True, True, False] and res.log["best_tuning_dice"].tolist() == [0.2, 0.6, 0.6]
+    rising = iter([0.1, 0.5])
+    monkeypatch.setattr(tr, "tuning_dice", lambda *a, **k: next(rising))
+    train(data.train, data.tuning, TrainConfig(**{**TINY, "iterations": 6}), tmp_path / "six", data.norm, progress=False)
+    kept = torch.load(tmp_path / "nine" / "model.pt", weights_only=True)
+    at6 = torch.load(tmp_path / "six" / "model.pt", weights_only=True)
+    assert int(kept["iteration"]) == 6
+    for k, v in at6["model"].items():
+        assert torch.equal(v, kept["model"][k]), k
+
+
+def test_normalisation_ignores_a_tuning_case_outside_the_training_range(tmp_path):
+    """Min-max constants come from the training split only: a tuning case far outside the training
+    range (3000 HU and -3000 HU voxels) must not move them (it would, were tuning data leaking in)."""
+    from amtlib.io import save_nifti
+
+    run = make_run(tmp_path / "run", n_train=3, n_tuning=1, n_test=1, shape=(16, 40, 36), spacing=(5.0, 4.0, 4.0))
+    man = pd.read_csv(run / "01_cohort/manifest.csv", dtype=str)
+    split = pd.read_csv(run / "02_split/split.csv", dtype=str)
+    tuning_id = split.loc[split["split"] == "tuning", "case_id"].iloc[0]
+    path = run / "01_cohort" / man.set_index("case_id").loc[tuning_id, "image_path"]
+    img, _, affine = load_nifti(path)
+    img = img.astype(np.int16)
+    img[0, 0, 0], img[0, 0, 1] = 3000, -3000
+    save_nifti(img, affine, path)
+    cfg = TrainConfig(**TINY)
+    d = prepare_data(run / "01_cohort/manifest.csv", run / "02_split/split.csv", cfg, tmp_path / "cache")
+    tuning = d.tuning[0]
+    assert (tuning.hu_min, tuning.hu_max) == (-3000, 3000)
+    assert d.norm.hu_max < 3000 and d.norm.hu_min > -3000
+    assert (d.norm.hu_min, d.norm.hu_max) == (min(c.hu_min for c in d.train), max(c.hu_max for c in d.train))
