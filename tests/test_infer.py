@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from amtlib import preprocess
+from conftest import write_nifti_case
 from amtlib.infer import load_model, predict_cases, predict_nifti, predict_probability
 from amtlib.io import affine_from_spacing, load_nifti, save_nifti
 from amtlib.model import ModelConfig, UNet3D
@@ -53,14 +54,10 @@ def test_grid_shape_and_resample_round_trip():
 
 
 def _write_case(tmp_path, shape=(6, 20, 18), spacing=(5.0, 2.0, 2.0)):
-    rng = np.random.default_rng(1)
-    img = rng.integers(-1000, 500, shape).astype(np.int16)
     mask = np.zeros(shape, np.uint8)
     mask[2:4, 5:12, 6:12] = 1
-    aff = affine_from_spacing(spacing, (10.0, -20.0, 30.0))
-    save_nifti(img, aff, tmp_path / "img.nii.gz")
-    save_nifti(mask, aff, tmp_path / "mask.nii.gz")
-    return img, mask, aff
+    c = write_nifti_case(tmp_path, "c1", mask=mask, spacing=spacing, image_name="img.nii.gz", mask_name="mask.nii.gz")
+    return c.image, c.mask, c.affine
 
 
 def test_load_case_resamples_and_caches(tmp_path, monkeypatch):

@@ -12,16 +12,15 @@ import yaml
 from amtlib import manifest as mf
 from amtlib.io import affine_from_spacing, save_nifti, sha256_file
 
+from conftest import write_nifti_case  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _case(base: Path, cid: str, shape: tuple[int, int, int] = (3, 4, 5), spacing: tuple[float, float, float] = (2.0, 0.5, 0.7)) -> dict[str, str]:
-    img = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
     mask = np.zeros(shape, np.uint8)
     mask[1, 1:3, 1:3] = 1
-    aff = affine_from_spacing(spacing, (10.0, -5.0, 3.0))
-    save_nifti(img, aff, base / "images" / f"{cid}.nii.gz")
-    save_nifti(mask, aff, base / "masks" / f"{cid}.nii.gz")
+    write_nifti_case(base, cid, np.arange(np.prod(shape), dtype=np.int16).reshape(shape), mask, spacing=spacing, origin=(10.0, -5.0, 3.0))
     return {
         "case_id": cid, "patient_id": cid, "institution": "CENTRAL", "study_uid": f"1.2.{cid}", "series_uid": f"1.3.{cid}",
         "image_path": f"images/{cid}.nii.gz", "mask_path": f"masks/{cid}.nii.gz", "anatomy_path": "",

@@ -13,7 +13,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from amtlib import radiomics as rad
-from amtlib.io import affine_from_spacing, save_nifti
+from conftest import write_nifti_case
 
 REPORTED = Path(__file__).resolve().parents[1] / "amtlib" / "data" / "reported_values.yaml"
 
@@ -65,14 +65,13 @@ def test_params_file_round_trips_and_configures_pyradiomics(tmp_path):
 
 
 def _write_case(folder, case_id, mask, image=None, mask_shape=None, spacing=(2.0, 1.0, 1.0)):
-    affine = affine_from_spacing(spacing)
     image = np.where(mask, 50, -100).astype(np.int16) if image is None else image
-    save_nifti(image, affine, folder / f"{case_id}_img.nii.gz")
     m = mask if mask_shape is None else np.zeros(mask_shape, np.uint8)
     if mask_shape is not None:
         m[2:5, 2:5, 2:5] = 1
-    save_nifti(m.astype(np.uint8), affine, folder / f"{case_id}_mask.nii.gz")
-    return {"case_id": case_id, "image_path": str(folder / f"{case_id}_img.nii.gz"), "mask_path": str(folder / f"{case_id}_mask.nii.gz")}
+    c = write_nifti_case(folder, case_id, image, m, spacing=spacing, origin=(0.0, 0.0, 0.0),
+                         image_name="{case_id}_img.nii.gz", mask_name="{case_id}_mask.nii.gz")
+    return {"case_id": case_id, "image_path": str(c.image_path), "mask_path": str(c.mask_path)}
 
 
 def test_failed_cases_are_kept_with_reasons(tmp_path):
