@@ -69,7 +69,7 @@ def ci_width_of_mean(mean: float, sd: float, lo: float, hi: float, n: int, digit
                      level: float = 0.95, slack: float = CI_WIDTH_SLACK) -> tuple[str, str, str]:
     """Width of a CI of a mean of ``n`` cases against 2 x z x SD / sqrt(n).
 
-    Paper: Table 3 ("mean ± SD (95% CI)" over cases). The narrowest width allowed is the bootstrap's,
+    Applies to: Table 3 ("mean ± SD (95% CI)" over cases). The narrowest width allowed is the bootstrap's,
     2 z SD sqrt((n-1)/n) / sqrt(n) with the smallest SD that prints as ``sd``; the widest the t
     interval's, 2 t_{n-1} SD / sqrt(n) with the largest; each widened by ``slack`` (relative). The
     printed width ``hi - lo`` is itself known to ±10^-digits. n < 2 or NaN input: cannot tell.
@@ -99,7 +99,7 @@ def ci_width_of_estimate(sd: float, lo: float, hi: float, digits: int = 2, level
                          slack: float = CI_WIDTH_SLACK) -> tuple[str, str, str]:
     """Width of a CI against 2 x z x SD where SD is the bootstrap SD of the estimate itself (a standard error).
 
-    Paper: Table 4 and Fig. 4 (pooled sensitivity and FP/scan; their "SD" can only be a standard
+    Applies to: Table 4 and Fig. 4 (pooled sensitivity and FP/scan; their "SD" can only be a standard
     error, since a pooled rate has no per-case SD). A percentile CI clipped at 0 or 1 is narrower, so
     only too wide a CI is inconsistent when a bound sits at 0 or 1. SD printed 0: cannot tell.
     """
@@ -251,7 +251,7 @@ def implied_reference_lesions(n: int, sens: tuple[float, float], fp: tuple[float
                               max_per_scan: int = 4, truncated: bool = False) -> list[int]:
     """Numbers of reference lesions N_ref that two operating points of one-to-one matching allow.
 
-    Paper: Table 4 (IoU 0.1 and 0.5). With one-to-one matching TP(t) + FP(t) = N_pred at every
+    Applies to: Table 4 (IoU 0.1 and 0.5). With one-to-one matching TP(t) + FP(t) = N_pred at every
     threshold, so a rise in FP between the thresholds equals the fall in TP:
     n x dFP/scan = N_ref x dSensitivity. Returns every N_ref in [n, ``max_per_scan`` x n] (each scan
     has at least one tumour) for which integer TP and FP counts print as the four reported values.
