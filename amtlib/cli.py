@@ -6,6 +6,7 @@
     amt manifest  validate a cohort manifest (see data_manifest/)
     amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
     amt train     train the 3D U-Net on a run folder (also the torchrun entry for several GPUs)
+    amt report    the reviewer's report of a run folder: report/index.html, comparison/audit/methods CSVs
 
 Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
 """
@@ -25,6 +26,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "manifest": ("amtlib.manifest", "validate a cohort manifest"),
     "evaluate": ("amtlib.evaluate", "score predicted masks against reference masks"),
     "train": ("amtlib.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
+    "report": ("amtlib.report", "write the reviewer's report of a run folder (paper vs regenerated, audit, methods map)"),
 }
 
 
