@@ -222,11 +222,17 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     flow = _json(P.cohort_flow)
     source = (config.get("manifest_in") or config.get("raw_dir") or flow.get("source", {}).get("raw_dir")
               or str(P.raw_dir))
-    steps = {name: {"status": s.get("status"), "duration_s": s.get("duration_s"), "ended": s.get("ended")}
+    # the report may be the running last step of this very run: say so instead of "running"
+    steps = {name: {"status": "writing this report" if s.get("status") == "running" and name.endswith("_report") else s.get("status"),
+                    "duration_s": s.get("duration_s"), "ended": s.get("ended")}
              for name, s in sorted(rec.get("steps", {}).items())}
+    status = rec.get("status")
+    if status == "running" and any(v["status"] == "writing this report" for v in steps.values()):
+        status = "ok so far (the report is its last step)" if all(
+            v["status"] in ("ok", "writing this report") for v in steps.values()) else status
     return {
         "run_dir": str(P.root), "commit": rec.get("git", {}).get("commit"), "dirty": rec.get("git", {}).get("dirty"),
-        "config_file": rec.get("config_file"), "config": config, "status": rec.get("status"),
+        "config_file": rec.get("config_file"), "config": config, "status": status,
         "started": rec.get("started"), "ended": rec.get("ended"), "device": rec.get("device", {}),
         "seeds": rec.get("seeds", {}), "steps": steps, "data_source": source,
         "data_digest": data_digest(manifest), "n_cases": None if manifest is None else len(manifest),
@@ -260,7 +266,8 @@ th{background:#eef0f6} tr:nth-child(even) td{background:#fafbfd}
 .verdict{font-size:1.2em;padding:.5em 1em;border-radius:4px;display:inline-block;margin:.3em 0;border:1px solid #99a}
 .agrees,.consistent{color:#176b2c;font-weight:600} .differs,.inconsistent{color:#b01c1c;font-weight:600}
 .missing,.cannot-tell,.not-compared{color:#777}
-.pair{display:flex;gap:1.2em;align-items:flex-start;flex-wrap:wrap} .pair>div{flex:1 1 520px;min-width:0}
+.pair{display:flex;gap:1.2em;align-items:flex-start;flex-wrap:wrap}
+.pair>div:first-child{flex:3 1 560px;min-width:0;overflow-x:auto} .pair>div:last-child{flex:2 1 360px;min-width:0}
 figure{margin:.4em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:12px;color:#555}
 nav a{margin-right:1em} code{font-size:12px} details{margin:.4em 0}
 @media print{nav{display:none} details{display:block} .pair{display:block} h2{page-break-before:always} h2:first-of-type{page-break-before:avoid}}
@@ -306,6 +313,7 @@ def _summary_html(s: dict[str, Any]) -> str:
                 "comparison below is of the findings and of the analysis running end to end, not of the clinical numbers.</p>")
     out += _table(pd.DataFrame(rows, columns=["item", "value"]), None)
     steps = pd.DataFrame([{"step": k, **v} for k, v in s["steps"].items()], columns=["step", "status", "duration_s", "ended"])
+    steps = steps.astype(object).where(steps.notna(), "")
     out += "<h3>Steps</h3>" + _table(steps, None)
     out += "<details><summary>Resolved configuration</summary>" + _table(
         pd.DataFrame([(k, json.dumps(v)) for k, v in s["config"].items()], columns=["parameter", "value"]), None) + "</details>"
@@ -321,7 +329,13 @@ def _comparison_html(comp: pd.DataFrame, cls: dict[str, Any], root: Path) -> str
         figs = [root / p for p in SECTION_FIGURES.get(section, ()) if (root / p).is_file()]
         agree = int((sub["verdict"] == paper.AGREE).sum())
         compared = int(sub["verdict"].isin([paper.AGREE, paper.DIFFER]).sum())
-        table = _table(sub[["key", "rule", "paper", "regenerated", "verdict", "why"]])
+        cols = ["key", "rule", "paper", "regenerated", "verdict", "why"]
+        shown = sub[sub["verdict"] != paper.NOT_COMPARED]
+        rest = sub[sub["verdict"] == paper.NOT_COMPARED]
+        table = _table(shown[cols]) if len(shown) else ""
+        if len(rest):
+            table += (f"<details><summary>{len(rest)} statements not compared (methods, parts of a cell)</summary>"
+                      f"{_table(rest[['key', 'rule', 'paper', 'regenerated', 'why']], None)}</details>")
         out += f"<h3>{_e(section)} <small>({agree} of {compared} agree)</small></h3>"
         out += (f'<div class="pair"><div>{table}</div><div>{"".join(_figure(f, root) for f in figs)}</div></div>'
                 if figs else table)
