@@ -36,6 +36,13 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     froc = pd.read_csv(P.froc)
     assert len(froc) == 19 and froc["sensitivity"].between(0, 1).all()
     assert P.radiomics_tests.is_file()
+    # the last step, the reviewer's report, holds every reported number (amtlib.paper.reported_leaves)
+    from amtlib import paper
+
+    comparison = pd.read_csv(run / "report" / "comparison.csv")
+    page = (run / "report" / "index.html").read_text()
+    assert all(k in set(comparison["key"]) and f">{k}<" in page for k in paper.reported_leaves())
+    assert "The data are synthetic" in page
     # a second run changes nothing and skips every step
     again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
     assert again.executed == [] and again.skipped == steps
