@@ -246,6 +246,19 @@ def attainable_rate(value: float, n: int, digits: int = 2, what: str = "FP/scan"
     return INCONSISTENT, f"{what} = k/{n}", f"no count over {n} prints as {value:.{digits}f}: {near}{trunc}"
 
 
+def percent_of_count(count: int, total: int, printed: float, digits: int = 1) -> tuple[str, str, str]:
+    """A printed percentage must be 100 x count / total rounded to ``digits`` (Tables 1-2 "n (%)")."""
+    if not total:
+        return CANNOT_TELL, "", "total is 0"
+    exact = 100.0 * count / total
+    allowed = f"{exact:.{digits}f}"
+    if math.isclose(round(exact, digits), printed, abs_tol=1e-9):
+        return CONSISTENT, allowed, f"{count}/{total} = {exact:.3f}%"
+    trunc = math.floor(exact * 10**digits + 1e-9) / 10**digits
+    note = " (a truncation, not a rounding)" if math.isclose(trunc, printed, abs_tol=1e-9) else ""
+    return INCONSISTENT, allowed, f"{count}/{total} = {exact:.3f}% prints as {exact:.{digits}f}, not {printed:.{digits}f}{note}"
+
+
 def attainable_proportion(value: float, min_denominator: int, max_denominator: int, digits: int = 2) -> list[int]:
     """Denominators N in [min, max] for which some k/N prints as ``value`` (e.g. sensitivity = TP/N_ref)."""
     return [d for d in range(max(min_denominator, 1), max_denominator + 1) if attainable_counts(value, d, digits)]
@@ -483,6 +496,21 @@ def audit_counts(reported: Mapping[str, Any]) -> list[Finding]:
                       ", ".join(f"{k} {v}" for k, v in parts.items()), partition_counts(n, parts), "paper"))
     out.append(_f("Table 2", "manufacturers", "vendor counts add up to the external n", ", ".join(f"{k} {v}" for k, v in t2.items()),
                   partition_counts(flow["external_test"]["cases"], dict(t2)), "paper"))
+    pct = reported.get("printed_percentages", {})
+    for h, by_split in pct.get("table1", {}).items():
+        for split, p in by_split.items():
+            out.append(_f("Table 1", f"{h}, {split}", "percent = 100 x count / n, rounded", f"{t1['histology_counts'][h][split]} ({p}%) of {split_n[split]}",
+                          percent_of_count(t1["histology_counts"][h][split], split_n[split], p), "paper"))
+    for v, p in pct.get("table2", {}).items():
+        n_ext = flow["external_test"]["cases"]
+        out.append(_f("Table 2", v, "percent = 100 x count / n, rounded", f"{t2[v]} ({p}%) of {n_ext}",
+                      percent_of_count(t2[v], n_ext, p), "paper"))
+    for h, (count, p) in pct.get("text_histology_overall", {}).items():
+        by_split = t1["histology_counts"].get(h, {})
+        out.append(_f("Results text", h, "overall count = sum of the Table 1 split counts", f"{count}",
+                      partition_counts(count, dict(by_split)), "paper"))
+        out.append(_f("Results text", h, "percent = 100 x count / n, rounded", f"{count} ({p}%) of {flow['included']}",
+                      percent_of_count(count, flow["included"], p), "paper"))
     for split, (med, lo, hi) in t1["age_median_range"].items():
         res = (CONSISTENT, "min <= median <= max", "median inside the range") if lo <= med <= hi else \
             (INCONSISTENT, "min <= median <= max", "median outside the range")

@@ -101,7 +101,7 @@ RULES: dict[str, str] = {
     "p_value": "p-value: same side of alpha = 0.05",
     "direction": "direction of a difference: the same group is larger, and the same features differ",
     "setting": "a stated setting: the run's value equals the paper's",
-    "part": "part of a cell compared on another row (SD or CI of the same estimate)",
+    "part": "part of a value compared on another row (an SD or CI of the same estimate, a percentage of a count)",
     "documented": "a methods statement, not a number: see the methods map",
 }
 _RULE_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -116,6 +116,7 @@ _RULE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^table4\..+\.(sensitivity|fp_per_scan)$", "mean_ci"),
     (r"^froc_text\.iou_0\.50\.(sensitivity|fp_per_scan)$", "mean_ci"),
     (r"^froc_text\.iou_0\.50\.", "part"),
+    (r"^printed_percentages\.", "part"),
     (r"^froc_text\.iou_0\.05_to_0\.15\.", "range"),
     (r"^table1\.age_median_range\.", "median_range"),
     (r"^radiomics_failure_modes\.p_values\.", "p_value"),
@@ -127,7 +128,7 @@ _RULE_PATTERNS: tuple[tuple[str, str], ...] = (
 _SECTIONS: dict[str, str] = {
     "cohort_flow": "Fig 2 (cohort flow)", "table1": "Table 1", "table2": "Table 2", "acquisition": "Methods: acquisition",
     "training": "Methods: training", "evaluation": "Methods: evaluation", "table3": "Table 3", "table4": "Table 4",
-    "froc_text": "Fig 4 (text)", "radiomics_failure_modes": "Failure modes",
+    "froc_text": "Fig 4 (text)", "radiomics_failure_modes": "Failure modes", "printed_percentages": "Tables 1-2 (percentages)",
 }
 
 

@@ -204,3 +204,21 @@ def test_regenerated_tables_pass_their_own_audit():
     bad = findings[findings.verdict == INCONSISTENT]
     assert bad.empty, bad[["row", "rule", "why"]].to_string()
     assert (findings["source"] == "regenerated").all()
+
+
+@pytest.mark.parametrize("count, total, printed, expected", [
+    (291, 485, 60.0, CONSISTENT), (4, 62, 6.5, CONSISTENT), (4, 62, 6.4, INCONSISTENT),  # 6.452
+    (37, 164, 22.6, CONSISTENT), (37, 164, 22.5, INCONSISTENT), (0, 62, 0.0, CONSISTENT), (1, 0, 0.0, CANNOT_TELL),
+])
+def test_percent_of_count(count, total, printed, expected):
+    assert audit.percent_of_count(count, total, printed)[0] == expected
+
+
+def test_percent_findings_on_the_paper_name_truncation():
+    df = audit.audit_reported(paper.reported())
+    pct = df[df.rule.str.startswith("percent")]
+    bad = pct[pct.verdict == INCONSISTENT]
+    assert sorted(bad["row"]) == ["ge_healthcare", "lymphoma", "thymic_cyst, tuning"]
+    assert bad["why"].str.contains("truncation").all()
+    totals = df[df.rule == "overall count = sum of the Table 1 split counts"]
+    assert len(totals) == 5 and (totals.verdict == CONSISTENT).all()
