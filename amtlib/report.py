@@ -267,9 +267,11 @@ th{background:#eef0f6} tr:nth-child(even) td{background:#fafbfd}
 .agrees,.consistent{color:#176b2c;font-weight:600} .differs,.inconsistent{color:#b01c1c;font-weight:600}
 .missing,.cannot-tell,.not-compared{color:#777}
 .pair{display:flex;gap:1.2em;align-items:flex-start;flex-wrap:wrap}
-.pair>div:first-child{flex:3 1 560px;min-width:0;overflow-x:auto} .pair>div:last-child{flex:2 1 360px;min-width:0}
+.pair>div:first-child{flex:3 1 700px;min-width:0;overflow-x:auto} .pair>div:last-child{flex:1 1 300px;min-width:0}
 figure{margin:.4em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:12px;color:#555}
 nav a{margin-right:1em} code{font-size:12px} details{margin:.4em 0}
+table.cmp{width:100%} .cmp td:nth-child(1){word-break:break-all;min-width:12em} .cmp td:nth-child(n+2):nth-child(-n+5){white-space:nowrap}
+.pair>div:last-child{position:sticky;top:0}
 @media print{nav{display:none} details{display:block} .pair{display:block} h2{page-break-before:always} h2:first-of-type{page-break-before:avoid}}
 """
 
@@ -278,7 +280,7 @@ def _e(x: Any) -> str:
     return html.escape("" if x is None else str(x))
 
 
-def _table(df: pd.DataFrame, verdict_col: str | None = "verdict") -> str:
+def _table(df: pd.DataFrame, verdict_col: str | None = "verdict", css: str = "") -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
     body = []
     for r in df.itertuples(index=False):
@@ -287,7 +289,8 @@ def _table(df: pd.DataFrame, verdict_col: str | None = "verdict") -> str:
             cls = f' class="{_e(str(v).replace(" ", "-"))}"' if c == verdict_col else ""
             cells.append(f"<td{cls}>{_e(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _figure(path: Path, root: Path) -> str:
@@ -332,7 +335,7 @@ def _comparison_html(comp: pd.DataFrame, cls: dict[str, Any], root: Path) -> str
         cols = ["key", "rule", "paper", "regenerated", "verdict", "why"]
         shown = sub[sub["verdict"] != paper.NOT_COMPARED]
         rest = sub[sub["verdict"] == paper.NOT_COMPARED]
-        table = _table(shown[cols]) if len(shown) else ""
+        table = _table(shown[cols], css="cmp") if len(shown) else ""
         if len(rest):
             table += (f"<details><summary>{len(rest)} statements not compared (methods, parts of a cell)</summary>"
                       f"{_table(rest[['key', 'rule', 'paper', 'regenerated', 'why']], None)}</details>")
