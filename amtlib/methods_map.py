@@ -157,7 +157,7 @@ def resolve_function(ref: str) -> object:
     return obj
 
 
-def test_exists(ref: str, root: Path = REPO_ROOT) -> bool:
+def has_test(ref: str, root: Path = REPO_ROOT) -> bool:
     """Whether ``tests/file.py::test_name`` names a test function defined in that file."""
     path, _, name = ref.partition("::")
     p = root / path
@@ -186,7 +186,7 @@ def unresolved(entries: tuple[Entry, ...] = ENTRIES, root: Path = REPO_ROOT) -> 
             resolve_function(e.function)
         except ValueError as exc:
             problems.append(str(exc))
-        problems += [f"{e.function}: test {t} not found" for t in e.tests if not test_exists(t, root)]
+        problems += [f"{e.function}: test {t} not found" for t in e.tests if not has_test(t, root)]
         if e.notebook and notebook_cell(e.notebook, e.cell, root) is None:
             problems.append(f"{e.function}: no code cell of notebooks/{e.notebook}.ipynb contains {e.cell!r}")
     return problems

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from amtlib import audit, io, methods_map, paper
 from amtlib.paths import RunPaths
