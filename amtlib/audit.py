@@ -227,8 +227,9 @@ def attainable_counts(value: float, denominator: int, digits: int = 2, truncated
     lo, hi = printed_interval(value, digits)
     eps = 1e-9
     scale = 10**digits
+    # an exact half-way value (339/40 = 8.475) may print either way (round-half-even, binary floats)
     return [k for k in range(max(math.floor(lo * denominator) - 1, 0), math.ceil(hi * denominator) + 2)
-            if lo - eps <= k / denominator < hi - eps
+            if lo - eps <= k / denominator <= hi + eps
             or (truncated and math.floor(k / denominator * scale + eps) == round(value * scale))]
 
 
@@ -252,7 +253,7 @@ def percent_of_count(count: int, total: int, printed: float, digits: int = 1) ->
         return CANNOT_TELL, "", "total is 0"
     exact = 100.0 * count / total
     allowed = f"{exact:.{digits}f}"
-    if math.isclose(round(exact, digits), printed, abs_tol=1e-9):
+    if abs(exact - printed) <= 0.5 * 10.0 ** (-digits) + 1e-9:  # a half-way value may print either way
         return CONSISTENT, allowed, f"{count}/{total} = {exact:.3f}%"
     trunc = math.floor(exact * 10**digits + 1e-9) / 10**digits
     note = " (a truncation, not a rounding)" if math.isclose(trunc, printed, abs_tol=1e-9) else ""

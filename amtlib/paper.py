@@ -257,7 +257,7 @@ def _show(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}: {x}" for k, x in v.items())
     if isinstance(v, list):
-        return ", ".join(str(x) for x in v)
+        return ", ".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v)
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)

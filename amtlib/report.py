@@ -270,7 +270,7 @@ th{background:#eef0f6} tr:nth-child(even) td{background:#fafbfd}
 figure{margin:.4em 0} figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:12px;color:#555}
 nav a{margin-right:1em} code{font-size:12px} details{margin:.4em 0}
 table.cmp{width:100%} .cmp td:nth-child(1){word-break:break-all;min-width:12em} .cmp td:nth-child(n+2):nth-child(-n+5){white-space:nowrap}
-.pair>div:last-child{position:sticky;top:0}
+.pair>div:last-child{position:sticky;top:0} .mm td:nth-child(2){min-width:22em} .mm td:nth-child(3){word-break:break-all}
 @media print{nav{display:none} details{display:block} .pair{display:block} h2{page-break-before:always} h2:first-of-type{page-break-before:avoid}}
 """
 
@@ -312,7 +312,10 @@ def _summary_html(s: dict[str, Any]) -> str:
     if s["synthetic"]:
         out += ('<p class="banner"><b>The data are synthetic.</b> This run used the generated demo cohort (public CT '
                 "backgrounds with inserted tumours and the paper's cohort structure), not the paper's patients. The "
-                "comparison below is of the findings and of the analysis running end to end, not of the clinical numbers.</p>")
+                "comparison below is of the findings and of the analysis running end to end, not of the clinical numbers."
+                + (f" The cohort was generated at scale {_e(s['config'].get('synth_scale'))} of the paper's, so its counts "
+                   "differ from the paper's by design." if s["config"].get("synth_scale") not in (None, 1, 1.0) else "")
+                + "</p>")
     out += _table(pd.DataFrame(rows, columns=["item", "value"]), None)
     steps = pd.DataFrame([{"step": k, **v} for k, v in s["steps"].items()], columns=["step", "status", "duration_s", "ended"])
     steps = steps.astype(object).where(steps.notna(), "")
@@ -397,7 +400,7 @@ meanDice/(2-meanDice) and mean Dice; subgroup n, means and SDs of a partition re
 row; FP/scan = FP/n and sensitivity = TP/N_ref attainable; one-to-one matching conserves TP + FP between
 thresholds; which FP definition the numbers follow.</p>{_audit_html(findings)}
 <h2 id="methods">4. Methods map</h2><p>Each methods statement (paraphrased) with the function, tests and notebook cell that implement it.</p>
-{_table(methods, None)}
+{_table(methods, None, css="mm")}
 <h2 id="other">5. Other steps</h2>{_other_steps_html(root, shown)}
 </body></html>
 """

@@ -222,3 +222,10 @@ def test_percent_findings_on_the_paper_name_truncation():
     assert bad["why"].str.contains("truncation").all()
     totals = df[df.rule == "overall count = sum of the Table 1 split counts"]
     assert len(totals) == 5 and (totals.verdict == CONSISTENT).all()
+
+
+def test_a_half_way_value_may_print_either_way():
+    # 339 / 40 = 8.475 exactly: Python prints 8.47 (binary float), half-up prints 8.48; both are attainable
+    assert 339 in audit.attainable_counts(8.47, 40) and 339 in audit.attainable_counts(8.48, 40)
+    assert audit.attainable_rate(8.47, 40)[0] == CONSISTENT
+    assert audit.percent_of_count(1, 8, 12.5)[0] == CONSISTENT and audit.percent_of_count(1, 16, 6.2, 1)[0] == CONSISTENT
