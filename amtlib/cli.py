@@ -7,6 +7,7 @@
     amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
     amt train     train the 3D U-Net on a run folder (also the torchrun entry for several GPUs)
     amt export    write a run's predictions as DICOM SEG / RTSTRUCT referencing the source series
+    amt report    the reviewer's report of a run folder: report/index.html, comparison/audit/methods CSVs
 
 Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
 Every subcommand runs under one guard (amtlib.errors.run_guarded): bad input is one line naming the
@@ -34,6 +35,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "evaluate": ("amtlib.evaluate", "score predicted masks against reference masks"),
     "train": ("amtlib.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
     "export": ("amtlib.export", "export a run's predictions as DICOM SEG and/or RTSTRUCT"),
+    "report": ("amtlib.report", "write the reviewer's report of a run folder (paper vs regenerated, audit, methods map)"),
 }
 
 

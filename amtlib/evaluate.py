@@ -50,7 +50,8 @@ PER_CASE_COLUMNS: tuple[str, ...] = (
 )
 #: Case metadata carried from the clinical table / manifest into ``per_case.csv`` when present.
 META_COLUMNS: tuple[str, ...] = ("manufacturer", "histology", "split")
-LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp", "fn", "n_ref_lesions", "n_pred_lesions")
+LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp", "fn", "n_ref_lesions", "n_pred_lesions",
+                                         "fp_no_overlap")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: Every file ``amt evaluate`` may write into ``--out`` (replaced as a whole on a re-run).
 OUTPUT_FILES: tuple[str, ...] = ("per_case.csv", "lesion_counts.csv", "froc.csv", "table3.csv", "table4.csv", "summary.json")
@@ -92,13 +93,14 @@ def score_case(
     tp_v, fp_v, fn_v = overlap.tp_voxels, overlap.fp_voxels, overlap.fn_voxels
     iou, _, ref_sizes = lesions.sparse_lesion_iou(overlap, min_pred_voxels)
     tp, fp, fn = lesions.detection_counts(iou, thresholds)
+    fp_no_overlap = lesions.detection_counts(iou, thresholds, "no_overlap")[1]  # the paper's second FP definition
     row = {
         **metrics_from_counts(tp_v, fp_v, fn_v), "tp_voxels": tp_v, "fp_voxels": fp_v, "fn_voxels": fn_v,
         "n_ref_lesions": n_ref, "n_pred_lesions": int(iou.shape[0]),
         "max_axial_diameter_mm": lesions.max_axial_diameter_mm(ref, spacing),
         "volume_ml": float(ref_sizes.sum()) * float(np.prod(spacing)) / 1000.0,
     }
-    return row, {"tp": tp, "fp": fp, "fn": fn}
+    return row, {"tp": tp, "fp": fp, "fn": fn, "fp_no_overlap": fp_no_overlap}
 
 
 def load_mask(path: str | Path, label: int | None = None,
@@ -218,6 +220,7 @@ def evaluate_cases(
         **{k: np.concatenate([c[k] for _, c in results]) if results else np.zeros(0, int) for k in ("tp", "fp", "fn")},
         "n_ref_lesions": np.repeat([r["n_ref_lesions"] for r, _ in results], len(thr)),
         "n_pred_lesions": np.repeat([r["n_pred_lesions"] for r, _ in results], len(thr)),
+        "fp_no_overlap": np.concatenate([c["fp_no_overlap"] for _, c in results]) if results else np.zeros(0, int),
     }, columns=list(LESION_COUNT_COLUMNS))
     return Evaluation(per_case, counts)
 

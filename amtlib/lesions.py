@@ -10,6 +10,11 @@ metrics" (Fig. 4, Table 4). Definitions, each a parameter with this default:
   (Hungarian assignment with matched-pair priority, as picai_eval does). A matched predicted component
   is a TP; every unmatched predicted component is an FP, including one that overlaps a reference
   lesion already matched to another prediction; every unmatched reference lesion is an FN.
+- The paper also describes an FP as a predicted component overlapping no reference component; the
+  two definitions differ when a prediction overlaps a reference without being matched. Parameter
+  ``fp_definition``: ``"unmatched"`` (default, the matching rule above; FP rises with the threshold)
+  or ``"no_overlap"`` (FP does not depend on the threshold). ``lesion_counts`` carries both (``fp``
+  and ``fp_no_overlap``), so a FROC under either needs no re-matching.
 - Sensitivity is pooled over all reference lesions (sum TP / sum reference lesions); FP/scan is the
   sum of FP over the number of scans. Thresholds 0.05, 0.10, ..., 0.95.
 
@@ -41,6 +46,16 @@ IOU_THRESHOLDS: np.ndarray = np.round(np.arange(1, 20) * 0.05, 2)
 MIN_PRED_VOXELS: int = 10
 #: 3D neighbourhood of connected components (6, 18 or 26).
 CONNECTIVITY: int = 26
+#: What counts as a lesion FP: every unmatched prediction, or only a prediction overlapping no reference.
+FP_DEFINITIONS: tuple[str, ...] = ("unmatched", "no_overlap")
+FP_DEFINITION: str = "unmatched"
+
+
+def check_fp_definition(fp_definition: str) -> str:
+    """Return ``fp_definition`` if it is one of :data:`FP_DEFINITIONS`, else raise a ValueError saying so."""
+    if fp_definition not in FP_DEFINITIONS:
+        raise ValueError(f"fp_definition must be one of {', '.join(FP_DEFINITIONS)}, got {fp_definition!r}")
+    return fp_definition
 
 
 def iou_thresholds(values: "list[float] | np.ndarray | None" = None) -> np.ndarray:
@@ -206,19 +221,27 @@ def match_lesions(iou: np.ndarray, threshold: float) -> np.ndarray:
     return np.column_stack([rows[ok], cols[ok]]).astype(int)
 
 
-def detection_counts(iou: "np.ndarray | sparse.spmatrix", thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detection_counts(iou: "np.ndarray | sparse.spmatrix", thresholds: np.ndarray = IOU_THRESHOLDS,
+                     fp_definition: str = FP_DEFINITION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lesion TP, FP, FN of one case at each threshold, from its IoU matrix (pred x ref).
 
-    TP = matched pairs, FP = predicted components minus TP, FN = reference lesions minus TP.
-    An empty prediction gives FN = number of reference lesions; an empty reference gives FP only.
-    ``iou`` may be dense or sparse (:func:`sparse_lesion_iou`); a sparse one is matched per connected
-    group of eligible pairs (:func:`matched_pairs_sparse`), with the same result.
+    Paper: Lesion-wise detection performance metrics. TP = matched pairs, FN = reference lesions minus
+    TP. FP (``fp_definition``): ``"unmatched"`` = predicted components minus TP; ``"no_overlap"`` =
+    predicted components whose IoU with every reference is 0 (the same at every threshold). An empty
+    prediction gives FN = number of reference lesions; an empty reference gives FP only. ``iou`` may be
+    dense or sparse (:func:`sparse_lesion_iou`); a sparse one is matched per connected group of
+    eligible pairs (:func:`matched_pairs_sparse`), with the same result.
     """
+    check_fp_definition(fp_definition)
     n_pred, n_ref = iou.shape
     if sparse.issparse(iou):
         tp = np.array([matched_pairs_sparse(iou, t) for t in thresholds], dtype=np.int64)
     else:
         tp = np.array([len(match_lesions(iou, t)) for t in thresholds], dtype=np.int64)
+    if fp_definition == "no_overlap":
+        overlaps = (np.asarray((iou > 0).sum(axis=1)).ravel() > 0) if sparse.issparse(iou) else (np.asarray(iou) > 0).any(axis=1)
+        alone = int((~overlaps).sum()) if n_pred else 0
+        return tp, np.full(len(tp), alone, dtype=np.int64), n_ref - tp
     return tp, n_pred - tp, n_ref - tp
 
 
@@ -290,29 +313,39 @@ def _max_pairwise_distance(points: np.ndarray) -> float:
     return float(pdist(points).max()) if len(points) > 1 else 0.0
 
 
-def counts_arrays(counts: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``lesion_counts`` long table -> ``(case_ids, thresholds, tp, fp, fn)`` with arrays (case, threshold)."""
-    wide = counts.pivot_table(index="case_id", columns="iou_threshold", values=["tp", "fp", "fn"], aggfunc="sum", sort=True)
+def counts_arrays(counts: pd.DataFrame, fp_definition: str = FP_DEFINITION,
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``lesion_counts`` long table -> ``(case_ids, thresholds, tp, fp, fn)`` with arrays (case, threshold).
+
+    ``fp`` is the ``fp`` column for ``fp_definition="unmatched"``, ``fp_no_overlap`` for ``"no_overlap"``.
+    """
+    fp_col = "fp" if check_fp_definition(fp_definition) == "unmatched" else "fp_no_overlap"
+    if fp_col not in counts:
+        raise ValueError(f"lesion counts have no {fp_col!r} column (needed for fp_definition={fp_definition!r}); "
+                         "re-run the evaluation (notebook 05 or amt evaluate) with this version")
+    wide = counts.pivot_table(index="case_id", columns="iou_threshold", values=["tp", fp_col, "fn"], aggfunc="sum", sort=True)
     thresholds = np.asarray(wide["tp"].columns, dtype=float)
     return (
         [str(c) for c in wide.index],
         thresholds,
         wide["tp"].to_numpy(np.int64),
-        wide["fp"].to_numpy(np.int64),
+        wide[fp_col].to_numpy(np.int64),
         wide["fn"].to_numpy(np.int64),
     )
 
 
 def froc_curve(
-    counts: pd.DataFrame, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, subgroup: str = "overall"
+    counts: pd.DataFrame, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, subgroup: str = "overall",
+    fp_definition: str = FP_DEFINITION,
 ) -> pd.DataFrame:
     """Sensitivity and FP/scan per IoU threshold with case-bootstrap SD and percentile CI (Fig. 4).
 
     Paper: Lesion-wise detection performance metrics. ``counts`` is the ``lesion_counts`` table
     (case_id, iou_threshold, tp, fp, fn). Matching is not redone: each replicate re-sums resampled
     cases' counts (:func:`amtlib.stats.detection_rates`). The generator is keyed by ``seed`` and
-    ``subgroup`` so the overall row of Table 4 equals this curve. Columns as ``froc.csv``.
+    ``subgroup`` so the overall row of Table 4 equals this curve. ``fp_definition`` chooses the FP
+    column (:func:`detection_counts`). Columns as ``froc.csv``.
     """
-    _, thresholds, tp, fp, fn = counts_arrays(counts)
+    _, thresholds, tp, fp, fn = counts_arrays(counts, fp_definition)
     r = stats.detection_rates(tp, fp, fn, n_resamples, ci_level, stats.subgroup_rng(seed, subgroup))
     return pd.DataFrame({"iou_threshold": thresholds, **r})

@@ -266,6 +266,7 @@ def _col(metric: str, thr: float) -> str:
 def table4(
     per_case: pd.DataFrame, counts: pd.DataFrame, thresholds: tuple[float, ...] = TABLE4_THRESHOLDS,
     n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, small_n: int = SMALL_N,
+    fp_definition: str = "unmatched",
 ) -> pd.DataFrame:
     """Table 4: lesion sensitivity and FP/scan per subgroup at IoU 0.1 and 0.5, beside the paper.
 
@@ -273,10 +274,11 @@ def table4(
     ``lesion_counts`` table. Columns: ``subgroup, label, n, n_reported, small_n, n_ref_lesions``, then
     for metric ``m`` in (sensitivity, fp_per_scan) and threshold ``t``: ``m_iou{t}`` (formatted),
     ``m_iou{t}_reported`` and ``m_iou{t}_mean/_sd/_ci_low/_ci_high``, plus ``tp/fp/fn_iou{t}``.
+    ``fp_definition`` (``unmatched`` or ``no_overlap``) picks the FP column, see :mod:`amtlib.lesions`.
     """
     from amtlib.lesions import counts_arrays
 
-    case_ids, thr_all, tp, fp, fn = counts_arrays(counts)
+    case_ids, thr_all, tp, fp, fn = counts_arrays(counts, fp_definition)
     cols = []
     for t in thresholds:
         hit = np.flatnonzero(np.isclose(thr_all, t))

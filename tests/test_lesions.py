@@ -238,3 +238,36 @@ def test_bounding_box_tight_padded_and_clipped():
     assert lesions.bounding_box(m) == (slice(2, 3), slice(3, 5), slice(1, 2))
     assert lesions.bounding_box(m, (1, 2, 3)) == (slice(1, 4), slice(1, 7), slice(0, 5))  # x clipped at 0
     assert lesions.bounding_box(np.zeros((2, 2, 2))) is None
+
+
+# FP definitions on the phantoms: "unmatched" counts a split piece or a lesion merged past the threshold;
+# "no_overlap" counts only a component touching no reference (the 10-voxel speck), at every threshold.
+@pytest.mark.parametrize("name, pred, ref, t, unmatched, no_overlap", [
+    ("split, IoU = 1/2 and 2/5", [(0, 5, 0, 10), (6, 10, 0, 10)], [REF], 0.45, 1, 0),
+    ("split, IoU = 1/2 and 2/5", [(0, 5, 0, 10), (6, 10, 0, 10)], [REF], 0.5, 2, 0),
+    ("merged, IoU = 5/11 twice", [(0, 10, 0, 22)], [REF, (0, 10, 12, 22)], 0.5, 1, 0),
+    ("speck of 10 voxels", [REF, (12, 13, 30, 40)], [REF], 0.95, 1, 1),
+    ("empty reference", [REF], [], 0.05, 1, 1),
+])
+def test_fp_definitions_on_phantoms(name, pred, ref, t, unmatched, no_overlap):
+    iou = lesion_iou_from_masks(boxes(*pred), boxes(*ref))
+    assert at(t, detection_counts(iou, fp_definition="unmatched"))[1] == unmatched
+    tp, fp, fn = detection_counts(iou, fp_definition="no_overlap")
+    assert at(t, (tp, fp, fn))[1] == no_overlap
+    assert len(set(fp.tolist())) == 1  # threshold-independent
+    # TP and FN do not depend on the definition; unmatched conserves TP + FP = predictions
+    tp_u, fp_u, fn_u = detection_counts(iou)
+    assert np.array_equal(tp, tp_u) and np.array_equal(fn, fn_u)
+    assert np.all(tp_u + fp_u == iou.shape[0])
+
+
+def test_fp_definition_is_validated_and_selects_the_column():
+    with pytest.raises(ValueError, match="fp_definition must be one of unmatched, no_overlap"):
+        detection_counts(np.zeros((1, 1)), fp_definition="overlap")
+    c = counts_frame({"a": (1, 2, 0), "b": (0, 1, 1)})
+    with pytest.raises(ValueError, match="no 'fp_no_overlap' column"):
+        lesions.froc_curve(c, 50, fp_definition="no_overlap")
+    c["fp_no_overlap"] = 0
+    froc = lesions.froc_curve(c, 50, fp_definition="no_overlap")
+    assert (froc["fp_per_scan"] == 0).all() and (froc["fp"] == 0).all()
+    assert (lesions.froc_curve(c, 50)["fp_per_scan"] == 1.5).all()

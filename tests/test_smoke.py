@@ -45,6 +45,13 @@ def test_smoke_pipeline_end_to_end(smoke):
     exported = pd.read_csv(P.export_dir / "export.csv", dtype={"case_id": str})  # step 09, export_formats on
     assert set(exported["case_id"]) == set(split.loc[split["split"] == "external_test", "case_id"])
     assert all((P.export_dir / p).is_file() for p in [*exported["seg_path"], *exported["rtstruct_path"]])
+    # the last step, the reviewer's report, holds every reported number (amtlib.paper.reported_leaves)
+    from amtlib import paper
+
+    comparison = pd.read_csv(run / "report" / "comparison.csv")
+    page = (run / "report" / "index.html").read_text()
+    assert all(k in set(comparison["key"]) and f">{k}<" in page for k in paper.reported_leaves())
+    assert "The data are synthetic" in page
     # a second run changes nothing and skips every step
     again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
     assert again.executed == [] and again.skipped == steps

@@ -100,3 +100,18 @@ def plot_subgroup_forest(table: pd.DataFrame, columns: Sequence[str], titles: Se
     axes[0, -1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def plot_froc_definitions(frocs: "dict[str, pd.DataFrame]") -> "plt.Figure":
+    """Fig. 4 drawn once per lesion FP definition (``{"unmatched": froc, "no_overlap": froc}``), side by side.
+
+    Paper: Lesion-wise detection performance metrics states two FP definitions; each panel is
+    :func:`plot_froc` with the paper's points, so the reader sees which definition gives FP/scan rising
+    from 0.51 at IoU 0.1 to 0.61 at IoU 0.5 (``no_overlap`` cannot: its FP does not depend on the IoU).
+    """
+    fig, axes = plt.subplots(1, len(frocs), figsize=(5.5 * len(frocs), 4.5), squeeze=False, sharey=True)
+    for ax, (name, froc) in zip(axes[0], frocs.items()):
+        plot_froc(froc, ax=ax)
+        ax.set_title(f"FP definition: {name}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,144 @@
+"""The reviewer's report on a small run folder made in the test (some steps absent)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amtlib import cli, lesions, paper, report, stats
+
+VENDORS = ["CANON_MEC", "GE MEDICAL SYSTEMS", "SIEMENS", "FUJIFILM", "Philips"]
+HISTOLOGY = ["thymoma", "thymic_carcinoma", "lymphoma", "thymic_cyst", "teratoma"]
+
+
+def make_run(root: Path, synthetic: bool = True) -> Path:
+    """Steps 00-02, 04 and 05 of a 30-case run; 03 and 06 (and 07-09) absent."""
+    rng = np.random.default_rng(0)
+    n = 30
+    split = np.array(["train"] * 16 + ["tuning"] * 4 + ["external_test"] * 10)
+    manifest = pd.DataFrame({
+        "case_id": [f"PT{i:04d}" for i in range(n)], "patient_id": [f"PT{i:04d}" for i in range(n)],
+        "institution": ["CENTRAL"] * 20 + [f"INST-{i:03d}" for i in range(10)],
+        "histology": [HISTOLOGY[i % 5] for i in range(n)], "age": rng.integers(20, 88, n), "sex": ["M", "F"] * 15,
+        "manufacturer": [VENDORS[i % 5] for i in range(n)], "slice_thickness_mm": 5.0,
+        "image_sha256": [f"{i:064x}" for i in range(n)], "mask_sha256": [f"{i + 99:064x}" for i in range(n)],
+    })
+    (root / "01_cohort").mkdir(parents=True)
+    (root / "02_split").mkdir()
+    manifest.to_csv(root / "01_cohort" / "manifest.csv", index=False)
+    (root / "01_cohort" / "cohort_flow.json").write_text(json.dumps(
+        {"screened": 33, "excluded": 3, "included": 30, "included_institutions": 11, "source": {"raw_dir": str(root / "00_data/raw")}}))
+    manifest.assign(split=split)[["case_id", "patient_id", "institution", "split"]].to_csv(root / "02_split" / "split.csv", index=False)
+    ext = manifest[split == "external_test"]
+    dice = rng.uniform(0.5, 0.95, len(ext))
+    per_case = ext[["case_id", "manufacturer", "histology"]].assign(
+        dice=dice, iou=dice / (2 - dice), precision=rng.uniform(.6, 1, len(ext)), recall=rng.uniform(.6, 1, len(ext)),
+        max_axial_diameter_mm=rng.uniform(20, 120, len(ext)))
+    (root / "04_evaluate").mkdir()
+    stats.table3(per_case, n_resamples=100).to_csv(root / "04_evaluate" / "table3.csv", index=False)
+    counts = pd.DataFrame([{"case_id": c, "iou_threshold": t, "tp": int(t < 0.6), "fp": int(t >= 0.6) + (i % 2),
+                            "fn": int(t >= 0.6), "fp_no_overlap": i % 2}
+                           for i, c in enumerate(ext["case_id"]) for t in lesions.IOU_THRESHOLDS])
+    (root / "05_froc").mkdir()
+    lesions.froc_curve(counts, 100).to_csv(root / "05_froc" / "froc.csv", index=False)
+    stats.table4(per_case, counts, n_resamples=100).to_csv(root / "05_froc" / "table4.csv", index=False)
+    (root / "07_histology").mkdir()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(root / "07_histology" / "roc.png")
+    plt.close(fig)
+    if synthetic:
+        (root / "00_data").mkdir()
+        (root / "00_data" / "raw_summary.json").write_text("{}")
+    config = {"raw_dir": "", "train_batch_size": 3, "train_lr": 0.001, "train_betas": [0.9, 0.999], "seed": 0, "stats_seed": 0}
+    steps = {s: {"status": "ok", "duration_s": 1.5} for s in ("00_data", "01_cohort", "02_split", "04_evaluate", "05_froc")}
+    (root / "run.json").write_text(json.dumps({
+        "config": config, "config_file": "configs/test.yaml", "git": {"commit": "abc123", "dirty": False},
+        "device": {"type": "cpu", "cpu_count": 2}, "seeds": {"seed": 0, "stats_seed": 0}, "steps": steps,
+        "status": "ok", "versions": {"python": "3.11"}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    root = make_run(tmp_path_factory.mktemp("run") / "r")
+    return root, report.write_report(root)
+
+
+def test_report_files_and_every_reported_key(written):
+    root, paths = written
+    assert sorted(p.name for p in (root / "report").iterdir()) == [
+        "audit.csv", "comparison.csv", "index.html", "methods_map.csv", "summary.json"]
+    comp = pd.read_csv(paths["comparison"])
+    page = paths["index"].read_text()
+    for key in paper.reported_leaves():
+        assert key in set(comp["key"]), key
+        assert f">{key}<" in page, key
+
+
+def test_regenerated_values_are_read_from_the_run(written):
+    root, paths = written
+    comp = pd.read_csv(paths["comparison"], keep_default_na=False).set_index("key")
+    assert comp.loc["cohort_flow.screened", "regenerated"] == "33"
+    assert comp.loc["cohort_flow.external_test.cases", "regenerated"] == "10"
+    assert comp.loc["table2.canon_medical_systems", "regenerated"] == "2"  # external cases 20-29, every fifth vendor
+    assert comp.loc["table1.histology_counts.teratoma.external_testing", "regenerated"] == "2"
+    assert comp.loc["cohort_flow.external_test_slice_thickness_mm", "verdict"] == paper.AGREE
+    assert comp.loc["training.optimizer.beta2", "verdict"] == paper.AGREE
+    assert comp.loc["table3.overall.n", "verdict"] == paper.DIFFER
+    # steps 03 and 06 did not run: their numbers are missing, not failures
+    assert comp.loc["radiomics_failure_modes.p_values.VoxelVolume", "verdict"] == paper.MISSING
+    assert comp.loc["radiomics_failure_modes.groups.top", "verdict"] == paper.MISSING
+
+
+def test_summary_and_synthetic_statement(written, tmp_path):
+    root, paths = written
+    page = paths["index"].read_text()
+    assert "The data are synthetic" in page and "abc123" in page
+    s = json.loads(paths["summary"].read_text())
+    assert s["synthetic"] and s["commit"] == "abc123" and s["dirty"] is False and len(s["data_digest"]) == 64
+    user = make_run(tmp_path / "u", synthetic=False)
+    assert "The data are synthetic" not in report.render_html(
+        report.run_summary(user), paper.compare({}), paper.classify(paper.compare({})), report.audit_run(user),
+        pd.DataFrame(), user)
+
+
+def test_data_digest_depends_on_content_not_order(written):
+    root, _ = written
+    m = pd.read_csv(root / "01_cohort" / "manifest.csv", dtype=str)
+    d = report.data_digest(m)
+    assert report.data_digest(m.iloc[::-1]) == d
+    m.loc[0, "mask_sha256"] = "0" * 64
+    assert report.data_digest(m) != d
+
+
+def test_audit_covers_paper_and_regenerated_tables(written):
+    _, paths = written
+    a = pd.read_csv(paths["audit"])
+    assert set(a["source"]) == {"paper", "regenerated"}
+    canon = a[(a.source == "paper") & (a.row == "canon_medical_systems dice") & a.rule.str.startswith("CI width")]
+    assert canon["verdict"].tolist() == ["inconsistent"]
+
+
+def test_page_is_self_contained_and_shows_other_steps(written):
+    _, paths = written
+    page = paths["index"].read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not load anything from the network"
+    assert "07_histology" in page and "data:image/png;base64," in page
+    assert page.count("<h2") == 5
+
+
+def test_cli(written, tmp_path, capsys):
+    root, _ = written
+    assert cli.main(["report", "--run", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert "compared values agree" in capsys.readouterr().out
+    assert (tmp_path / "o" / "index.html").is_file()
+    assert cli.main(["report", "--run", str(tmp_path / "nothing")]) == 2
+    assert "run.json: not found" in capsys.readouterr().err
