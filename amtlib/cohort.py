@@ -58,7 +58,7 @@ import pandas as pd
 from amtlib import manifest as mf
 from amtlib import masks as mk
 from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
-from amtlib.stats import vendor_key
+from amtlib.subgroups import vendor_key
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +615,7 @@ def import_manifest(manifest_in: str | Path, out_dir: str | Path, mode: str = "l
 
 #: Split names in the paper's table columns.
 TABLE_SPLITS: dict[str, str] = {"train": "training", "tuning": "tuning", "external_test": "external_testing"}
-#: Manufacturer strings (upper case, substring) -> Table 2 / Table 3 key (amtlib.paper.SUBGROUP_LABELS).
+#: Manufacturer strings (upper case, substring) -> Table 2 / Table 3 key (amtlib.subgroups.SUBGROUP_LABELS).
 def table1(cases: pd.DataFrame) -> pd.DataFrame:
     """Paper Table 1 regenerated beside the reported values: age median (range), sex, histology by split.
 
@@ -662,11 +662,12 @@ def table1(cases: pd.DataFrame) -> pd.DataFrame:
 def table2(cases: pd.DataFrame) -> pd.DataFrame:
     """Paper Table 2 regenerated: scanner manufacturers of the external test set, count (percent), beside the paper.
 
-    Manufacturers are mapped with :func:`amtlib.stats.vendor_key` (the key Tables 3-4 use too); unknown
+    Manufacturers are mapped with :func:`amtlib.subgroups.vendor_key` (the key Tables 3-4 use too); unknown
     ones keep their own key and a missing one shows as ``unknown``. Percentages are
     recomputed from counts (37/164 shows 22.6% where the paper prints 22.5%).
     """
-    from amtlib.paper import SUBGROUP_LABELS, reported
+    from amtlib.paper import reported
+    from amtlib.subgroups import SUBGROUP_LABELS
 
     rep = reported()["table2"]
     ext = cases[cases["split"] == "external_test"]

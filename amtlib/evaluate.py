@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib import io, lesions, stats
+from amtlib import io, lesions, stats, subgroups
 from amtlib.errors import AmtError
 from amtlib.metrics import metrics_from_counts
 
@@ -213,7 +213,7 @@ def evaluate_cases(
     if meta:
         for c in meta:
             per_case[c] = cases[c].to_numpy()
-        per_case["size_bin"] = per_case["max_axial_diameter_mm"].map(stats.size_bin)
+        per_case["size_bin"] = per_case["max_axial_diameter_mm"].map(subgroups.size_bin)
     counts = pd.DataFrame({
         "case_id": np.repeat([r["case_id"] for r, _ in results], len(thr)),
         "iou_threshold": np.tile(thr, len(results)),
@@ -351,7 +351,7 @@ def write_outputs(
     out = Path(out_dir)
     paths = {"per_case": io.write_csv(out / "per_case.csv", ev.per_case),
              "lesion_counts": io.write_csv(out / "lesion_counts.csv", ev.lesion_counts)}
-    froc = lesions.froc_curve(ev.lesion_counts, n_resamples, ci_level, seed)
+    froc = stats.froc_curve(ev.lesion_counts, n_resamples, ci_level, seed)
     paths["froc"] = io.write_csv(out / "froc.csv", froc)
     if any(c in ev.per_case for c in ("manufacturer", "histology")):
         paths["table3"] = io.write_csv(out / "table3.csv", stats.table3(ev.per_case, n_resamples, ci_level, seed))

@@ -38,7 +38,6 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from amtlib import stats
 
 #: The paper's IoU sweep: 0.05 to 0.95 in steps of 0.05 (rounded so that 0.1 == 0.10 exactly).
 IOU_THRESHOLDS: np.ndarray = np.round(np.arange(1, 20) * 0.05, 2)
@@ -311,41 +310,3 @@ def _max_pairwise_distance(points: np.ndarray) -> float:
         except QhullError:  # collinear outline (a one-pixel-wide line): fall back to all points
             pass
     return float(pdist(points).max()) if len(points) > 1 else 0.0
-
-
-def counts_arrays(counts: pd.DataFrame, fp_definition: str = FP_DEFINITION,
-                  ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``lesion_counts`` long table -> ``(case_ids, thresholds, tp, fp, fn)`` with arrays (case, threshold).
-
-    ``fp`` is the ``fp`` column for ``fp_definition="unmatched"``, ``fp_no_overlap`` for ``"no_overlap"``.
-    """
-    fp_col = "fp" if check_fp_definition(fp_definition) == "unmatched" else "fp_no_overlap"
-    if fp_col not in counts:
-        raise ValueError(f"lesion counts have no {fp_col!r} column (needed for fp_definition={fp_definition!r}); "
-                         "re-run the evaluation (notebook 05 or amt evaluate) with this version")
-    wide = counts.pivot_table(index="case_id", columns="iou_threshold", values=["tp", fp_col, "fn"], aggfunc="sum", sort=True)
-    thresholds = np.asarray(wide["tp"].columns, dtype=float)
-    return (
-        [str(c) for c in wide.index],
-        thresholds,
-        wide["tp"].to_numpy(np.int64),
-        wide[fp_col].to_numpy(np.int64),
-        wide["fn"].to_numpy(np.int64),
-    )
-
-
-def froc_curve(
-    counts: pd.DataFrame, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, subgroup: str = "overall",
-    fp_definition: str = FP_DEFINITION,
-) -> pd.DataFrame:
-    """Sensitivity and FP/scan per IoU threshold with case-bootstrap SD and percentile CI (Fig. 4).
-
-    Paper: Lesion-wise detection performance metrics. ``counts`` is the ``lesion_counts`` table
-    (case_id, iou_threshold, tp, fp, fn). Matching is not redone: each replicate re-sums resampled
-    cases' counts (:func:`amtlib.stats.detection_rates`). The generator is keyed by ``seed`` and
-    ``subgroup`` so the overall row of Table 4 equals this curve. ``fp_definition`` chooses the FP
-    column (:func:`detection_counts`). Columns as ``froc.csv``.
-    """
-    _, thresholds, tp, fp, fn = counts_arrays(counts, fp_definition)
-    r = stats.detection_rates(tp, fp, fn, n_resamples, ci_level, stats.subgroup_rng(seed, subgroup))
-    return pd.DataFrame({"iou_threshold": thresholds, **r})

@@ -16,23 +16,7 @@ import yaml
 
 REPORTED_VALUES = Path(__file__).with_name("data") / "reported_values.yaml"
 
-#: Table 3/4 row keys in the order the paper prints them, with display labels.
-SUBGROUP_LABELS: dict[str, str] = {
-    "overall": "Overall",
-    "canon_medical_systems": "Canon Medical Systems",
-    "ge_healthcare": "GE Healthcare",
-    "siemens": "Siemens",
-    "fujifilm": "Fujifilm",
-    "philips_healthcare": "Philips Healthcare",
-    "size_large": "Large (> 8 cm)",
-    "size_medium": "Medium (5-8 cm)",
-    "size_small": "Small (< 5 cm)",
-    "thymoma": "Thymoma",
-    "thymic_carcinoma": "Thymic carcinoma",
-    "thymic_cyst": "Thymic cyst",
-    "lymphoma": "Lymphoma",
-    "others": "Others",
-}
+from amtlib.subgroups import SUBGROUP_LABELS  # noqa: E402,F401  (the vocabulary lives in amtlib.subgroups)
 
 
 @lru_cache(maxsize=1)

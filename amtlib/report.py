@@ -83,7 +83,7 @@ def _flow_values(P: RunPaths, split: pd.DataFrame | None, manifest: pd.DataFrame
 
 def _table12_values(cases: pd.DataFrame | None) -> dict[str, Any]:
     """Table 1 (age, histology by split) and Table 2 (external vendors) from the manifest joined to the split."""
-    from amtlib.stats import vendor_key
+    from amtlib.subgroups import vendor_key
 
     out: dict[str, Any] = {}
     if cases is None:

@@ -28,14 +28,12 @@ import pandas as pd
 from scipy import stats as sps
 
 from amtlib import paper
+from amtlib.lesions import FP_DEFINITION, check_fp_definition
 from amtlib.metrics import VOXEL_METRICS
+from amtlib.subgroups import subgroup_label, subgroup_masks
 
 #: Subgroups with fewer cases than this are flagged ``small_n``.
 SMALL_N: int = 10
-#: Tumour-size bin edges in mm (maximum axial diameter): small < 50 <= medium <= 80 < large.
-SIZE_EDGES_MM: tuple[float, float] = (50.0, 80.0)
-#: Histologies with their own row; every other histology is "others" (as in the paper).
-HISTOLOGY_ROWS: tuple[str, ...] = ("thymoma", "thymic_carcinoma", "thymic_cyst", "lymphoma")
 #: Lesion-wise table thresholds (Table 4).
 TABLE4_THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
 LESION_METRICS: tuple[str, ...] = ("sensitivity", "fp_per_scan")
@@ -136,98 +134,6 @@ def detection_rates(
     return out
 
 
-def size_bin(diameter_mm: float, edges: tuple[float, float] = SIZE_EDGES_MM) -> str | None:
-    """Tumour-size subgroup of a maximum axial diameter in mm: ``size_small`` (< 50),
-    ``size_medium`` (50 to 80, both inclusive), ``size_large`` (> 80); None for NaN (no tumour)."""
-    if diameter_mm is None or not np.isfinite(diameter_mm):
-        return None
-    if diameter_mm < edges[0]:
-        return "size_small"
-    return "size_medium" if diameter_mm <= edges[1] else "size_large"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
-
-
-def vendor_key(manufacturer: "str | None") -> str | None:
-    """Table 3/4 vendor key of a DICOM Manufacturer string (Toshiba = Canon, Hitachi = Fujifilm).
-
-    Unknown vendors get their own slug key (``"neusoft_medical"``); empty or missing gives None.
-    """
-    if manufacturer is None or (isinstance(manufacturer, float) and np.isnan(manufacturer)):
-        return None
-    s = _slug(manufacturer)
-    tokens = set(s.split("_"))
-    if not s:
-        return None
-    if tokens & {"canon", "toshiba"}:
-        return "canon_medical_systems"
-    if "ge" in tokens or "gehc" in tokens or "general_electric" in s:
-        return "ge_healthcare"
-    if any(t.startswith("siemens") for t in tokens):
-        return "siemens"
-    if tokens & {"fujifilm", "fuji", "hitachi"}:
-        return "fujifilm"
-    if "philips" in tokens:
-        return "philips_healthcare"
-    return s
-
-
-def histology_key(histology: "str | None") -> str | None:
-    """Table 3/4 histology key: one of :data:`HISTOLOGY_ROWS`, else ``"others"``; None when missing."""
-    if histology is None or (isinstance(histology, float) and np.isnan(histology)) or not str(histology).strip():
-        return None
-    s = _slug(histology)
-    return s if s in HISTOLOGY_ROWS else "others"
-
-
-def subgroup_labels(meta: pd.DataFrame) -> dict[str, pd.Series]:
-    """Per-case subgroup key for each stratification whose column is present in ``meta``.
-
-    ``vendor`` from ``manufacturer``, ``size`` from ``size_bin`` (else ``max_axial_diameter_mm``),
-    ``histology`` from ``histology``; a case without the information has None.
-    """
-    out: dict[str, pd.Series] = {}
-    if "manufacturer" in meta:
-        out["vendor"] = meta["manufacturer"].map(vendor_key)
-    if "size_bin" in meta:
-        out["size"] = meta["size_bin"].map(lambda v: v if isinstance(v, str) and v else None)
-    elif "max_axial_diameter_mm" in meta:
-        out["size"] = meta["max_axial_diameter_mm"].map(size_bin)
-    if "histology" in meta:
-        out["histology"] = meta["histology"].map(histology_key)
-    return out
-
-
-_PAPER_ROWS = {
-    "vendor": [k for k in paper.SUBGROUP_LABELS
-               if k != "overall" and not k.startswith("size_") and k not in (*HISTOLOGY_ROWS, "others")],
-    "size": [k for k in paper.SUBGROUP_LABELS if k.startswith("size_")],
-    "histology": [*HISTOLOGY_ROWS, "others"],
-}
-
-
-def subgroup_masks(meta: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Boolean row masks of ``meta`` for every subgroup, in the paper's row order.
-
-    ``overall`` first; then, for each stratification present (:func:`subgroup_labels`), the paper's
-    rows (also when empty here) followed by any value the paper lacks (e.g. another vendor).
-    """
-    keys: dict[str, np.ndarray] = {"overall": np.ones(len(meta), dtype=bool)}
-    for kind, lab in subgroup_labels(meta).items():
-        values = np.array([v if isinstance(v, str) else None for v in lab], dtype=object)
-        extra = sorted({v for v in values if v is not None} - set(_PAPER_ROWS[kind]))
-        for key in [*_PAPER_ROWS[kind], *extra]:
-            keys[key] = values == key
-    return keys
-
-
-def subgroup_label(key: str) -> str:
-    """Display label of a subgroup key (the paper's wording, or the key itself)."""
-    return paper.SUBGROUP_LABELS.get(key, key.replace("_", " ").title())
-
-
 def _reported_n(table: str, key: str) -> float:
     entry = paper.reported()[table].get(key)
     return float(entry["n"]) if entry else np.nan
@@ -263,6 +169,44 @@ def _col(metric: str, thr: float) -> str:
     return f"{metric}_iou{thr:g}"
 
 
+def counts_arrays(counts: pd.DataFrame, fp_definition: str = FP_DEFINITION,
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``lesion_counts`` long table -> ``(case_ids, thresholds, tp, fp, fn)`` with arrays (case, threshold).
+
+    ``fp`` is the ``fp`` column for ``fp_definition="unmatched"``, ``fp_no_overlap`` for ``"no_overlap"``.
+    """
+    fp_col = "fp" if check_fp_definition(fp_definition) == "unmatched" else "fp_no_overlap"
+    if fp_col not in counts:
+        raise ValueError(f"lesion counts have no {fp_col!r} column (needed for fp_definition={fp_definition!r}); "
+                         "re-run the evaluation (notebook 05 or amt evaluate) with this version")
+    wide = counts.pivot_table(index="case_id", columns="iou_threshold", values=["tp", fp_col, "fn"], aggfunc="sum", sort=True)
+    thresholds = np.asarray(wide["tp"].columns, dtype=float)
+    return (
+        [str(c) for c in wide.index],
+        thresholds,
+        wide["tp"].to_numpy(np.int64),
+        wide[fp_col].to_numpy(np.int64),
+        wide["fn"].to_numpy(np.int64),
+    )
+
+
+def froc_curve(
+    counts: pd.DataFrame, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, subgroup: str = "overall",
+    fp_definition: str = FP_DEFINITION,
+) -> pd.DataFrame:
+    """Sensitivity and FP/scan per IoU threshold with case-bootstrap SD and percentile CI (Fig. 4).
+
+    Paper: Lesion-wise detection performance metrics. ``counts`` is the ``lesion_counts`` table
+    (case_id, iou_threshold, tp, fp, fn). Matching is not redone: each replicate re-sums resampled
+    cases' counts (:func:`detection_rates`). The generator is keyed by ``seed`` and
+    ``subgroup`` so the overall row of Table 4 equals this curve. ``fp_definition`` chooses the FP
+    column (:func:`detection_counts`). Columns as ``froc.csv``.
+    """
+    _, thresholds, tp, fp, fn = counts_arrays(counts, fp_definition)
+    r = detection_rates(tp, fp, fn, n_resamples, ci_level, subgroup_rng(seed, subgroup))
+    return pd.DataFrame({"iou_threshold": thresholds, **r})
+
+
 def table4(
     per_case: pd.DataFrame, counts: pd.DataFrame, thresholds: tuple[float, ...] = TABLE4_THRESHOLDS,
     n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0, small_n: int = SMALL_N,
@@ -276,8 +220,6 @@ def table4(
     ``m_iou{t}_reported`` and ``m_iou{t}_mean/_sd/_ci_low/_ci_high``, plus ``tp/fp/fn_iou{t}``.
     ``fp_definition`` (``unmatched`` or ``no_overlap``) picks the FP column, see :mod:`amtlib.lesions`.
     """
-    from amtlib.lesions import counts_arrays
-
     case_ids, thr_all, tp, fp, fn = counts_arrays(counts, fp_definition)
     cols = []
     for t in thresholds:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from amtlib import lesions
+from amtlib import lesions, stats
 from amtlib.lesions import IOU_THRESHOLDS, detection_counts, lesion_iou_from_masks, match_lesions, max_axial_diameter_mm
 
 SHAPE = (1, 14, 40)
@@ -210,7 +210,7 @@ def counts_frame(rows: dict[str, tuple[int, int, int]], thresholds=(0.1, 0.5)) -
 
 
 def test_froc_pools_lesions_and_scans():
-    froc = lesions.froc_curve(counts_frame({"a": (1, 1, 0), "b": (0, 0, 2), "c": (1, 2, 0)}), n_resamples=200)
+    froc = stats.froc_curve(counts_frame({"a": (1, 1, 0), "b": (0, 0, 2), "c": (1, 2, 0)}), n_resamples=200)
     assert list(froc.columns) == ["iou_threshold", "sensitivity", "sensitivity_sd", "sensitivity_ci_low",
                                   "sensitivity_ci_high", "fp_per_scan", "fp_per_scan_sd", "fp_per_scan_ci_low",
                                   "fp_per_scan_ci_high", "tp", "fn", "fp", "n_ref_lesions", "n_scans"]
@@ -224,10 +224,10 @@ def test_froc_pools_lesions_and_scans():
 
 def test_froc_bootstrap_is_seeded_and_degenerate_when_cases_agree():
     c = counts_frame({str(i): (1, i % 3, i % 2) for i in range(20)})
-    a, b = lesions.froc_curve(c, 300, seed=3), lesions.froc_curve(c, 300, seed=3)
+    a, b = stats.froc_curve(c, 300, seed=3), stats.froc_curve(c, 300, seed=3)
     pd.testing.assert_frame_equal(a, b)
-    assert not lesions.froc_curve(c, 300, seed=4).equals(a)
-    same = lesions.froc_curve(counts_frame({str(i): (1, 1, 0) for i in range(10)}), 300)
+    assert not stats.froc_curve(c, 300, seed=4).equals(a)
+    same = stats.froc_curve(counts_frame({str(i): (1, 1, 0) for i in range(10)}), 300)
     assert (same.sensitivity_sd == 0).all() and (same.sensitivity_ci_low == 1).all()
     assert (same.fp_per_scan_ci_high == 1).all()
 
@@ -266,8 +266,8 @@ def test_fp_definition_is_validated_and_selects_the_column():
         detection_counts(np.zeros((1, 1)), fp_definition="overlap")
     c = counts_frame({"a": (1, 2, 0), "b": (0, 1, 1)})
     with pytest.raises(ValueError, match="no 'fp_no_overlap' column"):
-        lesions.froc_curve(c, 50, fp_definition="no_overlap")
+        stats.froc_curve(c, 50, fp_definition="no_overlap")
     c["fp_no_overlap"] = 0
-    froc = lesions.froc_curve(c, 50, fp_definition="no_overlap")
+    froc = stats.froc_curve(c, 50, fp_definition="no_overlap")
     assert (froc["fp_per_scan"] == 0).all() and (froc["fp"] == 0).all()
-    assert (lesions.froc_curve(c, 50)["fp_per_scan"] == 1.5).all()
+    assert (stats.froc_curve(c, 50)["fp_per_scan"] == 1.5).all()

@@ -41,6 +41,6 @@ def test_docs_methods_map_is_up_to_date():
 
 def test_table_points_at_the_notebook_cell():
     t = mm.table().set_index("function")
-    assert t.loc["amtlib.lesions:froc_curve", "notebook"] == "05_froc"
-    assert t.loc["amtlib.lesions:froc_curve", "cell"].startswith("cell ")
+    assert t.loc["amtlib.stats:froc_curve", "notebook"] == "05_froc"
+    assert t.loc["amtlib.stats:froc_curve", "cell"].startswith("cell ")
     assert list(mm.table().columns) == list(mm.COLUMNS)

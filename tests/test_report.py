@@ -45,7 +45,7 @@ def make_run(root: Path, synthetic: bool = True) -> Path:
                             "fn": int(t >= 0.6), "fp_no_overlap": i % 2}
                            for i, c in enumerate(ext["case_id"]) for t in lesions.IOU_THRESHOLDS])
     (root / "05_froc").mkdir()
-    lesions.froc_curve(counts, 100).to_csv(root / "05_froc" / "froc.csv", index=False)
+    stats.froc_curve(counts, 100).to_csv(root / "05_froc" / "froc.csv", index=False)
     stats.table4(per_case, counts, n_resamples=100).to_csv(root / "05_froc" / "table4.csv", index=False)
     (root / "07_histology").mkdir()
     import matplotlib.pyplot as plt

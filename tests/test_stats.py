@@ -67,37 +67,6 @@ def test_detection_rates_ci_coverage_of_a_known_sensitivity():
     assert 0.89 <= covered / n_sim <= 0.99
 
 
-@pytest.mark.parametrize("d, key", [(10.0, "size_small"), (49.999, "size_small"), (50.0, "size_medium"),
-                                    (80.0, "size_medium"), (80.001, "size_large"), (np.nan, None)])
-def test_size_bin_boundaries(d, key):
-    assert stats.size_bin(d) == key
-
-
-def test_size_bin_from_a_mask_at_the_boundaries():
-    def line(n):
-        m = np.zeros((1, 3, 100), dtype=bool)
-        m[0, 1, :n] = True
-        return lesions.max_axial_diameter_mm(m, (5.0, 1.0, 1.0))
-
-    assert [stats.size_bin(line(n)) for n in (49, 50, 80, 81)] == ["size_small", "size_medium", "size_medium", "size_large"]
-
-
-@pytest.mark.parametrize("name, key", [
-    ("TOSHIBA", "canon_medical_systems"), ("Canon Medical Systems", "canon_medical_systems"),
-    ("GE MEDICAL SYSTEMS", "ge_healthcare"), ("SIEMENS", "siemens"), ("Siemens Healthineers", "siemens"),
-    ("FUJIFILM Corporation", "fujifilm"), ("Hitachi Medical Corporation", "fujifilm"),
-    ("Philips Medical Systems", "philips_healthcare"), ("Neusoft Medical", "neusoft_medical"), ("", None), (None, None),
-])
-def test_vendor_key(name, key):
-    assert stats.vendor_key(name) == key
-
-
-def test_histology_key_groups_the_rest_as_others():
-    names = ("thymoma", "Thymic carcinoma", "thymic_cyst", "lymphoma", "teratoma", "carcinoid", None)
-    assert [stats.histology_key(h) for h in names] == [
-        "thymoma", "thymic_carcinoma", "thymic_cyst", "lymphoma", "others", "others", None]
-
-
 def per_case_frame() -> pd.DataFrame:
     return pd.DataFrame({
         "case_id": ["a", "b", "c", "d", "e"],
@@ -137,7 +106,7 @@ def test_table4_overall_equals_froc_and_subgroups_resum_counts():
             rows.append({"case_id": cid, "iou_threshold": t, "tp": tp, "fp": i % 2, "fn": 1 - tp})
     counts = pd.DataFrame(rows)
     t4 = stats.table4(pc, counts, n_resamples=300, seed=7).set_index("subgroup")
-    froc = lesions.froc_curve(counts, 300, seed=7).set_index("iou_threshold")
+    froc = stats.froc_curve(counts, 300, seed=7).set_index("iou_threshold")
     for thr in (0.1, 0.5):
         for m in ("sensitivity", "fp_per_scan"):
             for suffix in ("mean", "sd", "ci_low", "ci_high"):

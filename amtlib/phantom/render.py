@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from amtlib.lesions import bounding_box
 from amtlib.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
-from amtlib.stats import size_bin as subgroup_size_bin
+from amtlib.subgroups import size_class
 from amtlib.phantom.backgrounds import (
     AORTA, CAVITY, HEART, LUNG_CODES, SOFT_TISSUE, STERNUM, TUMOUR_ALLOWED, VESSEL_CODES, Background,
 )
@@ -54,8 +54,9 @@ class CaseImage:
 
 
 def size_bin(diameter_mm: float) -> str:
-    """Paper size bin of a max axial diameter (``small``/``medium``/``large``), as the evaluation bins it."""
-    return subgroup_size_bin(diameter_mm).removeprefix("size_")
+    """Size class of a max axial diameter (``small``/``medium``/``large``): :func:`amtlib.subgroups.size_class`,
+    the bins the evaluation's ``size_<class>`` subgroups use."""
+    return str(size_class(diameter_mm))
 
 
 def max_axial_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
