@@ -178,24 +178,6 @@ def cohort_flow(n_screened: int, exclusions: pd.DataFrame, manifest: pd.DataFram
     }
 
 
-def flow_vs_paper(flow: dict[str, Any]) -> pd.DataFrame:
-    """The cohort counts beside the paper's (Fig. 2, cohort_flow in reported values)."""
-    from amtlib.paper import reported
-
-    rep = reported()["cohort_flow"]
-    rows = [
-        ("screened", flow["screened"], rep["screened"]),
-        ("excluded", flow["excluded"], rep["excluded"]),
-        ("included", flow["included"], rep["included"]),
-        ("included institutions", flow["included_institutions"], rep["included_institutions"]),
-    ]
-    for reason, n in flow.get("excluded_by_reason", {}).items():
-        rows.append((f"  excluded: {REASONS.get(reason, reason)}", n, None))
-    df = pd.DataFrame(rows, columns=["item", "regenerated", "paper"])
-    df["paper"] = df["paper"].astype("Int64")
-    return df
-
-
 # --------------------------------------------------------------------------------------------------
 # one patient: choose a usable series, convert it (I/O)
 
@@ -624,7 +606,7 @@ def table1(cases: pd.DataFrame) -> pd.DataFrame:
     recomputed from the paper's counts too (so 4/62 shows 6.5% where the paper prints 6.4%). The paper
     gives no sex counts per split (only 339 M / 372 F overall), hence ``–``.
     """
-    from amtlib.paper import reported
+    from amtlib.reported import reported
 
     rep = reported()["table1"]
     cases = mf.typed(cases)
@@ -666,7 +648,7 @@ def table2(cases: pd.DataFrame) -> pd.DataFrame:
     ones keep their own key and a missing one shows as ``unknown``. Percentages are
     recomputed from counts (37/164 shows 22.6% where the paper prints 22.5%).
     """
-    from amtlib.paper import reported
+    from amtlib.reported import reported
     from amtlib.subgroups import SUBGROUP_LABELS
 
     rep = reported()["table2"]

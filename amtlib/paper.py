@@ -1,71 +1,127 @@
-"""The numbers reported in the paper, for side-by-side comparison with regenerated results.
+"""The paper beside the regenerated results: every comparison in one place.
 
-The values live in ``amtlib/data/reported_values.yaml`` (a copy of the paper's tables, facts only).
-Metric cells there are ``[mean, sd, ci_low, ci_high]``.
+Reported values come from :mod:`amtlib.reported` (re-exported here). This module holds each
+side-by-side table the notebooks show (cohort flow, split, FROC narrative, the named radiomics
+features, Table 3/4 cells for the forest plots) and the reviewer report's per-leaf comparison with
+its stated rules and overall classification.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-REPORTED_VALUES = Path(__file__).with_name("data") / "reported_values.yaml"
+from amtlib import cohort
+from amtlib import split as split_mod
+from amtlib.reported import REPORTED_VALUES, format_cell, metric_cell, reported, table3, table4  # noqa: F401
+from amtlib.subgroups import SUBGROUP_LABELS  # noqa: F401  (the vocabulary lives in amtlib.subgroups)
 
-from amtlib.subgroups import SUBGROUP_LABELS  # noqa: E402,F401  (the vocabulary lives in amtlib.subgroups)
-
-
-@lru_cache(maxsize=1)
-def reported() -> dict[str, Any]:
-    """All reported values as a nested dict (cached; treat as read-only)."""
-    return yaml.safe_load(REPORTED_VALUES.read_text())
-
-
-def metric_cell(cell: list[float]) -> dict[str, float]:
-    """``[mean, sd, lo, hi]`` -> ``{"mean":..., "sd":..., "ci_low":..., "ci_high":...}``."""
-    mean, sd, lo, hi = cell
-    return {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
+#: The features the paper names (Failure analysis), as short name -> pyradiomics key (image type "original").
+NAMED_FEATURES: dict[str, str] = {
+    "VoxelVolume": "original_shape_VoxelVolume",
+    "Maximum3DDiameter": "original_shape_Maximum3DDiameter",
+    "TotalEnergy": "original_firstorder_TotalEnergy",
+    "Mean": "original_firstorder_Mean",
+    "Median": "original_firstorder_Median",
+}
 
 
-def table3() -> pd.DataFrame:
-    """Paper Table 3 (voxel-wise metrics) in long form: subgroup, n, metric, mean, sd, ci_low, ci_high."""
+# ------------------------------------------------------------------------------ tables beside the paper
+# (each notebook shows one of these beside its regenerated table)
+
+
+def flow_vs_paper(flow: dict[str, Any]) -> pd.DataFrame:
+    """The cohort counts beside the paper's (Fig. 2, cohort_flow in reported values)."""
+    rep = reported()["cohort_flow"]
+    rows = [
+        ("screened", flow["screened"], rep["screened"]),
+        ("excluded", flow["excluded"], rep["excluded"]),
+        ("included", flow["included"], rep["included"]),
+        ("included institutions", flow["included_institutions"], rep["included_institutions"]),
+    ]
+    for reason, n in flow.get("excluded_by_reason", {}).items():
+        rows.append((f"  excluded: {cohort.REASONS.get(reason, reason)}", n, None))
+    df = pd.DataFrame(rows, columns=["item", "regenerated", "paper"])
+    df["paper"] = df["paper"].astype("Int64")
+    return df
+
+
+def split_vs_paper(split: pd.DataFrame) -> pd.DataFrame:
+    """The split's case and institution counts beside the paper's (Fig. 2)."""
+    rep = reported()["cohort_flow"]
+    flow = split_mod.split_flow(split)
     rows = []
-    for key, entry in reported()["table3"].items():
-        for metric in ("dice", "iou", "precision", "recall"):
-            rows.append({"subgroup": key, "n": entry["n"], "metric": metric, **metric_cell(entry[metric])})
+    for box, key in (("external_test", "external_test"), ("training", "training"), ("tuning", "tuning")):
+        for what in ("cases", "institutions"):
+            rows.append({"item": f"{box} {what}", "regenerated": flow[box][what], "paper": rep[key][what]})
+    dev_rep = rep["training"]["cases"] + rep["tuning"]["cases"]
+    rows.append({"item": "development cases", "regenerated": flow["development"]["cases"], "paper": dev_rep})
+    rows.append({"item": "development institutions", "regenerated": flow["development"]["institutions"],
+                 "paper": rep["included_institutions"] - rep["external_test"]["institutions"]})
     return pd.DataFrame(rows)
 
 
-def table4() -> pd.DataFrame:
-    """Paper Table 4 (lesion-wise) in long form: subgroup, n, iou_threshold, metric, mean, sd, ci_low, ci_high."""
+def froc_vs_paper(froc: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Fig. 4 narrative (IoU 0.05-0.15 range; IoU 0.5 mean ± SD (CI)) beside the regenerated curve."""
+    text = reported()["froc_text"]
+    at = froc.set_index("iou_threshold")
+    low = at.loc[[t for t in at.index if 0.05 - 1e-9 <= t <= 0.15 + 1e-9]]
+    p05 = text["iou_0.50"]
+
+    def span(v: pd.Series) -> str:
+        return f"{v.min():.2f}–{v.max():.2f}" if len(v) else "–"
+
+    def cell(m: str) -> str:
+        if not np.isclose(at.index, 0.5).any():
+            return "–"
+        r = at.loc[at.index[np.isclose(at.index, 0.5)][0]]
+        return format_cell(r[m], r[f"{m}_sd"], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
+
+    rows = {
+        "sensitivity, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["sensitivity"]),
+                                       span(low["sensitivity"])),
+        "FP/scan, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["fp_per_scan"]), span(low["fp_per_scan"])),
+        "sensitivity, IoU 0.5": (format_cell(p05["sensitivity"], p05["sensitivity_sd"], *p05["sensitivity_ci"]),
+                                 cell("sensitivity")),
+        "FP/scan, IoU 0.5": (format_cell(p05["fp_per_scan"], p05["fp_sd"], *p05["fp_ci"]), cell("fp_per_scan")),
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["paper", "regenerated"])
+
+
+def focused_table(tests: pd.DataFrame, values: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The five features the paper names, regenerated p-values beside the reported ones.
+
+    ``values`` is ``reported()["radiomics_failure_modes"]`` (loaded when None). Adds
+    ``larger_in`` (the group with the larger values by rank-biserial sign; the paper: ``top`` for the
+    three size-related features), ``p_reported``, ``significant_reported`` (p < 0.05) and ``agrees`` (same side of 0.05; missing when
+    there is no regenerated p-value). A named feature absent from ``tests`` keeps NaN regenerated values.
+    """
+    if values is None:
+        values = reported()["radiomics_failure_modes"]
+    p_rep = values["p_values"]
+    keep = ["feature", "n_top", "n_bottom", "n_missing", "median_top", "median_bottom", "p_value", "q_value", "rank_biserial"]
     rows = []
-    for key, entry in reported()["table4"].items():
-        for thr_key in ("iou_0.1", "iou_0.5"):
-            thr = float(thr_key.split("_")[1])
-            for metric in ("sensitivity", "fp_per_scan"):
-                rows.append(
-                    {
-                        "subgroup": key,
-                        "n": entry["n"],
-                        "iou_threshold": thr,
-                        "metric": metric,
-                        **metric_cell(entry[thr_key][metric]),
-                    }
-                )
-    return pd.DataFrame(rows)
+    for short, key in NAMED_FEATURES.items():
+        hit = tests[tests["feature"] == key]
+        row = hit[[c for c in keep if c in hit.columns]].iloc[0].to_dict() if not hit.empty else {"feature": key}
+        rows.append({"name": short, **row, "p_reported": float(p_rep[short])})
+    table = pd.DataFrame(rows)
+    table["larger_in"] = np.select([table["rank_biserial"] > 0, table["rank_biserial"] < 0], ["top", "bottom"], default="")
+    table["significant_reported"] = table["p_reported"] < 0.05
+    agrees = ((table["p_value"] < 0.05) == table["significant_reported"]).astype("boolean")
+    table["agrees"] = agrees.mask(table["p_value"].isna())
+    return table
 
 
-def format_cell(mean: float, sd: float, lo: float, hi: float, digits: int = 2) -> str:
-    """Format as the paper does: ``0.87 ± 0.02 (0.81–0.92)``; NaN parts print as ``–``."""
-
-    def f(x: float) -> str:
-        return "–" if x is None or x != x else f"{x:.{digits}f}"
-
-    return f"{f(mean)} ± {f(sd)} ({f(lo)}–{f(hi)})"
+def reported_cell(column: str, subgroup: str) -> list[float] | None:
+    """Paper ``[mean, sd, lo, hi]`` for a Table 3 metric (``"dice"``) or Table 4 column (``"sensitivity_iou0.5"``)."""
+    r = reported()
+    if "_iou" in column:
+        metric, thr = column.split("_iou")
+        return r["table4"].get(subgroup, {}).get(f"iou_{float(thr):g}", {}).get(metric)
+    return r["table3"].get(subgroup, {}).get(column)
 
 
 # ------------------------------------------------------------------------------ paper vs regenerated

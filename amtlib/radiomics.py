@@ -24,15 +24,8 @@ import yaml
 from scipy import stats
 
 from amtlib.io import write_text
+from amtlib.paper import NAMED_FEATURES  # noqa: F401  (the paper's five named features)
 
-#: The features the paper names, as short name -> pyradiomics key (image type "original").
-NAMED_FEATURES: dict[str, str] = {
-    "VoxelVolume": "original_shape_VoxelVolume",
-    "Maximum3DDiameter": "original_shape_Maximum3DDiameter",
-    "TotalEnergy": "original_firstorder_TotalEnergy",
-    "Mean": "original_firstorder_Mean",
-    "Median": "original_firstorder_Median",
-}
 #: Tests offered by :func:`compare_groups`.
 TESTS: tuple[str, ...] = ("mannwhitney", "welch")
 
@@ -282,33 +275,6 @@ def compare_groups(
     table["significant"] = table["p_value"] < alpha
     table["significant_bh"] = table["q_value"] < alpha
     table["test"] = test
-    return table
-
-
-def focused_table(tests: pd.DataFrame, reported: dict[str, Any] | None = None) -> pd.DataFrame:
-    """The five features the paper names, regenerated p-values beside the reported ones.
-
-    ``reported`` is ``amtlib.paper.reported()["radiomics_failure_modes"]`` (loaded when None). Adds
-    ``larger_in`` (the group with the larger values by rank-biserial sign; the paper: ``top`` for the
-    three size-related features), ``p_reported``, ``significant_reported`` (p < 0.05) and ``agrees`` (same side of 0.05; missing when
-    there is no regenerated p-value). A named feature absent from ``tests`` keeps NaN regenerated values.
-    """
-    if reported is None:
-        from amtlib.paper import reported as load_reported
-
-        reported = load_reported()["radiomics_failure_modes"]
-    p_rep = reported["p_values"]
-    keep = ["feature", "n_top", "n_bottom", "n_missing", "median_top", "median_bottom", "p_value", "q_value", "rank_biserial"]
-    rows = []
-    for short, key in NAMED_FEATURES.items():
-        hit = tests[tests["feature"] == key]
-        row = hit[[c for c in keep if c in hit.columns]].iloc[0].to_dict() if not hit.empty else {"feature": key}
-        rows.append({"name": short, **row, "p_reported": float(p_rep[short])})
-    table = pd.DataFrame(rows)
-    table["larger_in"] = np.select([table["rank_biserial"] > 0, table["rank_biserial"] < 0], ["top", "bottom"], default="")
-    table["significant_reported"] = table["p_reported"] < 0.05
-    agrees = ((table["p_value"] < 0.05) == table["significant_reported"]).astype("boolean")
-    table["agrees"] = agrees.mask(table["p_value"].isna())
     return table
 
 

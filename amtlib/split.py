@@ -239,23 +239,6 @@ def split_flow(split: pd.DataFrame) -> dict[str, dict[str, int]]:
     }
 
 
-def split_vs_paper(split: pd.DataFrame) -> pd.DataFrame:
-    """The split's case and institution counts beside the paper's (Fig. 2)."""
-    from amtlib.paper import reported
-
-    rep = reported()["cohort_flow"]
-    flow = split_flow(split)
-    rows = []
-    for box, key in (("external_test", "external_test"), ("training", "training"), ("tuning", "tuning")):
-        for what in ("cases", "institutions"):
-            rows.append({"item": f"{box} {what}", "regenerated": flow[box][what], "paper": rep[key][what]})
-    dev_rep = rep["training"]["cases"] + rep["tuning"]["cases"]
-    rows.append({"item": "development cases", "regenerated": flow["development"]["cases"], "paper": dev_rep})
-    rows.append({"item": "development institutions", "regenerated": flow["development"]["institutions"],
-                 "paper": rep["included_institutions"] - rep["external_test"]["institutions"]})
-    return pd.DataFrame(rows)
-
-
 def background_by_split(split: pd.DataFrame, backgrounds: pd.Series) -> pd.DataFrame:
     """Cases per background CT and split (synthetic cohort; reporting only). ``backgrounds``: patient_id -> name."""
     bg = split["patient_id"].map(backgrounds).fillna("unknown")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from amtlib import paper
+from amtlib.reported import format_cell, reported
 from amtlib.lesions import FP_DEFINITION, check_fp_definition
 from amtlib.metrics import VOXEL_METRICS
 from amtlib.subgroups import subgroup_label, subgroup_masks
@@ -135,7 +135,7 @@ def detection_rates(
 
 
 def _reported_n(table: str, key: str) -> float:
-    entry = paper.reported()[table].get(key)
+    entry = reported()[table].get(key)
     return float(entry["n"]) if entry else np.nan
 
 
@@ -149,7 +149,7 @@ def table3(
     small_n`` then per metric ``m``: ``m`` (formatted ``0.87 ± 0.02 (0.81–0.92)``), ``m_reported``,
     ``m_mean, m_sd, m_ci_low, m_ci_high, m_t_ci_low, m_t_ci_high, m_n_nan``.
     """
-    reported = paper.reported()["table3"]
+    paper_rows = reported()["table3"]
     rows = []
     for key, mask in subgroup_masks(per_case).items():
         sub = per_case.loc[mask]
@@ -157,9 +157,9 @@ def table3(
                "n_reported": _reported_n("table3", key), "small_n": bool(mask.sum() < small_n)}
         for m in metrics:
             r = mean_sd_ci(sub[m].to_numpy(float), n_resamples, ci_level, subgroup_rng(seed, f"{key}/{m}"), small_n)
-            row[m] = paper.format_cell(r["mean"], r["sd"], r["ci_low"], r["ci_high"])
-            cell = reported.get(key, {}).get(m)
-            row[f"{m}_reported"] = paper.format_cell(*cell) if cell else ""
+            row[m] = format_cell(r["mean"], r["sd"], r["ci_low"], r["ci_high"])
+            cell = paper_rows.get(key, {}).get(m)
+            row[f"{m}_reported"] = format_cell(*cell) if cell else ""
             row.update({f"{m}_{k}": r[k] for k in ("mean", "sd", "ci_low", "ci_high", "t_ci_low", "t_ci_high", "n_nan")})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -232,7 +232,7 @@ def table4(
     if missing:
         raise ValueError(f"cases without lesion counts: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     order = np.array([pos[c] for c in per_case["case_id"].astype(str)], dtype=int)
-    reported = paper.reported()["table4"]
+    paper_rows = reported()["table4"]
     rows = []
     for key, mask in subgroup_masks(per_case).items():
         sel = order[mask]
@@ -245,9 +245,9 @@ def table4(
             for m in LESION_METRICS:
                 c = _col(m, t)
                 vals = [r[m][j], r[f"{m}_sd"][j], r[f"{m}_ci_low"][j], r[f"{m}_ci_high"][j]]
-                row[c] = paper.format_cell(*vals)
-                cell = reported.get(key, {}).get(f"iou_{t:g}", {}).get(m)
-                row[f"{c}_reported"] = paper.format_cell(*cell) if cell else ""
+                row[c] = format_cell(*vals)
+                cell = paper_rows.get(key, {}).get(f"iou_{t:g}", {}).get(m)
+                row[f"{c}_reported"] = format_cell(*cell) if cell else ""
                 row.update(dict(zip([f"{c}_mean", f"{c}_sd", f"{c}_ci_low", f"{c}_ci_high"], vals)))
             for k in ("tp", "fp", "fn"):
                 row[f"{k}_iou{t:g}"] = int(r[k][j])
@@ -265,28 +265,3 @@ def side_by_side(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return out
 
 
-def froc_vs_paper(froc: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Fig. 4 narrative (IoU 0.05-0.15 range; IoU 0.5 mean ± SD (CI)) beside the regenerated curve."""
-    text = paper.reported()["froc_text"]
-    at = froc.set_index("iou_threshold")
-    low = at.loc[[t for t in at.index if 0.05 - 1e-9 <= t <= 0.15 + 1e-9]]
-    p05 = text["iou_0.50"]
-
-    def span(v: pd.Series) -> str:
-        return f"{v.min():.2f}–{v.max():.2f}" if len(v) else "–"
-
-    def cell(m: str) -> str:
-        if not np.isclose(at.index, 0.5).any():
-            return "–"
-        r = at.loc[at.index[np.isclose(at.index, 0.5)][0]]
-        return paper.format_cell(r[m], r[f"{m}_sd"], r[f"{m}_ci_low"], r[f"{m}_ci_high"])
-
-    rows = {
-        "sensitivity, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["sensitivity"]),
-                                       span(low["sensitivity"])),
-        "FP/scan, IoU 0.05-0.15": ("{:.2f}–{:.2f}".format(*text["iou_0.05_to_0.15"]["fp_per_scan"]), span(low["fp_per_scan"])),
-        "sensitivity, IoU 0.5": (paper.format_cell(p05["sensitivity"], p05["sensitivity_sd"], *p05["sensitivity_ci"]),
-                                 cell("sensitivity")),
-        "FP/scan, IoU 0.5": (paper.format_cell(p05["fp_per_scan"], p05["fp_sd"], *p05["fp_ci"]), cell("fp_per_scan")),
-    }
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["paper", "regenerated"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amtlib import cohort, split
+from amtlib import cohort, paper, split
 from amtlib.manifest import validate_manifest
 from amtlib.paths import RunPaths
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = ", ".join(f"{k}={v['ok']}" for k, v in audit["checks"].items())
     print(f"leakage audit passed: {audit['passed']}  ({checks})")
     print("\n-- Fig. 2 flow (regenerated vs paper) --")
-    print(pd.concat([cohort.flow_vs_paper(flow), split.split_vs_paper(assigned)], ignore_index=True).to_string(index=False))
+    print(pd.concat([paper.flow_vs_paper(flow), paper.split_vs_paper(assigned)], ignore_index=True).to_string(index=False))
     intended = clinical.set_index("patient_id")["intended_exclusion"]
     excl = pd.read_csv(P.root / "01_cohort" / "exclusions.csv", dtype=str, keep_default_na=False)
     print("\n-- exclusion reason (pipeline) vs intended_exclusion (generator audit) --")

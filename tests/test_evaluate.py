@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import evaluate, lesions
+from amtlib import evaluate, lesions, paper
 from amtlib.io import affine_from_spacing, save_nifti
 
 SHAPE = (4, 16, 16)
@@ -233,7 +233,7 @@ def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys
     froc = pd.read_csv(out / "froc.csv")
     fig = plot_froc(froc)
     assert fig.axes[0].get_xlabel() == "False positives per scan"
-    cmp = stats.froc_vs_paper(froc)
+    cmp = paper.froc_vs_paper(froc)
     assert cmp.loc["sensitivity, IoU 0.5", "paper"] == "0.87 ± 0.02 (0.81–0.92)"
     assert cmp.loc["sensitivity, IoU 0.5", "regenerated"].startswith("0.33 ± ")
     pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).assign(manufacturer="SIEMENS", histology="thymoma")

@@ -12,6 +12,7 @@ import yaml
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from amtlib import paper
 from amtlib import radiomics as rad
 from conftest import write_nifti_case
 
@@ -188,7 +189,7 @@ def test_unknown_test_is_refused():
 def test_focused_table_places_reported_p_values():
     tests = pd.DataFrame(
         {
-            "feature": list(rad.NAMED_FEATURES.values())[:4],
+            "feature": list(paper.NAMED_FEATURES.values())[:4],
             "n_top": 17,
             "n_bottom": 17,
             "n_missing": 0,
@@ -199,7 +200,7 @@ def test_focused_table_places_reported_p_values():
             "rank_biserial": [0.5, -0.25, 0.5, 0.0],
         }
     )
-    table = rad.focused_table(tests, yaml.safe_load(REPORTED.read_text())["radiomics_failure_modes"])
+    table = paper.focused_table(tests, yaml.safe_load(REPORTED.read_text())["radiomics_failure_modes"])
     assert table["name"].tolist() == ["VoxelVolume", "Maximum3DDiameter", "TotalEnergy", "Mean", "Median"]
     assert table["p_reported"].tolist() == [0.003, 0.025, 0.009, 0.42, 0.33]
     assert table["agrees"].tolist()[:4] == [True, False, True, True]

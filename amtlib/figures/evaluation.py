@@ -69,15 +69,6 @@ def plot_froc(froc: pd.DataFrame, mark_threshold: float = 0.5, label_thresholds:
     return fig
 
 
-def reported_cell(column: str, subgroup: str) -> list[float] | None:
-    """Paper ``[mean, sd, lo, hi]`` for a Table 3 metric (``"dice"``) or Table 4 column (``"sensitivity_iou0.5"``)."""
-    r = paper.reported()
-    if "_iou" in column:
-        metric, thr = column.split("_iou")
-        return r["table4"].get(subgroup, {}).get(f"iou_{float(thr):g}", {}).get(metric)
-    return r["table3"].get(subgroup, {}).get(column)
-
-
 def plot_subgroup_forest(table: pd.DataFrame, columns: Sequence[str], titles: Sequence[str] | None = None) -> "plt.Figure":
     """Forest plot per column: regenerated mean and 95% CI beside the paper's, one row per subgroup.
 
@@ -90,7 +81,7 @@ def plot_subgroup_forest(table: pd.DataFrame, columns: Sequence[str], titles: Se
     for ax, col, title in zip(axes[0], columns, titles or columns):
         m, lo, hi = (table[f"{col}_{k}"].to_numpy(float) for k in ("mean", "ci_low", "ci_high"))
         ax.errorbar(m, ypos + 0.15, xerr=[m - lo, hi - m], fmt="o", ms=4, color=PREDICTION_COLOUR, capsize=2, label="regenerated")
-        cells = [reported_cell(col, k) for k in table["subgroup"]]
+        cells = [paper.reported_cell(col, k) for k in table["subgroup"]]
         rep = np.array([c if c else [np.nan] * 4 for c in cells], dtype=float)
         ax.errorbar(rep[:, 0], ypos - 0.15, xerr=[rep[:, 0] - rep[:, 2], rep[:, 3] - rep[:, 0]], fmt="s", ms=4,
                     color=PAPER_COLOUR, capsize=2, label="paper")

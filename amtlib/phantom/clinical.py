@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from amtlib.paper import reported
+from amtlib.reported import reported
 
 #: Why a screened patient is built to be excluded, with its share of the 147 (our choice).
 EXCLUSION_REASONS: dict[str, int] = {
