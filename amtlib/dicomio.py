@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -283,104 +283,124 @@ def scan_tree(root: str | Path, patient_level: bool = True, accept_derived: bool
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder; give the raw cohort's dicom/ folder")
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    objects: list[dict[str, str]] = []
-    bad: list[dict[str, str]] = []
-    skipped: list[dict[str, str]] = []
-    warnings: list[dict[str, str]] = []
-    tag_ids: dict[str, set[str]] = defaultdict(set)
-    outside: list[str] = []
+    found = _Found()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).parts
         if any(part.startswith(".") for part in rel):
             continue  # hidden files and folders (.DS_Store, editors' backups) are not data
         if patient_level and len(rel) < 2:
-            outside.append(path.name)
+            found.outside.append(path.name)
             continue
-        patient = rel[0] if patient_level else ""
+        found.add(path, rel[0] if patient_level else "", accept_derived)
+    warnings = found.warnings + _skipped_warnings(found.skipped, root, patient_level)
+    warnings += [{"patient_folder": o["patient_folder"], "series_uid": o["series_uid"], "kind": "not_image_candidates",
+                  "detail": f"{o['path']}: {o['reason']}"} for o in found.objects]
+    if patient_level:
+        warnings += _patient_id_warnings(found.tag_ids)
+    if found.outside:
+        detail = (f"{root}: {len(found.outside)} file(s) directly under dicom/, not in a patient folder, ignored: "
+                  f"{', '.join(found.outside[:5])}")
+        log.warning("%s", detail)
+        warnings.append({"patient_folder": "", "series_uid": "", "kind": "files_outside_patient_folders", "detail": detail})
+    series = pd.DataFrame([g.row() for g in found.groups.values()], columns=list(SERIES_COLUMNS))
+    if len(series):
+        series = series.sort_values(["patient_folder", "series_uid"], kind="stable").reset_index(drop=True)
+    return ScanResult(series, pd.DataFrame(found.objects, columns=_OBJECT_COLUMNS),
+                      pd.DataFrame(found.unreadable, columns=["path", "reason"]),
+                      pd.DataFrame(found.skipped, columns=["path", "reason"]), pd.DataFrame(warnings, columns=_WARNING_COLUMNS))
+
+
+@dataclass
+class _Series:
+    """One CT series being collected by :func:`scan_tree`: the header tags of its first file, its files."""
+
+    patient: str
+    uid: str
+    derived: bool
+    ds: Any
+    files: list[str]
+
+    def row(self) -> dict[str, Any]:
+        ds = self.ds
+        return {
+            "folder": os.path.commonpath([str(Path(f).parent) for f in self.files]),
+            "patient_folder": self.patient, "patient_id": _text(ds, "PatientID"),
+            "study_uid": _text(ds, "StudyInstanceUID"), "series_uid": self.uid, "series_uid_derived": self.derived,
+            "sop_class": _text(ds, "SOPClassUID"), "institution": _text(ds, "InstitutionName"),
+            "manufacturer": _text(ds, "Manufacturer"), "model_name": _text(ds, "ManufacturerModelName"),
+            "kvp": _number(ds, "KVP"), "slice_thickness_mm": _number(ds, "SliceThickness"),
+            "convolution_kernel": _text(ds, "ConvolutionKernel"), "series_description": _text(ds, "SeriesDescription"),
+            "study_date": _text(ds, "StudyDate"), "modality": _text(ds, "Modality"),
+            "n_files": len(self.files), "files": tuple(self.files),
+        }
+
+
+@dataclass
+class _Found:
+    """What :func:`scan_tree` has seen so far, file by file."""
+
+    groups: dict[tuple[str, str], _Series] = field(default_factory=dict)
+    objects: list[dict[str, str]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    tag_ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    outside: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, patient: str, accept_derived: bool) -> None:
+        """Sort one file: skipped, unreadable, a non-candidate object, or a slice of a series."""
         kind, ds, why = sniff(path)
-        if kind == "other":
-            skipped.append({"path": str(path.resolve()), "reason": why})
-            continue
-        if kind == "unreadable":
-            bad.append({"path": str(path.resolve()), "reason": why})
-            continue
+        where = str(path.resolve())
+        if kind != "dicom":
+            (self.skipped if kind == "other" else self.unreadable).append({"path": where, "reason": why})
+            return
         reason = image_candidate_reason(ds, accept_derived)
         if reason:
-            objects.append({"path": str(path.resolve()), "patient_folder": patient,
-                            "sop_class": _text(ds, "SOPClassUID"), "series_uid": _text(ds, "SeriesInstanceUID"),
-                            "referenced_series_uid": _referenced_series(ds), "reason": reason})
-            continue
+            self.objects.append({"path": where, "patient_folder": patient, "sop_class": _text(ds, "SOPClassUID"),
+                                 "series_uid": _text(ds, "SeriesInstanceUID"),
+                                 "referenced_series_uid": _referenced_series(ds), "reason": reason})
+            return
         uid = _text(ds, "SeriesInstanceUID")
         derived = not uid
         if derived:
             uid = _derived_series_id(path.parent, ds)
-        tag_ids[patient].add(_text(ds, "PatientID"))
-        key = (patient, uid)
-        if key in groups:
-            groups[key]["files"].append(str(path.resolve()))
-            continue
-        groups[key] = {
-            "folder": "",
-            "patient_folder": patient,
-            "patient_id": _text(ds, "PatientID"),
-            "study_uid": _text(ds, "StudyInstanceUID"),
-            "series_uid": uid,
-            "series_uid_derived": derived,
-            "sop_class": _text(ds, "SOPClassUID"),
-            "institution": _text(ds, "InstitutionName"),
-            "manufacturer": _text(ds, "Manufacturer"),
-            "model_name": _text(ds, "ManufacturerModelName"),
-            "kvp": _number(ds, "KVP"),
-            "slice_thickness_mm": _number(ds, "SliceThickness"),
-            "convolution_kernel": _text(ds, "ConvolutionKernel"),
-            "series_description": _text(ds, "SeriesDescription"),
-            "study_date": _text(ds, "StudyDate"),
-            "modality": _text(ds, "Modality"),
-            "files": [str(path.resolve())],
-        }
+        self.tag_ids[patient].add(_text(ds, "PatientID"))
+        if (patient, uid) in self.groups:
+            self.groups[(patient, uid)].files.append(where)
+            return
+        self.groups[(patient, uid)] = _Series(patient, uid, derived, ds, [where])
         if derived:
-            warnings.append({"patient_folder": patient, "series_uid": uid, "kind": "series_uid_derived",
-                             "detail": f"{path.parent}: SeriesInstanceUID blank; series id {uid} derived from the folder, orientation and slice thickness"})
-    for g in groups.values():
-        g["files"] = tuple(g["files"])
-        g["n_files"] = len(g["files"])
-        g["folder"] = os.path.commonpath([str(Path(f).parent) for f in g["files"]])
-    for folder, items in pd.DataFrame(skipped, columns=["path", "reason"]).groupby(
-            lambda i: str(Path(skipped[i]["path"]).parent)) if skipped else []:
-        names = [Path(p).name for p in items["path"]]
-        patient = _patient_folder(folder, root) if patient_level else ""
+            self.warnings.append({"patient_folder": patient, "series_uid": uid, "kind": "series_uid_derived",
+                                  "detail": f"{path.parent}: SeriesInstanceUID blank; series id {uid} derived from "
+                                            "the folder, orientation and slice thickness"})
+
+
+def _skipped_warnings(skipped: list[dict[str, str]], root: Path, patient_level: bool) -> list[dict[str, str]]:
+    """One warning per folder that held non-DICOM files (also logged)."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for item in skipped:
+        by_folder[str(Path(item["path"]).parent)].append(Path(item["path"]).name)
+    out = []
+    for folder, names in sorted(by_folder.items()):
         detail = f"{folder}: skipped {len(names)} non-DICOM file(s): {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
         log.warning("%s", detail)
-        warnings.append({"patient_folder": patient, "series_uid": "", "kind": "non_dicom_files", "detail": detail})
-    for obj in objects:
-        warnings.append({"patient_folder": obj["patient_folder"], "series_uid": obj["series_uid"],
-                         "kind": "not_image_candidates", "detail": f"{obj['path']}: {obj['reason']}"})
+        out.append({"patient_folder": _patient_folder(folder, root) if patient_level else "", "series_uid": "",
+                    "kind": "non_dicom_files", "detail": detail})
+    return out
+
+
+def _patient_id_warnings(tag_ids: dict[str, set[str]]) -> list[dict[str, str]]:
+    """A blank PatientID, or one that differs from the patient folder: warnings, never exclusions."""
+    out = []
     for patient, ids in sorted(tag_ids.items()):
-        if not patient_level:
-            break
         if ids == {""}:
-            warnings.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_blank",
-                             "detail": f"PatientID blank in {patient}/; the patient is the folder name {patient!r}"})
-        elif ids - {patient}:
-            warnings.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_differs",
-                             "detail": f"PatientID {', '.join(sorted(repr(i) for i in ids - {patient}))} in folder {patient}/; the patient is the folder name"})
-    if outside:
-        detail = f"{root}: {len(outside)} file(s) directly under dicom/, not in a patient folder, ignored: {', '.join(outside[:5])}"
-        log.warning("%s", detail)
-        warnings.append({"patient_folder": "", "series_uid": "", "kind": "files_outside_patient_folders", "detail": detail})
-    if not groups:
-        result = ScanResult.empty()
-        return ScanResult(result.series, pd.DataFrame(objects, columns=_OBJECT_COLUMNS), pd.DataFrame(bad, columns=["path", "reason"]),
-                          pd.DataFrame(skipped, columns=["path", "reason"]), pd.DataFrame(warnings, columns=_WARNING_COLUMNS))
-    series = pd.DataFrame(list(groups.values()), columns=list(SERIES_COLUMNS))
-    return ScanResult(
-        series=series.sort_values(["patient_folder", "series_uid"], kind="stable").reset_index(drop=True),
-        objects=pd.DataFrame(objects, columns=_OBJECT_COLUMNS),
-        unreadable=pd.DataFrame(bad, columns=["path", "reason"]),
-        skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
-        warnings=pd.DataFrame(warnings, columns=_WARNING_COLUMNS),
-    )
+            out.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_blank",
+                        "detail": f"PatientID blank in {patient}/; the patient is the folder name {patient!r}"})
+        elif ids - {patient, ""}:
+            others = ", ".join(sorted(repr(i) for i in ids - {patient, ""}))
+            out.append({"patient_folder": patient, "series_uid": "", "kind": "patient_id_differs",
+                        "detail": f"PatientID {others} in folder {patient}/; the patient is the folder name"})
+    return out
 
 
 def _patient_folder(path: str | Path, root: Path) -> str:
