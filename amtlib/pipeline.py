@@ -304,6 +304,8 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
     """Execute one notebook into ``run_dir/notebooks/``; return its duration in seconds."""
     import papermill as pm
 
+    from amtlib.kernel import IPCKernelManager
+
     out_nb = run_dir / "notebooks" / step.notebook.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -316,6 +318,7 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
             cwd=str(REPO_ROOT),
             progress_bar=False,
             report_mode=False,
+            kernel_manager_class=IPCKernelManager,  # local sockets: no "TCP without encryption" warning
         )
     except pm.PapermillExecutionError as exc:
         raise StepFailed(_failure_message(step, out_nb, exc)) from None
@@ -415,7 +418,10 @@ def run_pipeline(
             record["steps"][step.name] = entry
             write_json(run_dir / "run.json", record)
             try:
-                wall = execute_step(step, params, run_dir, kernel_name)
+                from amtlib.progress import relay  # the notebook's progress lines, live on the terminal and in run.log
+
+                with relay(run_dir / "progress.log", say):
+                    wall = execute_step(step, params, run_dir, kernel_name)
             except StepFailed:
                 entry.update(status="failed", ended=_now())
                 raise
