@@ -46,7 +46,9 @@ def save_figure(
     for fmt in formats:
         target = base.parent / f"{base.name}.{fmt}"
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            # no creation date in the file: a re-run with the same seeds writes the same bytes
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata={"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else None)
         out.append(target)
         if copy_to is not None:
             Path(copy_to).mkdir(parents=True, exist_ok=True)

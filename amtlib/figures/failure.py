@@ -30,11 +30,14 @@ def plot_feature_boxes(
     tests: pd.DataFrame | None = None,
     group_col: str = "group",
     order: Sequence[str] = ("bottom", "top"),
+    seed: int = 0,
 ) -> plt.Figure:
     """Box and strip plot of each feature by group, one panel per ``columns`` item (label -> column).
 
     The panel title carries the regenerated p-value from ``tests`` (column ``feature``) when given.
-    Missing values (failed extractions) are not drawn.
+    Missing values (failed extractions) are not drawn. The strip plot's horizontal jitter is drawn
+    from ``seed`` (seaborn draws it from numpy's global generator, whose state is restored after), so
+    the figure is byte-identical on a re-run.
     """
     import seaborn as sns
 
@@ -44,7 +47,12 @@ def plot_feature_boxes(
         data = features[[group_col, col]].dropna()
         kw = dict(data=data, x=group_col, y=col, order=list(order), hue=group_col, hue_order=list(order), palette=GROUP_PALETTE, legend=False, ax=ax)
         sns.boxplot(showfliers=False, width=0.55, boxprops={"alpha": 0.5}, **kw)
-        sns.stripplot(size=3.5, jitter=0.15, edgecolor="black", linewidth=0.3, **kw)
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            sns.stripplot(size=3.5, jitter=0.15, edgecolor="black", linewidth=0.3, **kw)
+        finally:
+            np.random.set_state(state)
         p = p_values.get(col)
         ax.set_title(label if p is None or p != p else f"{label}\np = {p:.3f}", fontsize=9)
         ax.set_xlabel("")

@@ -166,6 +166,27 @@ def _place_centre(labels: np.ndarray, spacing: tuple[float, float, float], rng: 
     return centre, {**facts, "placed": "prevascular"}
 
 
+def _lobulation(lobes: list, nzv: np.ndarray, nyv: np.ndarray, nxv: np.ndarray, inv: np.ndarray) -> np.ndarray | float:
+    """``sum(a * sin((k . n) * inv + ph))`` over ``lobes``, evaluated in place (one buffer, no temporaries).
+
+    The same floating-point operations in the same order as the plain expression, so bitwise equal
+    to it (issue 13: this sum was a quarter of the demo's synthesis time).
+    """
+    if not lobes:
+        return 0
+    lob = np.zeros(np.broadcast_shapes(nzv.shape, nyv.shape, nxv.shape, inv.shape), np.result_type(nzv, nyv, nxv, inv))
+    term = np.empty_like(lob)
+    for a, k, ph in lobes:
+        np.add(k[0] * nzv, k[1] * nyv, out=term)
+        term += k[2] * nxv
+        term *= inv
+        term += ph
+        np.sin(term, out=term)
+        term *= a
+        lob += term
+    return lob
+
+
 def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, angle, lobes: list, lobe_amp: float, edge_mm: float) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Partial-volume occupancy of a lobulated ellipsoid, averaged over 3 sub-slices per slice."""
     r_max = max(radii_mm) * (1 + lobe_amp) + 2 * edge_mm
@@ -187,7 +208,7 @@ def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, ang
         rho = np.sqrt(nzv**2 + nyv**2 + nxv**2)
         # lobulation depends on direction only (star-shaped outline): sinusoids of the unit vector
         inv = 1.0 / np.maximum(rho, 1e-6)
-        lob = sum(a * np.sin((k[0] * nzv + k[1] * nyv + k[2] * nxv) * inv + ph) for a, k, ph in lobes)
+        lob = _lobulation(lobes, nzv, nyv, nxv, inv)
         acc += np.clip(((1.0 + lobe_amp * lob) - rho) * r_mean / edge_mm + 0.5, 0.0, 1.0)
     return acc / 3.0, box
 
