@@ -189,3 +189,39 @@ def test_crosshair_fraction_hand_computed(tmp_path):
     assert crosshair_fraction(tmp_path / "m.nii.gz") == pytest.approx([(40 - 1 - 30 + 0.5) / 40, (20 - 1 - 5 + 0.5) / 20, 2.5 / 10])
     save_nifti(np.zeros((2, 2, 2), np.uint8), np.eye(4), tmp_path / "e.nii.gz")
     assert crosshair_fraction(tmp_path / "e.nii.gz") is None
+
+
+# ------------------------------------------------------------------------------------------- phantom
+def test_tumour_occupancy_equals_the_plain_expression_bitwise():
+    """The shell-only, in-place lobulation gives the very values of the plain full-box expression."""
+    from amtlib.phantom import render as R
+
+    def plain(shape, spacing, centre, radii_mm, angle, lobes, lobe_amp, edge_mm):
+        _, box = R._tumour_fraction(shape, spacing, centre, radii_mm, angle, [], lobe_amp, edge_mm)
+        lo = [s.start for s in box]
+        hi = [s.stop for s in box]
+        y = ((np.arange(lo[1], hi[1]) - centre[1]) * spacing[1])[None, :, None]
+        x = ((np.arange(lo[2], hi[2]) - centre[2]) * spacing[2])[None, None, :]
+        yr, xr = np.cos(angle) * y - np.sin(angle) * x, np.sin(angle) * y + np.cos(angle) * x
+        acc = np.zeros(tuple(h - l for l, h in zip(lo, hi)), np.float32)
+        for dz in (-1 / 3, 0.0, 1 / 3):
+            z = ((np.arange(lo[0], hi[0]) + dz - centre[0]) * spacing[0])[:, None, None]
+            nzv, nyv, nxv = z / radii_mm[0], yr / radii_mm[1], xr / radii_mm[2]
+            rho = np.sqrt(nzv**2 + nyv**2 + nxv**2)
+            inv = 1.0 / np.maximum(rho, 1e-6)
+            lob = sum(a * np.sin((k[0] * nzv + k[1] * nyv + k[2] * nxv) * inv + ph) for a, k, ph in lobes)
+            acc += np.clip(((1.0 + lobe_amp * lob) - rho) * float(np.mean(radii_mm)) / edge_mm + 0.5, 0.0, 1.0)
+        return acc / 3.0
+
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        spacing = (float(rng.choice([1.0, 2.5, 5.0])), 0.7, 0.7)
+        shape = (int(rng.integers(30, 60)), 90, 100)
+        centre = np.array([shape[0] / 2, 45 + rng.uniform(-5, 5), 50 + rng.uniform(-5, 5)])
+        radii = rng.uniform(6, 20, 3)
+        lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 2.2, 3), rng.uniform(0, 2 * np.pi)) for _ in range(4)]
+        args = (shape, spacing, centre, radii, rng.uniform(-0.4, 0.4), lobes, rng.uniform(0, 0.3), 0.7 * float(rng.choice([1.0, 2.5])))
+        got, _ = R._tumour_fraction(*args)
+        want = plain(*args)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert 0 < (got > 0).mean() < 1  # the box holds both the tumour and its outside
