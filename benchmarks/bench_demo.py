@@ -50,6 +50,36 @@ def model_step_s(config: dict, iters: int = 30, warmup: int = 5) -> float:
     return float(r["s_per_step"])
 
 
+def loop_speed(run_dir: Path, config: dict, iters: int) -> dict:
+    """Training-loop it/s on the run's training cases (no tuning evaluation), with and without prefetching.
+
+    The loop of :func:`amtlib.train.train` as the demo runs it, for ``iters`` iterations; the second
+    measurement replaces the background prefetcher by on-demand batches (the loop before issue 13).
+    """
+    import tempfile
+    import warnings
+
+    import amtlib.train as T
+    from amtlib.paths import RunPaths
+    from amtlib.prefetch import Prefetcher
+
+    P = RunPaths(run_dir)
+    cfg = T.TrainConfig.from_params({**config, "train_iterations": iters, "train_eval_every": iters})
+    data = T.prepare_data(P.manifest, P.split_csv, cfg, cache_dir=P.root / "03_train" / "cache")
+    out = {}
+    original = T.Prefetcher
+    try:
+        for name, factory in (("prefetch", original), ("no_prefetch", lambda fn, a, b: Prefetcher(fn, a, b, depth=0))):
+            T.Prefetcher = factory
+            with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = T.train(data.train, [], cfg, tmp, data.norm, resume=False, progress=False)
+            out[name] = float(r.log["iterations_per_s"].iloc[-1])
+    finally:
+        T.Prefetcher = original
+    return out
+
+
 def report(run_dir: Path, step_s: float, step_s_before: float | None = None, step_s_after: float | None = None) -> dict:
     """Per-step seconds and model-step equivalents of ``run_dir/run.json``; the training loop's it/s."""
     record = json.loads((run_dir / "run.json").read_text())
@@ -83,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default=None, help="report an existing run instead of running the demo")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     ap.add_argument("--iters", type=int, default=30, help="model steps timed before and after the run")
+    ap.add_argument("--loop-iters", type=int, default=60,
+                    help="iterations of the bare training loop timed after the run, with and without prefetching (0: skip)")
     args = ap.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
     for item in args.param:
@@ -103,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline wall time {time.perf_counter() - t0:.1f} s", flush=True)
         after = model_step_s(config, args.iters)
         print(f"model step (after): {after:.4f} s ({1 / after:.2f} it/s)", flush=True)
+    loop = {}
+    if args.loop_iters > 0 and (run_dir / "02_split" / "split.csv").is_file():
+        loop = loop_speed(run_dir, config, args.loop_iters)
+        print(f"bare training loop: {loop['prefetch']:.2f} it/s with prefetching, {loop['no_prefetch']:.2f} it/s without",
+              flush=True)
+        if after is None:
+            after = model_step_s(config, args.iters)
+            print(f"model step (after): {after:.4f} s ({1 / after:.2f} it/s)", flush=True)
     step_s = before if after is None else (before + after) / 2
     res = report(run_dir, step_s, before, after)
+    if loop:
+        res.update(loop_it_per_s_prefetch=round(loop["prefetch"], 2), loop_it_per_s_no_prefetch=round(loop["no_prefetch"], 2),
+                   loop_prefetch_vs_model_step=round(loop["prefetch"] * step_s, 3),
+                   loop_no_prefetch_vs_model_step=round(loop["no_prefetch"] * step_s, 3))
     res["overrides"] = args.param
     print(f"{'step':12s} {'seconds':>8s} {'model steps':>12s}")
     for r in res["steps"]:
