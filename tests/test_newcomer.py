@@ -225,3 +225,41 @@ def test_tumour_occupancy_equals_the_plain_expression_bitwise():
         want = plain(*args)
         assert got.dtype == want.dtype and np.array_equal(got, want)
         assert 0 < (got > 0).mean() < 1  # the box holds both the tumour and its outside
+
+
+# ----------------------------------------------------------------------------------------------- kernel
+def test_kernels_of_two_runs_never_share_sockets(tmp_path):
+    """Two runs started from one folder once met at kernel-ipc-N ("Invalid Signature")."""
+    from amtlib.kernel import MAX_PREFIX, IPCKernelManager, ipc_prefix
+
+    a, b = IPCKernelManager(), IPCKernelManager()
+    assert a.transport == "ipc" and a.ip != b.ip and os.path.isabs(a.ip) and len(a.ip) <= MAX_PREFIX
+    assert ipc_prefix(str(tmp_path / ("x" * 120))).startswith(tempfile_dir())
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def test_notebook_runs_in_an_ipc_kernel_without_the_tcp_warning(tmp_path):
+    import nbformat
+    import papermill as pm
+
+    from amtlib.kernel import IPCKernelManager
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ.get('AMT_PROGRESS_FILE'))")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    env_file = tmp_path / "p.log"
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, papermill as pm\nfrom amtlib.kernel import IPCKernelManager\n"
+         f"pm.execute_notebook({str(tmp_path / 'in.ipynb')!r}, {str(tmp_path / 'out.ipynb')!r}, kernel_name='python3', "
+         "progress_bar=False, kernel_manager_class=IPCKernelManager)\n"],
+        capture_output=True, text=True, env={**os.environ, "AMT_PROGRESS_FILE": str(env_file)}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "without encryption" not in r.stderr
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    assert "".join(out["cells"][0]["outputs"][0]["text"]).strip() == str(env_file)
