@@ -453,7 +453,8 @@ def build_cohort(
 
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(track(pool.map(_process_star, jobs, chunksize=max(1, len(jobs) // (4 * workers))),
+            # small chunks: results (and the progress line) arrive steadily, not in bursts of 1/8 of the cohort
+            results = list(track(pool.map(_process_star, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))),
                                  len(jobs), "cohort", "patient"))
     else:
         results = list(track(map(_process_star, jobs), len(jobs), "cohort", "patient"))

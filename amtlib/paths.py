@@ -42,11 +42,12 @@ STEP_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def resolve_run_dir(root: str | Path) -> Path:
-    """Absolute run folder: a relative ``root`` (``runs/demo``) is taken from the project root when the
-    package runs from a checkout, so a notebook opened in JupyterLab from ``notebooks/`` finds the same
-    run as ``amt run`` (whose kernels start in the project root); else from the working directory."""
-    p = Path(root).expanduser()
+def project_path(path: str | Path) -> Path:
+    """Absolute path: a relative ``path`` (the run folder ``runs/demo``, the figures folder ``figures``)
+    is taken from the project root when the package runs from a checkout, so a notebook opened in
+    JupyterLab from ``notebooks/`` reads and writes where ``amt run`` (whose kernels start in the
+    project root) does; else from the working directory."""
+    p = Path(path).expanduser()
     if not p.is_absolute() and (PROJECT_ROOT / "notebooks").is_dir():
         p = PROJECT_ROOT / p
     return p.resolve()
@@ -57,13 +58,13 @@ class RunPaths:
     """Conventional artifact paths inside one run folder ``root``.
 
     Nothing is created on construction; call :meth:`step` to get (and create) a step folder. A
-    relative ``root`` is resolved by :func:`resolve_run_dir`.
+    relative ``root`` is resolved by :func:`project_path`.
     """
 
     root: Path
 
     def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", resolve_run_dir(root))
+        object.__setattr__(self, "root", project_path(root))
 
     def step(self, name: str, create: bool = True) -> Path:
         """Folder of step ``name`` (e.g. ``"03_train"``), created when ``create``.

@@ -127,6 +127,21 @@ def test_relative_run_dir_is_taken_from_the_project_root(monkeypatch, tmp_path):
     assert paths.RunPaths(tmp_path / "r").root == (tmp_path / "r").resolve()
 
 
+def test_figure_copies_go_to_the_project_figures_folder_from_any_working_directory(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from amtlib.figures import save_figure
+
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "project")
+    (tmp_path / "project" / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project" / "notebooks")
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "run" / "f", formats=("png",), copy_to="figures")
+    plt.close(fig)
+    assert (tmp_path / "project" / "figures" / "f.png").is_file()
+    assert not (tmp_path / "project" / "notebooks" / "figures").exists()
+
+
 def test_step_folder_is_not_created_before_its_inputs_exist(tmp_path):
     P = paths.RunPaths(tmp_path / "run")
     with pytest.raises(ValueError, match=r"manifest.csv: not found, so step 04_evaluate cannot run.*01_cohort, 02_split"):

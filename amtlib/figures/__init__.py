@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from amtlib.io import atomic_path  # noqa: E402
+from amtlib.paths import project_path  # noqa: E402
 
 #: Mediastinal window (level, width) in HU used for all CT displays.
 MEDIASTINAL_WINDOW: tuple[float, float] = (40.0, 400.0)
@@ -51,8 +52,9 @@ def save_figure(
                         metadata={"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else None)
         out.append(target)
         if copy_to is not None:
-            Path(copy_to).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(target, Path(copy_to) / target.name)
+            copy_dir = project_path(copy_to)  # "figures" is the project's figures/, also from a notebook in Lab
+            copy_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(target, copy_dir / target.name)
     return out
 
 
