@@ -36,7 +36,8 @@ def ipc_prefix(folder: str | None = None) -> str:
 
 
 class IPCKernelManager(AsyncKernelManager):
-    """nbclient's default kernel manager with ``transport = "ipc"`` and a unique socket prefix (POSIX)."""
+    """nbclient's default kernel manager with ``transport = "ipc"``, a unique socket prefix (POSIX) and
+    no interrupt before the shutdown request."""
 
     @default("transport")
     def _transport_default(self) -> str:
@@ -45,3 +46,11 @@ class IPCKernelManager(AsyncKernelManager):
     @default("ip")
     def _ip_default(self) -> str:
         return ipc_prefix() if self.transport == "ipc" else "127.0.0.1"
+
+    async def _async_interrupt_kernel(self) -> None:
+        # jupyter_client sends SIGINT before every shutdown request; the pipeline's kernel has finished
+        # its cells by then, and a SIGINT that lands inside a message handler only logs a spurious
+        # "KeyboardInterrupt caught in kernel". Interrupts at other times (timeouts) still go through.
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()

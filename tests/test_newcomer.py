@@ -252,6 +252,24 @@ def test_kernels_of_two_runs_never_share_sockets(tmp_path):
     assert ipc_prefix(str(tmp_path / ("x" * 120))).startswith(tempfile_dir())
 
 
+def test_no_interrupt_is_sent_at_shutdown(monkeypatch):
+    import asyncio
+
+    from amtlib.kernel import IPCKernelManager
+
+    sent = []
+    km = IPCKernelManager()
+    monkeypatch.setattr(km, "_async_signal_kernel", lambda signum: sent.append(signum) or asyncio.sleep(0))
+    monkeypatch.setattr(type(km), "has_kernel", property(lambda self: True))
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())
+    assert sent == []
+    km.shutting_down = False
+    km._kernel_spec = type("Spec", (), {"interrupt_mode": "signal"})()
+    asyncio.run(km._async_interrupt_kernel())
+    assert sent == [2]
+
+
 def tempfile_dir() -> str:
     import tempfile
 
