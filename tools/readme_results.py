@@ -45,12 +45,22 @@ def timing_block(run: Path) -> str:
     lines = [f"`make demo` on {record['device'].get('cpu_count')} CPU cores ({record['platform']['machine']}), "
              f"run of {record['started'][:10]} (`runs/{run.name}/run.json`):", "", *rows, ""]
     if bench:
-        lines.append(f"The demo model's optimisation step alone took {step_s:.3f} s on that machine during the run "
-                     f"(`benchmarks/bench_demo.py`, mean of before and after), so the pipeline took "
-                     f"{total / step_s:.0f} model steps; the training loop ran at {bench.get('train_loop_it_per_s', float('nan')):.2f} "
-                     f"it/s, {100 * bench.get('train_loop_vs_model_step', float('nan')):.0f}% of the model step's "
-                     f"{bench.get('model_step_it_per_s', float('nan')):.2f} it/s (tuning evaluations included). "
-                     "Machines of the same kind differ by 2x or more in absolute time; compare the model-step column.")
+        b, a = bench.get("model_step_s_before"), bench.get("model_step_s_after")
+        text = (f"The demo model's optimisation step alone (`benchmarks/bench_demo.py`, as `bench_train.py` times it) took "
+                f"{b:.3f} s before and {a:.3f} s after the run on that machine, so the pipeline took about "
+                f"{total / step_s:.0f} model steps. " if a else
+                f"The demo model's optimisation step alone took {step_s:.3f} s, so the pipeline took about {total / step_s:.0f} model steps. ")
+        text += f"Training ran at {bench.get('train_loop_it_per_s', float('nan')):.2f} it/s including its tuning evaluations"
+        if "loop_it_per_s_prefetch" in bench:
+            text += (f"; the bare training loop on the run's cases ran at {bench['loop_it_per_s_prefetch']:.2f} it/s with batches "
+                     f"prefetched in a thread and {bench['loop_it_per_s_no_prefetch']:.2f} it/s with batches made between "
+                     "model steps (the loop before issue 13), measured in one process minutes apart")
+        text += ". "
+        if a and b and max(a, b) > 1.25 * min(a, b):
+            text += ("The two model-step measurements differ by more than 25%: the machine was busy during the run, so the "
+                     "model-step column is only indicative. ")
+        text += "Machines of the same kind differ by 2x or more in absolute time."
+        lines.append(text)
     return "\n".join(lines)
 
 
