@@ -21,7 +21,7 @@ STAMP := $(VENV)/.amt-stamp
 help:
 	@echo "make demo   - set up and execute all notebooks on the demo cohort (runs/demo/, figures/)"
 	@echo "make test   - set up and run the test suite (includes a smoke run of the pipeline)"
-	@echo "make lab    - open the notebooks in JupyterLab"
+	@echo "make lab    - open the notebooks (and the executed copies under runs/) in JupyterLab"
 	@echo "make bench  - run the benchmark scripts (minutes; not part of the tests)"
 
 $(STAMP): pyproject.toml
@@ -46,8 +46,10 @@ test: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/amt run --config configs/smoke.yaml --out runs/smoke
 
+# Lab serves the project root (so runs/<name>/notebooks/, the executed copies, are in its file browser)
+# and opens on notebooks/; a notebook's relative run_dir ("runs/demo") resolves against the project root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -478,11 +478,15 @@ def build_cohort(
         ranked["_annotations"] = [tuple(annotations.get(uid, ())) for uid in ranked["series_uid"]]
         jobs.append((patient.to_dict(), ranked.to_dict("records"), raw_dir, out_dir, unreadable_files, options))
 
+    from amtlib.progress import track  # cases done and ETA, as plain lines under papermill
+
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_process_star, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+            # small chunks: results (and the progress line) arrive steadily, not in bursts of 1/8 of the cohort
+            results = list(track(pool.map(_process_star, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))),
+                                 len(jobs), "cohort", "patient"))
     else:
-        results = [_process_star(j) for j in jobs]
+        results = list(track(map(_process_star, jobs), len(jobs), "cohort", "patient"))
     rows, sources = [], {}
     for job, res in zip(jobs, results):
         pid = job[0]["patient_id"]

@@ -186,7 +186,7 @@ def evaluate_cases(
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
     order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
     """
-    from tqdm.auto import tqdm
+    from amtlib.progress import Progress
 
     thr = lesions.iou_thresholds(thresholds)
     options = {"thresholds": thr, "min_pred_voxels": int(min_pred_voxels), "connectivity": int(connectivity),
@@ -197,7 +197,7 @@ def evaluate_cases(
         if pred_path is None:
             warnings.warn(f"case {cid}: no prediction; scored as an empty prediction", stacklevel=2)
     results: list[tuple[dict, dict]] = []
-    with tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress) as bar:
+    with Progress(len(jobs), "evaluate", unit="case", enabled=progress) as bar:
         if workers <= 1:
             for job in jobs:
                 results.append(_evaluate_one(*job, options))

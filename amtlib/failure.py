@@ -360,10 +360,10 @@ def analyse_cases(
     progress: bool = True,
 ) -> pd.DataFrame:
     """:func:`analyse_case` for each case id (read one at a time with ``load``), one row per case."""
-    from tqdm import tqdm
+    from amtlib.progress import track
 
     ids = [str(c) for c in case_ids]
-    rows = [analyse_case(load(c), min_fraction, ring_mm) for c in tqdm(ids, desc="failure cases", unit="case", disable=not progress)]
+    rows = [analyse_case(load(c), min_fraction, ring_mm) for c in track(ids, desc="failure cases", unit="case", enabled=progress)]
     return pd.DataFrame(rows, columns=list(ANALYSIS_COLUMNS))
 
 

@@ -130,9 +130,9 @@ def predict_cases(
     rows = []
     it = cases
     if progress:
-        from tqdm.auto import tqdm
+        from amtlib.progress import track
 
-        it = tqdm(cases, desc="predict", leave=False)
+        it = track(cases, desc="predict", unit="case")
     for case in it:
         prob = predict_probability(model, norm.apply(case.image_hu), meta["patch"], device, float(meta.get("sw_overlap", 0.25)),
                                    sw_batch_size, norm.pad_value, amp)

@@ -38,24 +38,57 @@ STEPS: tuple[str, ...] = (
 #: Per-step file of lines for the terminal (see the module docstring).
 NOTICES = "notices.txt"
 
+#: The project checkout (the folder above the package, holding ``notebooks/`` and ``runs/``).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Inputs a step needs from earlier steps (checked by :meth:`RunPaths.step` before it creates anything).
+STEP_INPUTS: dict[str, tuple[str, ...]] = {
+    "02_split": ("manifest", "cohort_flow"),
+    "03_train": ("manifest", "split_csv"),
+    "04_evaluate": ("manifest", "split_csv", "predictions_dir"),
+    "05_froc": ("manifest", "split_csv", "predictions_dir"),
+    "06_failure": ("manifest", "split_csv", "predictions_dir", "per_case"),
+}
+
+
+def project_path(path: str | Path) -> Path:
+    """Absolute path: a relative ``path`` (the run folder ``runs/demo``, the figures folder ``figures``)
+    is taken from the project root when the package runs from a checkout, so a notebook opened in
+    JupyterLab from ``notebooks/`` reads and writes where ``amt run`` (whose kernels start in the
+    project root) does; else from the working directory."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and (PROJECT_ROOT / "notebooks").is_dir():
+        p = PROJECT_ROOT / p
+    return p.resolve()
+
 
 @dataclass(frozen=True)
 class RunPaths:
     """Conventional artifact paths inside one run folder ``root``.
 
-    Nothing is created on construction; call :meth:`step` to get (and create) a step folder.
+    Nothing is created on construction; call :meth:`step` to get (and create) a step folder. A
+    relative ``root`` is resolved by :func:`project_path`.
     """
 
     root: Path
 
     def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root).resolve())
+        object.__setattr__(self, "root", project_path(root))
 
     def step(self, name: str, create: bool = True) -> Path:
-        """Folder of step ``name`` (e.g. ``"03_train"``), created when ``create``."""
+        """Folder of step ``name`` (e.g. ``"03_train"``), created when ``create``.
+
+        Before creating it, the inputs the step needs from earlier steps (:data:`STEP_INPUTS`) must
+        exist; else ``ValueError`` names the missing file, the run folder and the steps to run first.
+        """
         if name not in STEPS:
             raise ValueError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
         d = self.root / name
+        missing = [getattr(self, key) for key in STEP_INPUTS.get(name, ()) if not getattr(self, key).exists()]
+        if create and missing:
+            earlier = sorted({p.relative_to(self.root).parts[0] for p in missing})
+            raise ValueError(f"{missing[0]}: not found, so step {name} cannot run on the run folder {self.root}; "
+                             f"run the earlier step(s) {', '.join(earlier)} on this run folder first (amt run --to "
+                             f"{earlier[-1]}), or set run_dir to a run folder that has them")
         if create:
             d.mkdir(parents=True, exist_ok=True)
         return d

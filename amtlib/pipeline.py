@@ -384,6 +384,8 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
     """
     import papermill as pm
 
+    from amtlib.kernel import IPCKernelManager
+
     out_nb = run_dir / "notebooks" / step.notebook.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     partial = out_nb.with_name(f".{step.name}.running.ipynb")
@@ -400,6 +402,7 @@ def execute_step(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_na
                 cwd=str(REPO_ROOT),
                 progress_bar=False,
                 report_mode=False,
+                kernel_manager_class=IPCKernelManager,  # local sockets: no "TCP without encryption" warning
             )
     except pm.PapermillExecutionError as exc:
         if exc.ename == "KeyboardInterrupt":
@@ -610,7 +613,10 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
             notices = run_dir / step.name / NOTICES
             notices.unlink(missing_ok=True)
             try:
-                wall = execute_step(step, params, run_dir, kernel_name, rerun_command(step, config_path, run_dir, overrides))
+                from amtlib.progress import relay  # the notebook's progress lines, live on the terminal and in run.log
+
+                with relay(run_dir / "progress.log", say):
+                    wall = execute_step(step, params, run_dir, kernel_name, rerun_command(step, config_path, run_dir, overrides))
             finally:
                 _show_notices(notices, entry, lambda m: say(f"[{k}/{len(chosen)}] {step.name}: {m}"))
             entry.update(status="ok", ended=_now(), wall_s=round(wall, 2),

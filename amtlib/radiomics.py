@@ -168,18 +168,18 @@ def extract_features(cases: pd.DataFrame, params: Params, workers: int = 1, prog
     Failed cases stay in both frames with NaN features and their reason. Other columns of ``cases``
     (``group``, ``dice``) are carried into ``features``.
     """
-    from tqdm import tqdm
+    from amtlib.progress import track
 
     need = {"case_id", "image_path", "mask_path"}
     if not need <= set(cases.columns):
         raise ValueError(f"cases need columns {sorted(need)}; missing {sorted(need - set(cases.columns))}")
     jobs = [(str(r.case_id), str(r.image_path), str(r.mask_path), params) for r in cases.itertuples(index=False)]
-    bar = dict(total=len(jobs), desc="radiomics", unit="case", disable=not progress)
+    bar = dict(total=len(jobs), desc="radiomics", unit="case", enabled=progress)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(_extract_row, jobs), **bar))
+            results = list(track(pool.map(_extract_row, jobs), **bar))
     else:
-        results = [_extract_row(job) for job in tqdm(jobs, **bar)]
+        results = [_extract_row(job) for job in track(jobs, **bar)]
     table = pd.DataFrame(results)
     feature_cols = [c for c in table.columns if c.startswith("original_")]
     diag_cols = [c for c in table.columns if c.startswith("diagnostics_")]

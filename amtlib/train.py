@@ -32,7 +32,6 @@ import math
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -48,6 +47,7 @@ from amtlib.metrics import dice
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
+from amtlib.prefetch import Prefetcher
 from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
 
 log = logging.getLogger(__name__)
@@ -381,22 +381,16 @@ def train(
 
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
+        from amtlib.progress import Progress  # a bar in a terminal, plain lines in a notebook and run.log
 
-        bar = tqdm(total=cfg.iterations, initial=start, desc="train", dynamic_ncols=True)
+        bar = Progress(cfg.iterations, "train", initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + int(stop_after))
     t_run, it_run = time.perf_counter(), 0
-    # on a GPU the next batch is cropped and augmented in a thread while this one trains (batches are pure
+    # the next batches are cropped and augmented in a thread while this one trains (batches are pure
     # functions of the iteration, so this changes nothing but speed)
-    pool = ThreadPoolExecutor(max_workers=1) if device.type == "cuda" else None
-    pending = pool.submit(sampler.batch, start) if pool is not None and start < end else None
+    batches = Prefetcher(sampler.batch, start, end)
     model.train()
-    for it in range(start, end):
-        if pending is not None:
-            x, y, ids = pending.result()
-            pending = pool.submit(sampler.batch, it + 1) if it + 1 < end else None
-        else:
-            x, y, ids = sampler.batch(it)
+    for it, (x, y, ids) in zip(range(start, end), batches):
         x, y = x.to(memory_format=torch.channels_last_3d), y.to(memory_format=torch.channels_last_3d)
         opt.zero_grad(set_to_none=True)
         with autocast(device, cfg.amp):
@@ -437,8 +431,7 @@ def train(
                 torch.distributed.barrier()
         if evaluate or done == end or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
             checkpoint(done)
-    if pool is not None:
-        pool.shutdown(wait=True)
+    batches.close()
     if bar is not None:
         bar.close()
     if writer is not None:

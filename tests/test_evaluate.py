@@ -182,7 +182,7 @@ def test_run_cases_reads_manifest_split_and_predictions(tmp_path):
     for c in ("001", "002", "003"):
         write(P.masks_dir, c, block())
     write(P.predictions_dir, "001", block())
-    P.step("02_split")
+    P.split_csv.parent.mkdir(parents=True)
     pd.DataFrame({"case_id": ["001", "002", "003"], "mask_path": [f"masks/{c}.nii.gz" for c in ("001", "002", "003")],
                   "manufacturer": ["SIEMENS", "TOSHIBA", "GE"], "histology": ["thymoma"] * 3, "split": [""] * 3}
                  ).to_csv(P.manifest, index=False)

@@ -430,9 +430,17 @@ def test_viewer_layers_and_errors(run_dir, monkeypatch):
     table = _table(run_dir)
     case_id = table["case_id"].iloc[0]
     pytest.importorskip("ipyniivue")
-    nv = viewer.view_table_case(table, case_id)
-    assert [v.colormap for v in nv.volumes] == ["gray", "warm", "blue", "random"]
+    box = viewer.view_table_case(table, case_id)
+    nv = box.niivue
+    assert len(nv.volumes) == 3  # CT, prediction, reference: anatomy off by default
     assert (nv.volumes[0].cal_min, nv.volumes[0].cal_max) == (-160.0, 240.0)
+    lut = nv.volumes[2].colormap_label  # reference drawn last, in the figures' orange
+    assert [int(v) for v in lut.lut[4:8]] == [255, 140, 0, 255]
+    assert "reference" in box.children[0].value and "prediction" in box.children[0].value
+    frac = viewer.crosshair_fraction(table.loc[table["case_id"] == case_id, "mask_path"].iloc[0])
+    assert nv.scene.crosshair_pos == frac and frac != [0.5, 0.5, 0.5]
+    with_anatomy = viewer.view_table_case(table, case_id, show_anatomy=True, legend=False)
+    assert len(with_anatomy.volumes) == (4 if table["anatomy_path"].notna().any() else 3) if "anatomy_path" in table else True
     with pytest.raises(ValueError, match="missing.nii.gz: file not found"):
         viewer.view_case(run_dir / "missing.nii.gz")
     with pytest.raises(ValueError, match="not in the evaluation table"):

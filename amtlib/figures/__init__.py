@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from amtlib.io import atomic_path, copy_file  # noqa: E402
+from amtlib.paths import project_path  # noqa: E402
 
 #: savefig metadata that leaves out the creation date (PNG carries none by default).
 _NO_DATE = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "ps": {"CreationDate": None}}
@@ -52,7 +53,7 @@ def save_figure(
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_NO_DATE.get(fmt))
         out.append(target)
         if copy_to is not None:
-            copy_file(target, Path(copy_to) / target.name)
+            copy_file(target, project_path(copy_to) / target.name)  # "figures": the project's, also from Lab
     return out
 
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from amtlib.dicomio import write_ct_series
 from amtlib.io import atomic_path, save_nifti, write_csv, write_text
+from amtlib.progress import track
 from amtlib.phantom.backgrounds import (
     AIRWAY_CODES, BONE_CODES, CAVITY, HEART, LABELS, SOFT_TISSUE, TUMOUR_ALLOWED, VESSEL_CODES, Background,
     load_background, procedural_background,
@@ -234,9 +235,9 @@ def synthesize_cohort(
     if workers > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(pool.map(_make_patient, tasks, chunksize=2))
+            results = list(track(pool.map(_make_patient, tasks, chunksize=2), len(tasks), "synthesis", "patient"))
     else:
-        results = [_make_patient(t) for t in tasks]
+        results = list(track(map(_make_patient, tasks), len(tasks), "synthesis", "patient"))
     series = pd.DataFrame([r for rows in results for r in rows])
     clinical = design[list(CLINICAL_COLUMNS)]
     write_csv(out / "clinical.csv", clinical)

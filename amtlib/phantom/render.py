@@ -167,6 +167,36 @@ def _place_centre(labels: np.ndarray, spacing: tuple[float, float, float], rng: 
     return centre, {**facts, "placed": "prevascular"}
 
 
+def _lobulation(lobes: list, nzv: np.ndarray, nyv: np.ndarray, nxv: np.ndarray, inv: np.ndarray,
+                where: np.ndarray | None = None) -> np.ndarray | float:
+    """``sum(a * sin((k . n) * inv + ph))`` over ``lobes``, evaluated in place (no temporaries).
+
+    With ``where`` (a boolean array of the broadcast shape) only those voxels are computed, the others
+    are 0. The same floating-point operations in the same order as the plain expression, so bitwise
+    equal to it where computed (issue 13: this sum was a quarter of the demo's synthesis time).
+    """
+    if not lobes:
+        return 0
+    shape = np.broadcast_shapes(nzv.shape, nyv.shape, nxv.shape, inv.shape)
+    dtype = np.result_type(nzv, nyv, nxv, inv)
+    if where is not None:
+        out = np.zeros(shape, dtype)
+        parts = [np.broadcast_to(v, shape)[where] for v in (nzv, nyv, nxv, inv)]
+        out[where] = _lobulation(lobes, *parts)
+        return out
+    lob = np.zeros(shape, dtype)
+    term = np.empty_like(lob)
+    for a, k, ph in lobes:
+        np.add(k[0] * nzv, k[1] * nyv, out=term)
+        term += k[2] * nxv
+        term *= inv
+        term += ph
+        np.sin(term, out=term)
+        term *= a
+        lob += term
+    return lob
+
+
 def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, angle, lobes: list, lobe_amp: float, edge_mm: float) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Partial-volume occupancy of a lobulated ellipsoid, averaged over 3 sub-slices per slice."""
     r_max = max(radii_mm) * (1 + lobe_amp) + 2 * edge_mm
@@ -181,6 +211,9 @@ def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, ang
     yr, xr = ca * y - sa * x, sa * y + ca * x
     bshape = (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])
     r_mean = float(np.mean(radii_mm))
+    # Where |rho - 1| exceeds the largest lobulation plus the edge ramp, the clipped occupancy is 0 or 1
+    # whatever the lobulation: it is computed only in the shell between (same values, less work).
+    reach = lobe_amp * sum(abs(float(a)) for a, _, _ in lobes) + 0.5 * edge_mm / r_mean + 1e-6
     acc = np.zeros(bshape, np.float32)
     for dz in (-1 / 3, 0.0, 1 / 3):
         z = ((np.arange(lo[0], hi[0]) + dz - centre[0]) * spacing[0])[:, None, None]
@@ -188,7 +221,7 @@ def _tumour_fraction(shape: tuple[int, int, int], spacing, centre, radii_mm, ang
         rho = np.sqrt(nzv**2 + nyv**2 + nxv**2)
         # lobulation depends on direction only (star-shaped outline): sinusoids of the unit vector
         inv = 1.0 / np.maximum(rho, 1e-6)
-        lob = sum(a * np.sin((k[0] * nzv + k[1] * nyv + k[2] * nxv) * inv + ph) for a, k, ph in lobes)
+        lob = _lobulation(lobes, nzv, nyv, nxv, inv, where=np.abs(rho - 1.0) < reach)
         acc += np.clip(((1.0 + lobe_amp * lob) - rho) * r_mean / edge_mm + 0.5, 0.0, 1.0)
     return acc / 3.0, box
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Strip what JupyterLab adds to a tracked notebook: outputs, execution counts, cell metadata other
+than ``tags``, and notebook metadata other than the kernelspec (``make test`` checks they are clean).
+
+Usage: python tools/nbclean.py notebooks/*.ipynb        (rewrites only notebooks that changed)
+       python tools/nbclean.py --check notebooks/*.ipynb (exit 1 and name the dirty ones)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
+
+
+def clean(nb: dict) -> dict:
+    """A copy of ``nb`` (nbformat 4 JSON) with only sources, ids and tags left."""
+    out = {**nb, "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k in KEEP_NOTEBOOK_METADATA}}
+    if "language_info" in out["metadata"]:
+        out["metadata"]["language_info"] = {"name": out["metadata"]["language_info"].get("name", "python")}
+    cells = []
+    for cell in nb.get("cells", []):
+        c = {**cell, "metadata": {k: v for k, v in cell.get("metadata", {}).items() if k == "tags"}}
+        if c.get("cell_type") == "code":
+            c["outputs"], c["execution_count"] = [], None
+        c.pop("attachments", None) if not c.get("attachments") else None
+        cells.append(c)
+    out["cells"] = cells
+    return out
+
+
+def dirty(path: Path) -> bool:
+    nb = json.loads(path.read_text())
+    return clean(nb) != nb
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    paths = [Path(a) for a in argv if a != "--check"]
+    if not paths:
+        print(__doc__, file=sys.stderr)
+        return 2
+    bad = [p for p in paths if dirty(p)]
+    if check:
+        for p in bad:
+            print(f"{p}: has outputs or Lab metadata; run `python tools/nbclean.py {p}`", file=sys.stderr)
+        return 1 if bad else 0
+    for p in bad:
+        p.write_text(json.dumps(clean(json.loads(p.read_text())), indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        print(f"cleaned {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
