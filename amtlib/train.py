@@ -303,6 +303,123 @@ def _tensorboard(out_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
+@dataclass
+class _Session:
+    """One training run's state, shared by the named parts of :func:`train`."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: Any
+    norm: Normalisation
+    data_id: str
+    start: int = 0
+    best: float = -math.inf
+    best_it: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_n: int = 0
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / "model.pt"
+
+
+def _start_session(train_cases: Sequence[CaseVolume], cfg: TrainConfig, out: Path, norm: Normalisation | None,
+                   data_id: str) -> _Session:
+    """The paper's model and optimiser (Adam, constant lr, betas), the AMP scaler and a fresh state."""
+    device = resolve_device(cfg.device, cfg.workers)
+    rank, world = _dist()
+    # channels-last is faster for 3D convolutions on both cuDNN and oneDNN (CPU)
+    model = build_model(cfg).to(device).to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and autocast_dtype(device) == torch.float16)
+    return _Session(cfg, out, device, rank, world, model, opt, scaler, norm or training_normalisation(train_cases), data_id)
+
+
+def _resume(s: _Session, resume: bool) -> dict[str, Any] | None:
+    """Continue ``checkpoints/last.pt`` when it is this run's (:func:`resume_state`), else start afresh
+    with a warning; either way a line for the terminal goes to ``notices.txt``. Returns the checkpoint."""
+    blob, why = resume_state(s.ckpt_path, s.model_path, s.cfg, s.data_id) if resume and s.ckpt_path.is_file() else (None, "")
+    if blob is None and s.rank == 0 and why:
+        text = f"{s.ckpt_path} not resumed: {why}; training starts afresh and replaces it"
+        warnings.warn(text, stacklevel=3)
+        add_notice(s.out, text)
+    if s.rank == 0 and (blob is None or int(blob["best_iteration"]) == 0) and s.model_path.is_file():
+        s.model_path.unlink()  # no model selected by this run yet: never leave another run's beside its log
+    if blob is None:
+        return None
+    s.model.load_state_dict(blob["model"])
+    s.opt.load_state_dict(blob["optimizer"])
+    if "scaler" in blob and s.scaler.is_enabled():
+        s.scaler.load_state_dict(blob["scaler"])
+    s.start, s.best, s.best_it = int(blob["iteration"]), float(blob["best_dice"]), int(blob["best_iteration"])
+    s.rows, s.loss_sum, s.loss_n = list(blob["log"]), float(blob["loss_sum"]), int(blob["loss_n"])
+    s.norm = Normalisation.from_dict(blob["norm"])
+    _set_rng_state(blob["rng"])
+    log.info("resumed from %s at iteration %d", s.ckpt_path, s.start)
+    if s.rank == 0:
+        add_notice(s.out, f"resumed from {s.ckpt_path} at iteration {s.start} of {s.cfg.iterations} (same settings and "
+                          f"data; selected so far: iteration {s.best_it}); train_resume=false trains afresh")
+    return blob
+
+
+def _step(s: _Session, net: torch.nn.Module, loss_fn: Callable[..., torch.Tensor], it: int, x: torch.Tensor,
+          y: torch.Tensor, ids: Sequence[str]) -> float:
+    """One optimisation step on one batch (Dice loss, Adam; mixed precision where enabled); the loss."""
+    x, y = x.to(memory_format=torch.channels_last_3d), y.to(memory_format=torch.channels_last_3d)
+    s.opt.zero_grad(set_to_none=True)
+    with autocast(s.device, s.cfg.amp):
+        logits = net(x)
+    loss = loss_fn(logits.float(), y.float())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"iteration {it}: loss is {loss.item()} for batch cases {ids}; "
+                                 "check those images for NaN/constant values or lower train_lr")
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.opt)
+    s.scaler.update()
+    value = float(loss.item())
+    s.loss_sum, s.loss_n = s.loss_sum + value, s.loss_n + 1
+    return value
+
+
+def _evaluate_and_select(s: _Session, done: int, tuning_cases: Sequence[CaseVolume], n_train: int, key: dict[str, Any],
+                         elapsed: float, it_run: int) -> dict[str, Any]:
+    """Tuning Dice at iteration ``done``; keep the model when it is the best so far (Methods: the model
+    with the best tuning Dice is evaluated); append and write the log rows. Rank 0 only."""
+    cfg = s.cfg
+    score = tuning_dice(s.model, tuning_cases, s.norm, cfg, s.device) if tuning_cases else -float(done)
+    is_best = score > s.best
+    if is_best:
+        s.best, s.best_it = score, done
+        save_checkpoint(s.model_path, {**_model_blob(s.model, cfg, s.norm, done, score), "resume_key": key})
+    s.rows.append({"iteration": done, "epoch": done * cfg.batch_size * s.world / n_train,
+                   "train_loss": s.loss_sum / max(s.loss_n, 1), "tuning_dice": score if tuning_cases else float("nan"),
+                   "best_tuning_dice": s.best if tuning_cases else float("nan"), "is_best": bool(is_best),
+                   "elapsed_s": elapsed, "iterations_per_s": it_run / elapsed if elapsed > 0 else float("nan")})
+    write_csv(s.out / "train_log.csv", pd.DataFrame(s.rows, columns=LOG_COLUMNS))
+    write_csv(s.out / "train_timing.csv", pd.DataFrame(s.rows, columns=TIMING_COLUMNS))
+    return s.rows[-1]
+
+
+def _checkpoint(s: _Session, done: int) -> None:
+    """Write ``checkpoints/last.pt``: everything a resumed run needs to continue bit for bit. Rank 0 only."""
+    if s.rank == 0:
+        save_checkpoint(s.ckpt_path, {
+            "format": CHECKPOINT_FORMAT, "model_config": s.cfg.model_config.to_dict(), "fingerprint": s.cfg.fingerprint(),
+            "model": s.model.state_dict(), "optimizer": s.opt.state_dict(), "scaler": s.scaler.state_dict(),
+            "iteration": done, "best_dice": s.best, "best_iteration": s.best_it, "log": s.rows, "loss_sum": s.loss_sum,
+            "loss_n": s.loss_n, "norm": s.norm.to_dict(), "rng": _rng_state(), "data": s.data_id})
+
+
 def train(
     train_cases: Sequence[CaseVolume],
     tuning_cases: Sequence[CaseVolume],
@@ -316,131 +433,76 @@ def train(
 ) -> TrainResult:
     """Train on ``train_cases``, select by tuning Dice, write ``model.pt``, ``checkpoints/last.pt``, the log.
 
-    ``norm`` defaults to the training cases' min-max range. With ``resume``, ``checkpoints/last.pt`` is
-    continued only when it was made under the same :meth:`TrainConfig.fingerprint` (every setting that
-    changes the result, ``iterations`` and ``eval_every`` included) and the same data, with its
-    selected ``model.pt`` in place (:func:`resume_state`); otherwise training starts afresh with a
-    warning, since a re-run step rewrites its own outputs. Either way a line for the terminal goes to
-    ``notices.txt``; a truncated checkpoint is an :class:`~amtlib.errors.AmtError`. ``stop_after``
-    ends this call after that many steps (as an interruption would; the checkpoint is written first).
-    Raises ``FloatingPointError`` naming the iteration and cases when the loss is not finite.
+    Paper: Model training. ``norm`` defaults to the training cases' min-max range. With ``resume``,
+    ``checkpoints/last.pt`` is continued only when it was made under the same
+    :meth:`TrainConfig.fingerprint` (every setting that changes the result, ``iterations`` and
+    ``eval_every`` included) and the same data, with its selected ``model.pt`` in place
+    (:func:`resume_state`); otherwise training starts afresh with a warning, since a re-run step
+    rewrites its own outputs. Either way a line for the terminal goes to ``notices.txt``; a truncated
+    checkpoint is an :class:`~amtlib.errors.AmtError`. ``stop_after`` ends this call after that many
+    steps (as an interruption would; the checkpoint is written first). Raises ``FloatingPointError``
+    naming the iteration and cases when the loss is not finite. The parts read top to bottom:
+    :func:`_start_session`, :func:`_resume`, then per iteration :func:`_step`, every ``eval_every``
+    :func:`_evaluate_and_select`, and :func:`_checkpoint`.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    model_path = out / "model.pt"
-    device = resolve_device(cfg.device, cfg.workers)
-    rank, world = _dist()
     warn_empty_masks(train_cases)
     if not tuning_cases:
         warnings.warn("no tuning cases: the model of the last evaluation is kept as model.pt", stacklevel=2)
-    norm = norm or training_normalisation(train_cases)
-    # channels-last is faster for 3D convolutions on both cuDNN and oneDNN (CPU)
-    model = build_model(cfg).to(device).to(memory_format=torch.channels_last_3d)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and autocast_dtype(device) == torch.float16)
-    loss_fn = DiceLoss(sigmoid=True, batch=cfg.dice_batch)
-    start, best, best_it, rows, loss_sum, loss_n = 0, -math.inf, 0, [], 0.0, 0
     data_id = data_fingerprint(train_cases, tuning_cases)
     key = {"fingerprint": cfg.fingerprint(), "data": data_id}
-    blob, why = resume_state(ckpt_path, model_path, cfg, data_id) if resume and ckpt_path.is_file() else (None, "")
-    if blob is None and rank == 0 and why:
-        text = f"{ckpt_path} not resumed: {why}; training starts afresh and replaces it"
-        warnings.warn(text, stacklevel=2)
-        add_notice(out, text)
-    if rank == 0 and (blob is None or int(blob["best_iteration"]) == 0) and model_path.is_file():
-        model_path.unlink()  # no model selected by this run yet: never leave another run's beside its log
-    if blob is not None:
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-        if "scaler" in blob and scaler.is_enabled():
-            scaler.load_state_dict(blob["scaler"])
-        start, best, best_it = int(blob["iteration"]), float(blob["best_dice"]), int(blob["best_iteration"])
-        rows, loss_sum, loss_n = list(blob["log"]), float(blob["loss_sum"]), int(blob["loss_n"])
-        norm = Normalisation.from_dict(blob["norm"])
-        _set_rng_state(blob["rng"])
-        log.info("resumed from %s at iteration %d", ckpt_path, start)
-        if rank == 0:
-            add_notice(out, f"resumed from {ckpt_path} at iteration {start} of {cfg.iterations} (same settings and "
-                            f"data; selected so far: iteration {best_it}); train_resume=false trains afresh")
-    if rank == 0:
-        write_json(out / "norm.json", {**norm.to_dict(), "source": "training split", "n_cases": len(train_cases)})
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = BatchSampler(train_cases, norm, cfg.patch, cfg.batch_size, cfg.augment, cfg.seed, device, rank, world)
-    writer = _tensorboard(out) if rank == 0 else None
-
-    def checkpoint(done: int) -> None:
-        if rank == 0:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "model_config": cfg.model_config.to_dict(), "fingerprint": cfg.fingerprint(),
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": done, "best_dice": best, "best_iteration": best_it, "log": rows, "loss_sum": loss_sum,
-                "loss_n": loss_n, "norm": norm.to_dict(), "rng": _rng_state(), "data": data_id})
-
+    s = _start_session(train_cases, cfg, out, norm, data_id)
+    blob = _resume(s, resume)
+    if s.rank == 0:
+        write_json(out / "norm.json", {**s.norm.to_dict(), "source": "training split", "n_cases": len(train_cases)})
+    net: torch.nn.Module = s.model
+    if s.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+    loss_fn = DiceLoss(sigmoid=True, batch=cfg.dice_batch)
+    sampler = BatchSampler(train_cases, s.norm, cfg.patch, cfg.batch_size, cfg.augment, cfg.seed, s.device, s.rank, s.world)
+    writer = _tensorboard(out) if s.rank == 0 else None
     bar = None
-    if progress and rank == 0:
+    if progress and s.rank == 0:
         from amtlib.progress import Progress  # a bar in a terminal, plain lines in a notebook and run.log
 
-        bar = Progress(cfg.iterations, "train", initial=start)
-    end = cfg.iterations if stop_after is None else min(cfg.iterations, start + int(stop_after))
+        bar = Progress(cfg.iterations, "train", initial=s.start)
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, s.start + int(stop_after))
     t_run, it_run = time.perf_counter(), 0
     # the next batches are cropped and augmented in a thread while this one trains (batches are pure
     # functions of the iteration, so this changes nothing but speed)
-    batches = Prefetcher(sampler.batch, start, end)
-    model.train()
-    for it, (x, y, ids) in zip(range(start, end), batches):
-        x, y = x.to(memory_format=torch.channels_last_3d), y.to(memory_format=torch.channels_last_3d)
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, cfg.amp):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y.float())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"iteration {it}: loss is {loss.item()} for batch cases {ids}; "
-                                     "check those images for NaN/constant values or lower train_lr")
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        loss_sum, loss_n, it_run, done = loss_sum + float(loss.item()), loss_n + 1, it_run + 1, it + 1
+    batches = Prefetcher(sampler.batch, s.start, end)
+    s.model.train()
+    for it, (x, y, ids) in zip(range(s.start, end), batches):
+        loss = _step(s, net, loss_fn, it, x, y, ids)
+        it_run, done = it_run + 1, it + 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", tuning_dice=f"{rows[-1]['tuning_dice']:.3f}" if rows else "-")
+            bar.set_postfix(loss=f"{loss:.3f}", tuning_dice=f"{s.rows[-1]['tuning_dice']:.3f}" if s.rows else "-")
         evaluate = done % cfg.eval_every == 0 or done == cfg.iterations
         if evaluate:
-            if rank == 0:
-                score = tuning_dice(model, tuning_cases, norm, cfg, device) if tuning_cases else -float(done)
-                is_best = score > best
-                if is_best:
-                    best, best_it = score, done
-                    save_checkpoint(model_path, {**_model_blob(model, cfg, norm, done, score), "resume_key": key})
-                elapsed = time.perf_counter() - t_run
-                rows.append({"iteration": done, "epoch": done * cfg.batch_size * world / len(train_cases),
-                             "train_loss": loss_sum / max(loss_n, 1), "tuning_dice": score if tuning_cases else float("nan"),
-                             "best_tuning_dice": best if tuning_cases else float("nan"), "is_best": bool(is_best),
-                             "elapsed_s": elapsed, "iterations_per_s": it_run / elapsed if elapsed > 0 else float("nan")})
-                write_csv(out / "train_log.csv", pd.DataFrame(rows, columns=LOG_COLUMNS))
-                write_csv(out / "train_timing.csv", pd.DataFrame(rows, columns=TIMING_COLUMNS))
+            if s.rank == 0:
+                row = _evaluate_and_select(s, done, tuning_cases, len(train_cases), key, time.perf_counter() - t_run, it_run)
                 if writer is not None:
-                    writer.add_scalar("loss/train", rows[-1]["train_loss"], done)
-                    writer.add_scalar("dice/tuning", rows[-1]["tuning_dice"], done)
+                    writer.add_scalar("loss/train", row["train_loss"], done)
+                    writer.add_scalar("dice/tuning", row["tuning_dice"], done)
                 if on_evaluate is not None:
-                    on_evaluate(rows[-1])
-            loss_sum, loss_n = 0.0, 0
-            if world > 1:
+                    on_evaluate(row)
+            s.loss_sum, s.loss_n = 0.0, 0
+            if s.world > 1:
                 torch.distributed.barrier()
         if evaluate or done == end or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
-            checkpoint(done)
+            _checkpoint(s, done)
     batches.close()
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
-    if world > 1:
+    if s.world > 1:
         torch.distributed.barrier()
-    frame = pd.DataFrame(rows, columns=LOG_COLUMNS + TIMING_COLUMNS[1:])
-    return TrainResult(frame, best_it, best if tuning_cases else float("nan"), model_path, ckpt_path, end, str(device), norm,
-                       time.perf_counter() - t0, model, resumed_from=0 if blob is None else int(blob["iteration"]))
+    frame = pd.DataFrame(s.rows, columns=LOG_COLUMNS + TIMING_COLUMNS[1:])
+    return TrainResult(frame, s.best_it, s.best if tuning_cases else float("nan"), s.model_path, s.ckpt_path, end, str(s.device),
+                       s.norm, time.perf_counter() - t0, s.model, resumed_from=0 if blob is None else int(blob["iteration"]))
 
 
 def resume_state(ckpt_path: Path, model_path: Path, cfg: TrainConfig, data_id: str) -> tuple[dict[str, Any] | None, str]:
