@@ -288,7 +288,7 @@ def process_patient(
             "image_sha256": sha256_file(image_path), "mask_sha256": sha256_file(mask_path), "split": "",
             "series_kind": row["kind"],
             # optional classifier columns (issue 17), carried when clinical.csv has them
-            **{c: patient[c] for c in mf.CLASSIFIER_COLUMNS if c in patient.index},
+            **{c: patient[c] for c in mf.CLASSIFIER_COLUMNS if c in patient},
         }}
     assert first is not None
     return {"exclusion": (first.reason, " | ".join(details))}

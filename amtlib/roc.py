@@ -80,6 +80,8 @@ def delong_ci(y: Sequence[int], score: Sequence[float], ci_level: float = 0.95) 
     a, cov = delong(y, np.asarray(score, dtype=float))
     se = float(np.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) else np.nan
     z = sps.norm.ppf(0.5 + ci_level / 2)
+    if not np.isfinite(se):
+        return {"auc": float(a[0]), "se": se, "ci_low": np.nan, "ci_high": np.nan}
     return {"auc": float(a[0]), "se": se, "ci_low": float(max(0.0, a[0] - z * se)), "ci_high": float(min(1.0, a[0] + z * se))}
 
 
