@@ -88,7 +88,7 @@ def _rows(features: pd.DataFrame, cases: pd.DataFrame, split: str, roi: str) -> 
 
 
 def fit_svm_arm(features: pd.DataFrame, cases: pd.DataFrame, icc_threshold: float = 0.85, corr_threshold: float = 0.9,
-                lasso_folds: int = 5, seed: int = 0) -> clf.RadiomicsSVM:
+                lasso_folds: int = 5, seed: int = 0, smote: bool = True) -> clf.RadiomicsSVM:
     """The radiomics arm fit on training cases; the ICC filter compares the tuning cases' reference and
     predicted ROIs (development data, never the external set)."""
     train = _rows(features, cases, "train", "reference")
@@ -98,7 +98,7 @@ def fit_svm_arm(features: pd.DataFrame, cases: pd.DataFrame, icc_threshold: floa
     both = [c for c in ref_t.index if c in pred_t.index and ref_t.at[c, "status"] == "ok" and pred_t.at[c, "status"] == "ok"]
     stab = (ref_t.loc[both], pred_t.loc[both]) if len(both) >= 3 else (None, None)
     return clf.fit_radiomics_svm(train, train["label"].to_numpy(int), *stab, icc_threshold=icc_threshold,
-                                 corr_threshold=corr_threshold, lasso_folds=lasso_folds, seed=seed)
+                                 corr_threshold=corr_threshold, lasso_folds=lasso_folds, smote=smote, seed=seed)
 
 
 def svm_scores(model: clf.RadiomicsSVM, features: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
