@@ -70,6 +70,13 @@ def skip_message(step: str, missing: Sequence[str]) -> str:
             f"manifest (optional columns, see data_manifest/README.md) to run this analysis")
 
 
+def text_column(cases: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` as text, or empty strings when ``cases`` lacks it (optional columns)."""
+    if name not in cases:
+        return pd.Series([""] * len(cases), index=cases.index, dtype=object)
+    return cases[name].astype(object).where(cases[name].notna(), "").astype(str)
+
+
 def risk_group(histology: str, who_subtype: str = "", given: str = "") -> str:
     """Simplified WHO risk group: ``given`` if set, else LRT/HRT from the thymoma subtype, TC for
     thymic carcinoma; empty for other histologies or a thymoma without a subtype."""
@@ -89,8 +96,7 @@ def risk_labels(cases: pd.DataFrame, tc_as_hrt: bool = True) -> pd.Series:
     ``tc_as_hrt`` (default True): thymic carcinoma joins the high-risk class (the TET paper's cohort of
     TETs is wholly split into LRT and HRT); False leaves thymic carcinomas out (thymomas only).
     """
-    groups = [risk_group(h, s, g) for h, s, g in zip(cases["histology"], cases.get("who_subtype", [""] * len(cases)),
-                                                    cases.get("risk_group", [""] * len(cases)))]
+    groups = [risk_group(h, s, g) for h, s, g in zip(cases["histology"], text_column(cases, "who_subtype"), text_column(cases, "risk_group"))]
     mapping = {"LRT": 0.0, "HRT": 1.0, "TC": 1.0 if tc_as_hrt else np.nan}
     return pd.Series([mapping.get(g, np.nan) for g in groups], index=cases.index, name="label")
 
@@ -112,7 +118,8 @@ def cohort_summary(cases: pd.DataFrame, reported_rates: dict[str, dict[str, floa
     Rows: n, age mean ± SD, male %, margin irregular %, heterogeneous enhancement %, CTC level mean ±
     SD; columns per group (LRT, HRT, TC) plus ``paper_LRT``/``paper_HRT`` (pooled Table 1 rates).
     """
-    groups = pd.Series([risk_group(h, s, g) for h, s, g in zip(cases["histology"], cases["who_subtype"], cases["risk_group"])], index=cases.index)
+    groups = pd.Series([risk_group(h, s, g) for h, s, g in zip(cases["histology"], text_column(cases, "who_subtype"),
+                                                                text_column(cases, "risk_group"))], index=cases.index)
     rows = []
     for name in ("LRT", "HRT", "TC"):
         sub = cases[groups == name]

@@ -54,7 +54,8 @@ def load_cases(run_dir: str | Path) -> pd.DataFrame:
 def tet_cases(cases: pd.DataFrame, tc_as_hrt: bool = True) -> pd.DataFrame:
     """Thymic epithelial tumours in the binary task, with ``label`` (1 = HRT) and ``risk_group``."""
     out = cases[cases["histology"].isin(clf.TET_HISTOLOGIES)].copy()
-    out["risk_group"] = [clf.risk_group(h, s, g) for h, s, g in zip(out["histology"], out.get("who_subtype", ""), out.get("risk_group", ""))]
+    out["risk_group"] = [clf.risk_group(h, s, g) for h, s, g in zip(out["histology"], clf.text_column(out, "who_subtype"),
+                                                                     clf.text_column(out, "risk_group"))]
     out["label"] = clf.risk_labels(out, tc_as_hrt)
     return out[out["label"].notna()].reset_index(drop=True)
 

@@ -142,3 +142,10 @@ def test_cnn_training_is_reproducible_with_a_seed():
     p1 = cnn2d.predict_proba(cnn2d.train_network(x, y, 2, cfg, seed=5)[0], x)
     p2 = cnn2d.predict_proba(cnn2d.train_network(x, y, 2, cfg, seed=5)[0], x)
     assert np.array_equal(p1, p2)
+
+
+def test_risk_group_derived_when_the_column_is_absent():
+    cases = pd.DataFrame({"case_id": ["a", "b", "c"], "split": ["train"] * 3, "histology": ["thymoma", "thymic_carcinoma", "lymphoma"],
+                          "who_subtype": ["B1", "", ""]})
+    out = hist.tet_cases(cases, tc_as_hrt=True)
+    assert out["risk_group"].tolist() == ["LRT", "TC"] and out["label"].tolist() == [0.0, 1.0]
