@@ -170,3 +170,19 @@ def beside_paper(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"task": r.task, "model": r.model, "n": r.n, "auc": r.auc, "ci_low": r.auc_boot_low, "ci_high": r.auc_boot_high,
                      "paper_auc": p[0], "paper_ci_low": p[1], "paper_ci_high": p[2]})
     return pd.DataFrame(rows)
+
+
+def ctc_vs_paper(cases: pd.DataFrame) -> pd.DataFrame:
+    """CTC level per histology (thymomas per WHO subtype) beside the fusion paper's Table 2 row that
+    the demo cohort draws it from (:data:`amtlib.phantom.clinical.CTC_ROW`): n, mean, SD."""
+    from amtlib.paper import reported
+    from amtlib.phantom.clinical import CTC_ROW
+
+    rep = reported()["dmfn_fusion"]["table2_ctc_level"]
+    sub = clf.text_column(cases, "who_subtype")
+    key = np.where(cases["histology"].eq("thymoma") & sub.ne(""), "thymoma_" + sub.str.lower(), cases["histology"].map(lambda h: CTC_ROW.get(h, "others")))
+    ctc = pd.to_numeric(cases["ctc_level"], errors="coerce")
+    g = ctc.groupby(pd.Series(key, index=cases.index, name="paper_row")).agg(["count", "mean", "std"])
+    g["paper_mean"] = [rep.get(k, [np.nan, np.nan])[0] for k in g.index]
+    g["paper_sd"] = [rep.get(k, [np.nan, np.nan])[1] for k in g.index]
+    return g
