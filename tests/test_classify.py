@@ -149,3 +149,11 @@ def test_risk_group_derived_when_the_column_is_absent():
                           "who_subtype": ["B1", "", ""]})
     out = hist.tet_cases(cases, tc_as_hrt=True)
     assert out["risk_group"].tolist() == ["LRT", "TC"] and out["label"].tolist() == [0.0, 1.0]
+
+
+def test_ctc_table_maps_thymomas_by_subtype_to_the_papers_rows():
+    cases = pd.DataFrame({"histology": ["thymoma", "thymoma", "thymic_cyst", "carcinoid"], "who_subtype": ["B2", "B2", "", ""],
+                          "ctc_level": ["10", "14", "9.5", "9.9"]})
+    t = fusion.ctc_vs_paper(cases)
+    assert t.loc["thymoma_b2", "mean"] == 12.0 and t.loc["thymoma_b2", "paper_mean"] == 12.43
+    assert t.loc["cyst", "paper_sd"] == 4.44 and t.loc["carcinoid", "count"] == 1
