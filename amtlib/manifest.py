@@ -147,7 +147,8 @@ def _schema_issues(df: pd.DataFrame, stage: str) -> list[Issue]:
     for name in df.columns:
         if name not in known:
             issues.append(Issue(0, "", name, f"unknown column; allowed columns are {', '.join(COLUMN_NAMES)}"))
-    needed = [c for c in COLUMNS if stage == "full" or not c.derived]
+    # the classifier columns (notebooks 07-08) are optional: a manifest may leave them out entirely
+    needed = [c for c in COLUMNS if (stage == "full" or not c.derived) and c.name not in CLASSIFIER_COLUMNS]
     for col in needed:
         if col.name not in df.columns:
             issues.append(Issue(0, "", col.name, "missing column"))
