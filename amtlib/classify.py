@@ -49,6 +49,8 @@ ROI_SOURCES: tuple[str, ...] = ("predicted", "reference")
 #: TET paper window: width 400 HU, level 40 HU -> [-160, 240] HU.
 TET_WINDOW_HU: tuple[float, float] = (-160.0, 240.0)
 TEXTURE_CLASSES: tuple[str, ...] = ("glcm", "glrlm", "glszm", "gldm", "ngtdm")
+#: Features kept (highest ICC) when none passes the ICC threshold (a poor segmentation model).
+ICC_FALLBACK_KEEP = 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,9 +345,17 @@ def fit_radiomics_svm(
         ok = np.isfinite(pair).all(axis=(0, 1))
         icc = np.where(ok, icc31(np.where(np.isfinite(pair), pair, 0.0)), np.nan)
         stable = [n for n, v in zip(names, icc) if np.isfinite(v) and v > icc_threshold]
+        if not stable:
+            # a poor segmentation model makes every feature unstable: keep the most stable ones rather
+            # than stop, and say so (the selection counts record it)
+            order = [names[i] for i in np.argsort(-np.nan_to_num(icc, nan=-np.inf)) if np.isfinite(icc[i])]
+            stable = order[:ICC_FALLBACK_KEEP]
+            counts["icc_fallback_best"] = len(stable)
+            log.warning("no feature has ICC > %s between the two delineations; keeping the %d most stable (best ICC %.2f)",
+                        icc_threshold, len(stable), float(np.nanmax(icc)) if np.isfinite(icc).any() else float("nan"))
     counts["icc_stable"] = len(stable)
     if not stable:
-        raise ValueError(f"no feature has ICC > {icc_threshold} between the two delineations; lower icc_threshold")
+        raise ValueError("no finite radiomics feature in the training cases; check radiomics_features.csv status/error")
     x = train[stable].astype(float)
     z = (x - x.mean()) / x.std(ddof=0).replace(0, np.nan)
     pruned = prune_correlated(z.dropna(axis=1), corr_threshold)

@@ -157,3 +157,10 @@ def test_ctc_table_maps_thymomas_by_subtype_to_the_papers_rows():
     t = fusion.ctc_vs_paper(cases)
     assert t.loc["thymoma_b2", "mean"] == 12.0 and t.loc["thymoma_b2", "paper_mean"] == 12.43
     assert t.loc["cyst", "paper_sd"] == 4.44 and t.loc["carcinoid", "count"] == 1
+
+
+def test_icc_filter_falls_back_to_the_most_stable_features_when_none_passes():
+    cases, feats = _synthetic_radiomics()
+    model = hist.fit_svm_arm(feats, cases, icc_threshold=0.9999, seed=0)
+    assert model.selection["icc_fallback_best"] == model.selection["icc_stable"] == clf.ICC_FALLBACK_KEEP
+    assert {f"original_x_f{j}" for j in range(9)} <= set(model.stable)  # the 9 stable ones rank first
