@@ -359,6 +359,8 @@ def process_patient(
             "shape_z": volume.shape[0], "shape_y": volume.shape[1], "shape_x": volume.shape[2],
             "image_sha256": sha256_file(image_path), "mask_sha256": sha256_file(mask_path), "split": "",
             "series_kind": row["kind"],
+            # optional classifier columns (issue 17), carried when clinical.csv has them
+            **{c: patient[c] for c in mf.CLASSIFIER_COLUMNS if c in patient},
         }, "warnings": warnings, "files": list(geometry["files"]), "sop_uids": list(geometry["sop_uids"])}
     assert first is not None
     return {"exclusion": (first.reason, " | ".join(details))}

@@ -40,6 +40,8 @@ HISTOLOGIES: tuple[str, ...] = (
     "sarcomatous_transformation_of_teratoma",
 )
 SEXES: tuple[str, ...] = ("M", "F")
+WHO_SUBTYPES: tuple[str, ...] = ("A", "AB", "B1", "B2", "B3")
+RISK_GROUPS: tuple[str, ...] = ("LRT", "HRT", "TC")
 SPLITS: tuple[str, ...] = ("train", "tuning", "external_test")
 #: Case ids become file names (``images/<case_id>.nii.gz``), so they are restricted to safe characters.
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -84,8 +86,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("image_sha256", "sha256", True, True, "SHA-256 of the image file's bytes"),
     Column("mask_sha256", "sha256", True, True, "SHA-256 of the mask file's bytes"),
     Column("split", "enum", False, True, "train, tuning or external_test; empty until step 02", SPLITS),
+    # optional columns of the downstream classifiers (notebooks 07-08; issue 17); a cohort without
+    # them skips those analyses with a message
+    Column("who_subtype", "enum", False, False, "WHO thymoma subtype (thymomas only; empty otherwise)", WHO_SUBTYPES),
+    Column("risk_group", "enum", False, False, "simplified WHO risk group: LRT (A/AB/B1), HRT (B2/B3), TC (thymic carcinoma); empty for other histologies", RISK_GROUPS),
+    Column("ctc_level", "float", False, False, "circulating tumour cell level of the blood test (the fusion paper's unit)"),
+    Column("margin_irregular", "int", False, False, "1 = irregular/ill-defined tumour margin on CT, 0 = clear; may be empty"),
+    Column("heterogeneous_enhancement", "int", False, False, "1 = heterogeneous enhancement on CT, 0 = homogeneous; may be empty"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+#: Optional columns of the downstream classifiers (issue 17), carried from clinical.csv by the cohort build.
+CLASSIFIER_COLUMNS: tuple[str, ...] = ("who_subtype", "risk_group", "ctc_level", "margin_irregular", "heterogeneous_enhancement")
 #: The columns a user fills in ``data_manifest/template.csv``.
 INPUT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.derived or c.name in ("study_uid", "series_uid"))
 
@@ -138,7 +149,8 @@ def _schema_issues(df: pd.DataFrame, stage: str) -> list[Issue]:
     for name in df.columns:
         if name not in known:
             issues.append(Issue(0, "", name, f"unknown column; allowed columns are {', '.join(COLUMN_NAMES)}"))
-    needed = [c for c in COLUMNS if stage == "full" or not c.derived]
+    # the classifier columns (notebooks 07-08) are optional: a manifest may leave them out entirely
+    needed = [c for c in COLUMNS if (stage == "full" or not c.derived) and c.name not in CLASSIFIER_COLUMNS]
     for col in needed:
         if col.name not in df.columns:
             issues.append(Issue(0, "", col.name, "missing column"))

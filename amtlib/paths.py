@@ -32,6 +32,8 @@ STEPS: tuple[str, ...] = (
     "04_evaluate",
     "05_froc",
     "06_failure",
+    "07_histology",
+    "08_fusion",
     "09_export",
 )
 

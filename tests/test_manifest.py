@@ -181,3 +181,13 @@ def test_typed_converts_numbers() -> None:
     t = mf.typed(df)
     assert t["age"].tolist()[0] == 61 and pd.isna(t["age"].tolist()[1])
     assert t["kvp"].tolist() == [120.0, 100.5]
+
+
+def test_classifier_columns_are_optional_and_checked_when_present(tmp_path) -> None:
+    template = REPO / "data_manifest" / "template.csv"
+    df = mf.read_manifest(template)
+    without = df.drop(columns=list(mf.CLASSIFIER_COLUMNS))
+    assert mf.validate_manifest(without, stage="input", files=False) == []
+    bad = df.assign(who_subtype=["C", ""])
+    issues = mf.validate_manifest(bad, stage="input", files=False)
+    assert [i.column for i in issues] == ["who_subtype"]

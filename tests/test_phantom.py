@@ -257,3 +257,52 @@ def test_refuses_to_replace_a_folder_that_is_not_a_generated_cohort(tmp_path: Pa
     with pytest.raises(ValueError, match="my_data: exists and is not a generated cohort"):
         synthesize_cohort(mine, scale=0.02, seed=0, backgrounds="procedural", images=False)
     assert [p.name for p in mine.iterdir()] == ["patient.dcm"] and (mine / "patient.dcm").read_bytes() == b"precious"
+
+
+# --- classifier columns and imaging correlates (issue 17) --------------------------------------------
+
+def test_classification_columns_follow_the_papers_and_leave_the_design_unchanged() -> None:
+    from amtlib.phantom.clinical import CLASSIFICATION_COLUMNS, draw_classification_columns
+
+    full = design_cohort(1.0, 0)
+    base = full.drop(columns=list(CLASSIFICATION_COLUMNS))
+    again = draw_classification_columns(base, 0)
+    # the new columns come from their own stream: recomputing them from the old columns gives the same
+    for c in CLASSIFICATION_COLUMNS:
+        assert again[c].astype(str).tolist() == full[c].astype(str).tolist()
+    assert again.drop(columns=list(CLASSIFICATION_COLUMNS)).equals(base)
+    thy = full[full["histology"] == "thymoma"]
+    assert set(thy["who_subtype"]) == {"A", "AB", "B1", "B2", "B3"}
+    assert (full.loc[full["histology"] != "thymoma", "who_subtype"] == "").all()
+    lrt = thy["who_subtype"].isin(["A", "AB", "B1"])
+    assert (thy.loc[lrt, "risk_group"] == "LRT").all() and (thy.loc[~lrt, "risk_group"] == "HRT").all()
+    assert lrt.mean() == pytest.approx(81 / 266, abs=0.05)  # TET paper's LRT share
+    assert (full.loc[full["histology"] == "thymic_carcinoma", "risk_group"] == "TC").all()
+    margin = full.groupby("risk_group")["margin_irregular"].mean()
+    assert margin["LRT"] == pytest.approx(10 / 81, abs=0.07) and margin["HRT"] == pytest.approx(126 / 185, abs=0.07)
+    assert full.loc[full["risk_group"] == "", "margin_irregular"].isna().all()
+    cyst = full.loc[full["histology"] == "thymic_cyst", "ctc_level"]
+    assert cyst.mean() == pytest.approx(10.38, abs=1.5) and (full["ctc_level"] >= 0).all()
+
+
+def test_imaging_correlates_change_only_flagged_tumours() -> None:
+    design = dict(DESIGNS[0], effusion=False)
+    plain = render_case(procedural_background(), design, np.random.default_rng(5), crop_yx=(120, 144))
+    # without the flags the correlates' stream is never read: same image whatever it is
+    other = render_case(procedural_background(), {**design, "margin_irregular": 0, "heterogeneous_enhancement": None},
+                        np.random.default_rng(5), crop_yx=(120, 144), correlates_rng=np.random.default_rng(99))
+    assert np.array_equal(plain.hu, other.hu) and np.array_equal(plain.mask, other.mask)
+    het = render_case(procedural_background(), {**design, "heterogeneous_enhancement": 1}, np.random.default_rng(5),
+                      crop_yx=(120, 144), correlates_rng=np.random.default_rng(1))
+    m = plain.mask > 0
+    assert np.array_equal(het.mask, plain.mask)  # enhancement changes HU inside, not the outline
+    assert float(np.std(het.hu[m])) > float(np.std(plain.hu[m])) and float(np.mean(het.hu[m])) < float(np.mean(plain.hu[m]))
+    irr = render_case(procedural_background(), {**design, "margin_irregular": 1}, np.random.default_rng(5),
+                      crop_yx=(120, 144), correlates_rng=np.random.default_rng(1))
+    from scipy import ndimage as ndi
+
+    def surface_ratio(mask: np.ndarray) -> float:
+        edge = mask & ~ndi.binary_erosion(mask, structure=np.ones((1, 3, 3), bool))
+        return float(edge.sum()) / float(mask.sum()) ** (2 / 3)
+
+    assert surface_ratio(irr.mask > 0) > surface_ratio(m)

@@ -52,6 +52,11 @@ def test_smoke_pipeline_end_to_end(smoke):
     page = (run / "report" / "index.html").read_text()
     assert all(k in set(comparison["key"]) and f">{k}<" in page for k in paper.reported_leaves())
     assert "The data are synthetic" in page
+    # downstream classifiers (issue 17): external AUC tables of notebooks 07 and 08
+    auc07 = pd.read_csv(run / "07_histology" / "auc.csv")
+    assert set(auc07["roi"]) == {"predicted", "reference"} and set(auc07["model"]) == {"radiomics_svm", "cnn_resnet2d"}
+    auc08 = pd.read_csv(run / "08_fusion" / "auc.csv")
+    assert set(auc08["model"]) == {"ct_only_cnn", "ctc_clinical_logistic", "fusion"}
     # a second run changes nothing and skips every step
     again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
     assert again.executed == [] and again.skipped == steps

@@ -150,8 +150,10 @@ def _make_patient(task: tuple[dict, int, str, bool, str | None, tuple[int, int]]
     for idx, (plan, acq_rng) in enumerate(zip(plans, acq_rngs), start=1):
         design = {**row, **plan}
         rng = np.random.default_rng(anatomy_ss)  # same anatomy draws for every series of the patient
+        # imaging correlates of the classifiers (notebooks 07-08) draw from a stream of their own
+        corr_rng = np.random.default_rng(np.random.SeedSequence([seed, 5, number]))
         if images:
-            case = render_case(_background(row["background"], cache_dir), design, rng, crop_yx)
+            case = render_case(_background(row["background"], cache_dir), design, rng, crop_yx, corr_rng)
         else:
             case = _tiny_case(design, rng)
         folder = out / "dicom" / row["patient_id"] / f"{plan['study_date']}_S{idx}"

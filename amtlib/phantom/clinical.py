@@ -96,10 +96,22 @@ ABUT_AORTA_RATE = 0.2
 LOW_CONTRAST_RATE_SMALL = 0.35
 FOV_MM = (320.0, 450.0)
 
+#: WHO thymoma subtypes by risk group of the simplified WHO scheme (LRT: A, AB, B1; HRT: B2, B3).
+WHO_SUBTYPES: dict[str, tuple[str, ...]] = {"LRT": ("A", "AB", "B1"), "HRT": ("B2", "B3")}
+#: Columns of the downstream classifiers (notebooks 07-08), drawn by :func:`draw_classification_columns`.
+CLASSIFICATION_COLUMNS: tuple[str, ...] = (
+    "who_subtype", "risk_group", "ctc_level", "margin_irregular", "heterogeneous_enhancement",
+)
 CLINICAL_COLUMNS: tuple[str, ...] = (
     "patient_id", "institution", "age", "sex", "histology", "pathology_confirmed", "scan_date",
-    "intended_exclusion", "background", "role", "intended_split",
+    "intended_exclusion", "background", "role", "intended_split", *CLASSIFICATION_COLUMNS,
 )
+#: Cohort histology -> row of the fusion paper's Table 2 whose CTC mean ± SD it takes (thymomas by
+#: WHO subtype; our choice of the closest row where the names differ).
+CTC_ROW: dict[str, str] = {
+    "thymic_carcinoma": "tscc", "lymphoma": "lymphoma", "thymic_cyst": "cyst", "teratoma": "mature_teratoma",
+    "carcinoid": "carcinoid", "sarcomatous_transformation_of_teratoma": "immature_teratoma",
+}
 
 
 def allocate(total: int, weights: list[float] | tuple[float, ...], keep_nonzero: bool = True) -> list[int]:
@@ -312,5 +324,68 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
         out.append(row)
     df = pd.DataFrame(out)
     df["age"] = df["age"].astype("Int64")
+    df = draw_classification_columns(df, seed)
     design_cols = [c for c in df.columns if c not in CLINICAL_COLUMNS]
     return df[list(CLINICAL_COLUMNS) + design_cols]
+
+
+def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, low: float = 0.0) -> float:
+    """One normal draw redrawn until it is >= ``low`` (a level cannot be negative)."""
+    for _ in range(100):
+        x = rng.normal(mean, sd)
+        if x >= low:
+            return float(x)
+    return float(low)
+
+
+def draw_classification_columns(design: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Add :data:`CLASSIFICATION_COLUMNS` to a cohort design, from a stream of their own.
+
+    Related papers (notebooks 07-08). The generator is ``SeedSequence([seed, 4])``, separate from the
+    design's, so every earlier column is unchanged by this step. Per patient, in row order:
+
+    - ``who_subtype`` (thymomas only, else empty): LRT with the TET paper's share of low-risk
+      thymomas (81 of 266, Fig. 1), then A/AB/B1 or B2/B3 in the proportions of the fusion paper's
+      Table 2 counts (45/112/70 and 65/36). ``risk_group``: LRT, HRT, or TC for thymic carcinoma;
+      empty for other histologies.
+    - ``margin_irregular`` and ``heterogeneous_enhancement`` (0/1; TETs only, else empty): Bernoulli
+      with the TET paper's Table 1 rates per group, training and test pooled (unclear margin 10/81 LRT,
+      126/185 HRT; heterogeneous enhancement 43/81 LRT, 121/185 HRT); thymic carcinoma takes the HRT
+      rates. Neither separates the groups on its own (about 12 % vs 68 % and 53 % vs 65 %).
+    - ``ctc_level`` (every patient): normal with the mean and SD of the fusion paper's Table 2 row
+      of its histology (thymomas by subtype; :data:`CTC_ROW`), truncated at 0, rounded to 0.01, in
+      that table's unit.
+    """
+    rep = reported()
+    tet, fus = rep["tet_risk_stratification"], rep["dmfn_fusion"]
+    n_lrt = tet["cohort"]["training"]["lrt"] + tet["cohort"]["external_testing"]["lrt"]
+    n_hrt = tet["cohort"]["training"]["hrt"] + tet["cohort"]["external_testing"]["hrt"]
+    subtype_counts = fus["table2_counts"]
+    ctc = fus["table2_ctc_level"]
+    rates = tet["table1_pooled_rates"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    cols: dict[str, list] = {c: [] for c in CLASSIFICATION_COLUMNS}
+    for hist in design["histology"].astype(str):
+        subtype, group, margin, hetero = "", "", None, None
+        if hist == "thymoma":
+            group = "LRT" if rng.random() < n_lrt / (n_lrt + n_hrt) else "HRT"
+            names = WHO_SUBTYPES[group]
+            w = np.array([sum(subtype_counts[f"thymoma_{s.lower()}"]) for s in names], float)
+            subtype = str(names[rng.choice(len(names), p=w / w.sum())])
+        elif hist == "thymic_carcinoma":
+            group = "TC"
+        if group:
+            r = rates["LRT" if group == "LRT" else "HRT"]
+            margin = int(rng.random() < r["margin_unclear"])
+            hetero = int(rng.random() < r["heterogeneous_enhancement"])
+        row = f"thymoma_{subtype.lower()}" if subtype else CTC_ROW.get(hist, "others")
+        mean, sd = ctc[row]
+        cols["who_subtype"].append(subtype)
+        cols["risk_group"].append(group)
+        cols["ctc_level"].append(round(_truncated_normal(rng, mean, sd), 2))
+        cols["margin_irregular"].append(margin)
+        cols["heterogeneous_enhancement"].append(hetero)
+    out = design.copy()
+    for c, values in cols.items():
+        out[c] = pd.array(values, dtype="Int64") if c in ("margin_irregular", "heterogeneous_enhancement") else values
+    return out

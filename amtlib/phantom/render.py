@@ -270,13 +270,48 @@ def tumour_hu(hist: str, frac_shape: tuple[int, ...], spacing, rng: np.random.Ge
     return (field + noise).astype(np.float32), float(mean)
 
 
-def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx: tuple[int, int] = (160, 192)) -> CaseImage:
+def _flag(design: dict, key: str) -> bool:
+    """A 0/1 design flag that may be empty (NaN/None/pd.NA: not applicable -> False)."""
+    value = design.get(key)
+    try:
+        return bool(value) and value == value and int(value) == 1
+    except (TypeError, ValueError):
+        return False
+
+
+def irregular_margin_lobes(rng: np.random.Generator) -> tuple[list, float]:
+    """Extra high-frequency outline terms and added amplitude of an irregular (ill-defined) margin.
+
+    Related TET paper, Table 1 (margin unclear more often in high-risk thymomas): six direction
+    sinusoids of about three times the base lobulation frequency, amplitude +0.08-0.15.
+    """
+    lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 6.0, 3), rng.uniform(0, 2 * np.pi)) for _ in range(6)]
+    return lobes, float(rng.uniform(0.08, 0.15))
+
+
+def heterogeneous_enhancement(field: np.ndarray, spacing, rng: np.random.Generator) -> np.ndarray:
+    """Patchy poorly enhancing regions: 25-45 % of the tumour, 15-35 HU lower, soft 5 mm patches.
+
+    Related TET paper, Table 1 (heterogeneous enhancement more often in high-risk thymomas).
+    """
+    patches = _smooth_field(field.shape, tuple(max(0.5, 5.0 / s) for s in spacing), rng)
+    cut = np.quantile(patches, 1 - rng.uniform(0.25, 0.45))
+    weight = np.clip((patches - cut) / 0.4, 0.0, 1.0)
+    return (field - rng.uniform(15.0, 35.0) * weight).astype(np.float32)
+
+
+def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx: tuple[int, int] = (160, 192),
+                correlates_rng: np.random.Generator | None = None) -> CaseImage:
     """One series for one patient design row (see :func:`amtlib.phantom.clinical.design_cohort`).
 
     Uses ``design`` keys histology, size_bin, slice_thickness_mm, fov_mm, vendor, effusion,
-    abut_aorta, low_contrast. Anatomy (deformation, tumour shape) draws from ``rng`` before the
+    abut_aorta, low_contrast, and the optional 0/1 imaging correlates margin_irregular and
+    heterogeneous_enhancement. Anatomy (deformation, tumour shape) draws from ``rng`` before the
     acquisition, so two series of one patient made from equal generators share the anatomy draws.
+    The correlates draw only from ``correlates_rng`` (a stream of their own), so a case without
+    them renders exactly as it did before they existed.
     """
+    corr_rng = correlates_rng if correlates_rng is not None else np.random.default_rng(0)
     from amtlib.phantom.clinical import VENDORS
 
     pixel_mm = float(design["fov_mm"]) / DEMO_MATRIX
@@ -294,6 +329,9 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     angle = rng.uniform(-0.4, 0.4)
     lobe_amp = rng.uniform(*p["lobe"])
     lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 2.2, 3), rng.uniform(0, 2 * np.pi)) for _ in range(4)]
+    if _flag(design, "margin_irregular"):
+        extra, extra_amp = irregular_margin_lobes(corr_rng)
+        lobes, lobe_amp = lobes + extra, lobe_amp + extra_amp
     edge_mm = spacing[1] * (2.5 if design.get("low_contrast") else 1.0)
     allowed = tumour_bounding_region(labels)
     lo, hi = SIZE_RANGES_MM[str(design.get("size_bin") or "medium")]
@@ -331,6 +369,8 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     # through the share of edge voxels (the scanner blur below still softens the boundary).
     frac = np.where(mask_box, 1.0, np.minimum(frac, 0.49))
     t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd)
+    if _flag(design, "heterogeneous_enhancement"):
+        t_field = heterogeneous_enhancement(t_field, spacing, corr_rng)
     out = hu.copy()
     bed = np.zeros(labels.shape, bool)
     if design.get("low_contrast") and mask.any():
