@@ -303,6 +303,13 @@ def _show(v: Any) -> str:
     return str(v)
 
 
+#: The verdict function of each compared rule (the other rules are documented, not compared).
+VERDICTS: dict[str, Any] = {
+    "count": verdict_count, "mean_ci": verdict_mean_ci, "range": verdict_range, "median_range": verdict_median_range,
+    "p_value": verdict_p_value, "direction": verdict_direction, "setting": verdict_setting,
+}
+
+
 def compare(regenerated: dict[str, Any], values: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per reported leaf: key, section, rule, paper, regenerated, verdict, why (``comparison.csv``).
 
@@ -317,22 +324,8 @@ def compare(regenerated: dict[str, Any], values: dict[str, Any] | None = None) -
         rule = comparison_rule(key)
         paper_v = _paper_value(key, leaves)
         regen = regenerated.get(key)
-        if rule == "count":
-            verdict, why = verdict_count(paper_v, regen)
-        elif rule == "mean_ci":
-            verdict, why = verdict_mean_ci(paper_v, regen)
-        elif rule == "range":
-            verdict, why = verdict_range(paper_v, regen)
-        elif rule == "median_range":
-            verdict, why = verdict_median_range(paper_v, regen)
-        elif rule == "p_value":
-            verdict, why = verdict_p_value(paper_v, regen)
-        elif rule == "direction":
-            verdict, why = verdict_direction(paper_v, regen)
-        elif rule == "setting":
-            verdict, why = verdict_setting(paper_v, regen)
-        else:
-            verdict, why = NOT_COMPARED, RULES[rule]
+        judge = VERDICTS.get(rule)
+        verdict, why = judge(paper_v, regen) if judge is not None else (NOT_COMPARED, RULES[rule])
         rows.append({"key": key, "section": _SECTIONS.get(key.split(".")[0], key.split(".")[0]), "rule": rule,
                      "paper": _show(paper_v), "regenerated": _show(regen), "verdict": verdict, "why": why})
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))

@@ -20,6 +20,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from test_pipeline import _notebook  # the one tiny-notebook writer of the runner tests
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,16 +40,6 @@ TINY = dict(spacing_mm=(5.0, 8.0, 8.0), patch=(8, 16, 16), base_width=2, blocks_
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-
-
-def _notebook(path: Path, params: str, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = nbformat.v4.new_code_cell(params)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-    return path
 
 
 @pytest.fixture()
