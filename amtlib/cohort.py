@@ -524,6 +524,16 @@ def _log_summary(exclusions: pd.DataFrame, warnings: pd.DataFrame, paths: dict[s
     for kind, rows in warnings.groupby("kind", sort=False):
         log.info("warning (%d): %s, e.g. %s", len(rows), kind, rows["detail"].iloc[0][:300])
     log.info("details: %s, %s", paths["exclusions"], paths["warnings"])
+    # the same summary for the terminal: amt run shows a step's notices after it
+    from amtlib.paths import add_notice
+
+    step_dir = Path(paths["exclusions"]).parent
+    if len(exclusions):
+        counts = ", ".join(f"{n} {r}" for r, n in exclusions["reason"].value_counts(sort=False).items())
+        add_notice(step_dir, f"excluded {len(exclusions)} patient(s): {counts} (each with its file and problem in {paths['exclusions']})")
+    if len(warnings):
+        kinds = ", ".join(f"{n} {k}" for k, n in warnings["kind"].value_counts(sort=False).items())
+        add_notice(step_dir, f"{len(warnings)} warning(s), nothing excluded for them: {kinds} (see {paths['warnings']})")
 
 
 def write_outputs(out_dir: str | Path, manifest: pd.DataFrame, exclusions: pd.DataFrame, flow: dict[str, Any],

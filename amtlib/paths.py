@@ -40,6 +40,13 @@ STEPS: tuple[str, ...] = (
 #: Per-step file of lines for the terminal (see the module docstring).
 NOTICES = "notices.txt"
 
+
+def add_notice(step_dir: str | Path, text: str) -> None:
+    """Record a line for ``amt run`` to show on the terminal after this step (``<step>/notices.txt``)."""
+    from amtlib.io import append_line
+
+    append_line(Path(step_dir) / NOTICES, text)
+
 #: The project checkout (the folder above the package, holding ``notebooks/`` and ``runs/``).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Inputs a step needs from earlier steps (checked by :meth:`RunPaths.step` before it creates anything).

@@ -47,6 +47,7 @@ from amtlib.metrics import dice
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
 from amtlib.model import ModelConfig, UNet3D
+from amtlib.paths import add_notice
 from amtlib.prefetch import Prefetcher
 from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
 
@@ -534,13 +535,6 @@ def resume_state(ckpt_path: Path, model_path: Path, cfg: TrainConfig, data_id: s
     if not same_run or not (it == best_it or it > int(blob["iteration"])):
         return None, f"{model_path} is not the model it selected (iteration {best_it})"
     return blob, ""
-
-
-def add_notice(step_dir: str | Path, text: str) -> None:
-    """Record a line for ``amt run`` to show on the terminal after this step (``<step>/notices.txt``)."""
-    from amtlib.paths import NOTICES
-
-    append_line(Path(step_dir) / NOTICES, text)
 
 
 # ------------------------------------------------------------------------------------------ run folder

@@ -191,6 +191,9 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
     assert (Path(result.paths["warnings"]).read_text().splitlines()[0] == "patient_id,series_uid,kind,detail")
+    # and on the terminal: amt run shows the step's notices after it
+    notices = (Path(result.paths["warnings"]).parent / "notices.txt").read_text()
+    assert "excluded 6 patient(s): " in notices and "1 mask_geometry_mismatch" in notices and "warning(s), nothing excluded" in notices
 
 
 def test_exclusion_details_name_the_file_and_problem(realworld) -> None:
