@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -210,21 +212,34 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
     (``vendor``, ``manufacturer``, ``model_name``, ``kvp``, ``kernel``, ``slice_thickness_mm``,
     ``fov_mm``, ``size_bin``, ``second_series``, ``defect``, ``effusion``, ``abut_aorta``,
     ``low_contrast``, ``study_date``) used by the image writer. ``scale`` in (0, 1]; at 1.0 the counts
-    are the paper's. Deterministic in (scale, seed).
+    are the paper's. Deterministic in (scale, seed): the parts below draw from one generator in this
+    order (institutions, included patients, excluded patients, image design).
     """
     if not 0 < scale <= 1.0:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     flow = reported()["cohort_flow"]
-    t1 = reported()["table1"]
     n_screened = max(3, round(flow["screened"] * scale))
     n_excluded = max(0, round(flow["excluded"] * scale))
     n_included = n_screened - n_excluded
     n_split = dict(zip(SPLITS, allocate(n_included, [flow["training"]["cases"], flow["tuning"]["cases"], flow["external_test"]["cases"]])))
+    inst = _institutions(n_split, scale, rng)
+    rows = _included_rows(n_split, inst, rng)
+    rows += _excluded_rows(n_excluded, inst["ext_names"] + inst["dev_names"] + [CENTRAL], rng)
+    out = _image_design(rows, inst, backgrounds, rng)
+    df = pd.DataFrame(out)
+    df["age"] = df["age"].astype("Int64")
+    df = draw_classification_columns(df, seed)
+    design_cols = [c for c in df.columns if c not in CLINICAL_COLUMNS]
+    return df[list(CLINICAL_COLUMNS) + design_cols]
+
+
+def _institutions(n_split: dict[str, int], scale: float, rng: np.random.Generator) -> dict[str, Any]:
+    """External-test and development referral institutions (Fig. 2 counts at scale 1), their sizes and
+    vendors (Table 2 exactly for the external ones), and each split's institution per patient."""
+    flow = reported()["cohort_flow"]
     n_dev = n_split["train"] + n_split["tuning"]
     n_ext = n_split["external_test"]
-
-    # institutions
     n_ext_inst = min(n_ext, max(1, round(flow["external_test"]["institutions"] * scale)))
     n_dev_ref = min(len(DEV_REFERRAL_SIZES), max(1, round(len(DEV_REFERRAL_SIZES) * scale)))
     dev_ref_total = min(max(n_dev_ref, round(sum(DEV_REFERRAL_SIZES) * scale)), max(n_dev - 1, 0))
@@ -239,17 +254,23 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
     dev_names = [f"INST-{k:03d}" for k in numbers[n_ext_inst:]]
     table2 = reported()["table2"]
     ext_vendor_counts = dict(zip(table2, allocate(n_ext, list(table2.values()))))
-    inst_vendor = dict(zip(ext_names, _assign_vendors_exact(ext_sizes.tolist(), ext_vendor_counts, rng)))
+    vendor = dict(zip(ext_names, _assign_vendors_exact(ext_sizes.tolist(), ext_vendor_counts, rng)))
     for name in dev_names:
-        inst_vendor[name] = _weighted_choice(rng, DEV_VENDOR_WEIGHTS)
-
-    # included patients by intended split
-    rows: list[dict] = []
+        vendor[name] = _weighted_choice(rng, DEV_VENDOR_WEIGHTS)
     ext_insts = [name for name, size in zip(ext_names, ext_sizes) for _ in range(size)]
     dev_insts = [name for name, size in zip(dev_names, dev_ref_sizes) for _ in range(size)]
     dev_insts += [CENTRAL] * (n_dev - len(dev_insts))
     dev_insts = list(rng.permutation(dev_insts))
-    inst_by_split = {"external_test": list(rng.permutation(ext_insts)), "train": dev_insts[: n_split["train"]], "tuning": dev_insts[n_split["train"]:]}
+    by_split = {"external_test": list(rng.permutation(ext_insts)), "train": dev_insts[: n_split["train"]],
+                "tuning": dev_insts[n_split["train"]:]}
+    return {"ext_names": ext_names, "dev_names": dev_names, "vendor": vendor, "by_split": by_split}
+
+
+def _included_rows(n_split: dict[str, int], inst: dict[str, Any], rng: np.random.Generator) -> list[dict]:
+    """Included patients by intended split: Table 1's histology counts and age median (range), the
+    paper's size-bin mix and sex ratio."""
+    flow, t1 = reported()["cohort_flow"], reported()["table1"]
+    rows: list[dict] = []
     for split in SPLITS:
         n = n_split[split]
         key = _TABLE1_SPLIT[split]
@@ -260,17 +281,21 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
         bins_n = allocate(n, list(SIZE_BIN_COUNTS.values()))
         bins = rng.permutation([b for b, c in zip(SIZE_BINS, bins_n) for _ in range(c)])
         for i in range(n):
-            rows.append({"institution": inst_by_split[split][i], "age": int(ages[i]), "histology": str(hist[i]),
+            rows.append({"institution": inst["by_split"][split][i], "age": int(ages[i]), "histology": str(hist[i]),
                          "pathology_confirmed": True, "intended_exclusion": "", "intended_split": split, "size_bin": str(bins[i])})
-    sex_n = allocate(n_included, [flow["sex"]["male"], flow["sex"]["female"]])
+    sex_n = allocate(len(rows), [flow["sex"]["male"], flow["sex"]["female"]])
     sexes = rng.permutation(["M"] * sex_n[0] + ["F"] * sex_n[1])
     for row, sex in zip(rows, sexes):
         row["sex"] = str(sex)
+    return rows
 
-    # excluded patients: same institutions, a stated reason
-    all_insts = ext_names + dev_names + [CENTRAL]
+
+def _excluded_rows(n_excluded: int, all_insts: list[str], rng: np.random.Generator) -> list[dict]:
+    """Excluded patients from the same institutions, each with one stated reason (Fig. 2's boxes)."""
+    t1 = reported()["table1"]
     reasons_n = allocate(n_excluded, list(EXCLUSION_REASONS.values()))
     hist_all = [sum(t1["histology_counts"][h].values()) for h in HISTOLOGIES]
+    rows = []
     for reason, count in zip(EXCLUSION_REASONS, reasons_n):
         for _ in range(count):
             inst = CENTRAL if rng.random() < 0.5 else str(rng.choice(all_insts))
@@ -288,24 +313,29 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
             elif reason == "no_pathology":
                 row["pathology_confirmed"] = False
             rows.append(row)
+    return rows
 
-    ext_set = set(ext_names)
+
+def _image_design(rows: list[dict], inst: dict[str, Any], backgrounds: tuple[str, ...], rng: np.random.Generator) -> list[dict]:
+    """Patients in random order with ids, and each one's acquisition (central Canon protocol, or the
+    referral institution's vendor), defects, effusion, aorta contact and low contrast."""
+    ext_set = set(inst["ext_names"])
     order = rng.permutation(len(rows))
     out = []
     for pid, idx in enumerate(order, start=1):
         row = dict(rows[idx])
-        inst = row["institution"]
+        site = row["institution"]
         row["patient_id"] = f"PT{pid:04d}"
-        row["role"] = "external_candidate" if inst in ext_set else "development"
+        row["role"] = "external_candidate" if site in ext_set else "development"
         row["background"] = str(rng.choice(backgrounds))
         d = _scan_date(rng)
-        if inst == CENTRAL:
+        if site == CENTRAL:
             vendor = "canon_medical_systems"
             manufacturer, model = _central_model(d.year)
             kvp, kernel = 120, str(rng.choice(["FC13", "FC03"]))
             thickness = float(_weighted_choice(rng, CENTRAL_THICKNESS_MM))
         else:
-            vendor = inst_vendor[inst]
+            vendor = inst["vendor"][site]
             spec = VENDORS[vendor]
             manufacturer, model = spec["manufacturer"], str(rng.choice(spec["models"]))
             kvp, kernel = int(rng.choice(spec["kvp"])), str(rng.choice(spec["kernels"]))
@@ -316,17 +346,13 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
             "model_name": model, "kvp": kvp, "kernel": kernel, "slice_thickness_mm": thickness,
             "fov_mm": float(np.clip(rng.normal(370, 30), *FOV_MM)),
             "defect": str(rng.choice(DEFECTS[reason])) if reason in DEFECTS else "",
-            "second_series": bool(inst != CENTRAL and reason not in DEFECTS and rng.random() < SECOND_SERIES_RATE),
+            "second_series": bool(site != CENTRAL and reason not in DEFECTS and rng.random() < SECOND_SERIES_RATE),
             "effusion": bool(rng.random() < EFFUSION_RATE),
             "abut_aorta": bool(rng.random() < ABUT_AORTA_RATE),
             "low_contrast": bool(row["size_bin"] == "small" and rng.random() < LOW_CONTRAST_RATE_SMALL),
         })
         out.append(row)
-    df = pd.DataFrame(out)
-    df["age"] = df["age"].astype("Int64")
-    df = draw_classification_columns(df, seed)
-    design_cols = [c for c in df.columns if c not in CLINICAL_COLUMNS]
-    return df[list(CLINICAL_COLUMNS) + design_cols]
+    return out
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, low: float = 0.0) -> float:
