@@ -541,19 +541,12 @@ def run_pipeline(
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[str, Any], run_dir: Path,
-                steps: Sequence[Step], chosen: Sequence[Step], force: bool, kernel_name: str, echo: Any,
-                notes: Sequence[str]) -> RunResult:
-    """The body of :func:`run_pipeline`, under the run folder's lock."""
-    logfile = run_dir / "run.log"
-
-    def say(msg: str) -> None:
-        echo(msg)
-        append_line(logfile, f"{_now()} {msg}")
-
+def _recover_previous(run_dir: Path, say: Any) -> dict[str, Any]:
+    """The step records of the last run into ``run_dir``; a run that died without a word (kill -9,
+    power loss) is said and its running step marked interrupted; stale partial notebooks removed."""
     previous = _read_record(run_dir)
     prev_steps: dict[str, Any] = {k: dict(v) for k, v in previous.get("steps", {}).items()}
-    if previous.get("status") == "running":  # its process died without a word (kill -9, power loss)
+    if previous.get("status") == "running":
         killed = [name for name, e in prev_steps.items() if e.get("status") == "running"]
         for name in killed:
             prev_steps[name].update(status="interrupted")
@@ -561,6 +554,11 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
             + (f" during {', '.join(killed)}; marked interrupted" if killed else ""))
     for stale in (run_dir / "notebooks").glob(".*.running.ipynb"):
         stale.unlink()
+    return prev_steps
+
+
+def _start_record(config_path: Path, config: dict[str, Any], run_dir: Path, prev_steps: dict[str, Any]) -> dict[str, Any]:
+    """The provenance record of this run (run.json), written with the resolved config.yaml."""
     record: dict[str, Any] = {
         "run_dir": str(run_dir),
         "config_file": str(config_path.resolve()),
@@ -578,6 +576,40 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
     }
     write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     write_json(run_dir / "run.json", record)
+    return record
+
+
+def _execute_recorded(step: Step, params: Mapping[str, Any], run_dir: Path, kernel_name: str, rerun: str,
+                      entry: dict[str, Any], say_step: Any, say: Any) -> float:
+    """Execute one step with its progress relayed live, show its notices after it (also on failure),
+    and complete its run.json entry; the wall time in seconds."""
+    from amtlib.progress import relay  # the notebook's progress lines, live on the terminal and in run.log
+
+    notices = run_dir / step.name / NOTICES
+    notices.unlink(missing_ok=True)
+    try:
+        with relay(run_dir / "progress.log", say):
+            wall = execute_step(step, params, run_dir, kernel_name, rerun)
+    finally:
+        _show_notices(notices, entry, say_step)
+    executed_nb = run_dir / "notebooks" / step.notebook.name
+    entry.update(status="ok", ended=_now(), wall_s=round(wall, 2),
+                 duration_s=round(_papermill_duration(executed_nb) or wall, 2))
+    return wall
+
+
+def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[str, Any], run_dir: Path,
+                steps: Sequence[Step], chosen: Sequence[Step], force: bool, kernel_name: str, echo: Any,
+                notes: Sequence[str]) -> RunResult:
+    """The body of :func:`run_pipeline`, under the run folder's lock."""
+    logfile = run_dir / "run.log"
+
+    def say(msg: str) -> None:
+        echo(msg)
+        append_line(logfile, f"{_now()} {msg}")
+
+    prev_steps = _recover_previous(run_dir, say)
+    record = _start_record(config_path, config, run_dir, prev_steps)
 
     lib = library_hash()
     result = RunResult(run_dir=run_dir, record=record)
@@ -610,17 +642,8 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
                      "notebook": str(executed_nb.relative_to(run_dir))}
             record["steps"][step.name] = entry
             write_json(run_dir / "run.json", record)
-            notices = run_dir / step.name / NOTICES
-            notices.unlink(missing_ok=True)
-            try:
-                from amtlib.progress import relay  # the notebook's progress lines, live on the terminal and in run.log
-
-                with relay(run_dir / "progress.log", say):
-                    wall = execute_step(step, params, run_dir, kernel_name, rerun_command(step, config_path, run_dir, overrides))
-            finally:
-                _show_notices(notices, entry, lambda m: say(f"[{k}/{len(chosen)}] {step.name}: {m}"))
-            entry.update(status="ok", ended=_now(), wall_s=round(wall, 2),
-                         duration_s=round(_papermill_duration(executed_nb) or wall, 2))
+            wall = _execute_recorded(step, params, run_dir, kernel_name, rerun_command(step, config_path, run_dir, overrides),
+                                     entry, lambda m: say(f"[{k}/{len(chosen)}] {step.name}: {m}"), say)
             result.executed.append(step.name)
             upstream.append(fp)
             write_json(run_dir / "run.json", record)
