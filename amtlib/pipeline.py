@@ -60,6 +60,8 @@ KERNEL_NAME = "python3"
 VERSIONED_PACKAGES = (
     "amtlib", "torch", "monai", "numpy", "scipy", "pandas", "pydicom", "nibabel", "SimpleITK",
     "connected-components-3d", "pyradiomics-bhklab", "statsmodels", "matplotlib", "seaborn", "papermill",
+    "highdicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "scikit-image",
+    "scikit-learn", "imbalanced-learn",
 )
 _STEP_RE = re.compile(r"^(\d\d)_([A-Za-z0-9_]+)\.ipynb$")
 

@@ -22,7 +22,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_LABELS = {"00_data": "00 data", "01_cohort": "01 cohort", "02_split": "02 split", "03_train": "03 train",
-               "04_evaluate": "04 evaluate", "05_froc": "05 FROC", "06_failure": "06 failure"}
+               "04_evaluate": "04 evaluate", "05_froc": "05 FROC", "06_failure": "06 failure",
+               "07_histology": "07 histology", "08_fusion": "08 fusion", "09_export": "09 export", "10_report": "10 report"}
 
 
 def _num(text: str) -> float:
