@@ -94,7 +94,7 @@ def report(run_dir: Path, step_s: float, step_s_before: float | None = None, ste
            "model_step_s_before": None if step_s_before is None else round(step_s_before, 4),
            "model_step_s_after": None if step_s_after is None else round(step_s_after, 4),
            "steps": rows, "total_s": round(total, 1), "total_model_steps": round(total / step_s)}
-    log = run_dir / "03_train" / "train_log.csv"
+    log = run_dir / "03_train" / "train_timing.csv"  # speed columns (train_log.csv holds only results)
     if log.is_file():
         t = pd.read_csv(log)
         if len(t):
