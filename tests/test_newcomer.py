@@ -111,8 +111,10 @@ def test_training_with_prefetch_equals_training_without(tmp_path, monkeypatch):
         cases.append(CaseVolume(str(i), img, m, img.shape, (5.0, 3.0, 3.0), np.eye(4), -300.0, 300.0, np.flatnonzero(m)))
     cfg = T.TrainConfig(patch=(8, 16, 16), base_width=2, blocks_per_level=1, iterations=6, eval_every=3, device="cpu", workers=1)
     norm = Normalisation(-300.0, 300.0)
+    # the CPU makes batches inline and a GPU prefetches them: force each way on the CPU
+    monkeypatch.setattr(T, "Prefetcher", lambda fn, s, e, depth=2: Prefetcher(fn, s, e, depth=2))
     a = T.train(cases, cases[:1], cfg, tmp_path / "a", norm, resume=False, progress=False)
-    monkeypatch.setattr(T, "Prefetcher", lambda fn, s, e: Prefetcher(fn, s, e, depth=0))
+    monkeypatch.setattr(T, "Prefetcher", lambda fn, s, e, depth=2: Prefetcher(fn, s, e, depth=0))
     b = T.train(cases, cases[:1], cfg, tmp_path / "b", norm, resume=False, progress=False)
     cols = ["iteration", "train_loss", "tuning_dice"]
     assert a.log[cols].equals(b.log[cols])
