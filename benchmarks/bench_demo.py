@@ -54,7 +54,7 @@ def loop_speed(run_dir: Path, config: dict, iters: int) -> dict:
     """Training-loop it/s on the run's training cases (no tuning evaluation), with and without prefetching.
 
     The loop of :func:`amtlib.train.train` as the demo runs it, for ``iters`` iterations; the second
-    measurement replaces the background prefetcher by on-demand batches (the loop before issue 13).
+    measurement replaces the background prefetcher by on-demand batches (what the CPU uses).
     """
     import tempfile
     import warnings
@@ -69,7 +69,9 @@ def loop_speed(run_dir: Path, config: dict, iters: int) -> dict:
     out = {}
     original = T.Prefetcher
     try:
-        for name, factory in (("prefetch", original), ("no_prefetch", lambda fn, a, b: Prefetcher(fn, a, b, depth=0))):
+        # forced each way (train() itself prefetches on a GPU only)
+        for name, factory in (("prefetch", lambda fn, a, b, depth=2: Prefetcher(fn, a, b, depth=2)),
+                              ("no_prefetch", lambda fn, a, b, depth=0: Prefetcher(fn, a, b, depth=0))):
             T.Prefetcher = factory
             with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
