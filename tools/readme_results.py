@@ -55,7 +55,7 @@ def timing_block(run: Path) -> str:
         if "loop_it_per_s_prefetch" in bench:
             text += (f"; the bare training loop on the run's cases ran at {bench['loop_it_per_s_prefetch']:.2f} it/s with batches "
                      f"prefetched in a thread and {bench['loop_it_per_s_no_prefetch']:.2f} it/s with batches made between "
-                     "model steps (the loop before issue 13), measured in one process minutes apart")
+                     "model steps (what training does on a CPU; a GPU prefetches), measured in one process minutes apart")
         text += ". "
         if a and b and max(a, b) > 1.25 * min(a, b):
             text += ("The two model-step measurements differ by more than 25%: the machine was busy during the run, so the "
