@@ -55,6 +55,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from amtlib import dicomio
 from amtlib import manifest as mf
 from amtlib import masks as mk
 from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
@@ -214,8 +215,6 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
     """SEG and RTSTRUCT files by the SeriesInstanceUID they reference: those of the DICOM tree
     (``objects`` of :func:`amtlib.dicomio.scan_tree`) and any DICOM file in ``masks/`` (by content)."""
     from amtlib import annotations as an
-    from amtlib import dicomio
-
     index: dict[str, list[str]] = {}
     kinds = {an.SEG_STORAGE, an.RTSTRUCT_STORAGE}
     for row in objects.itertuples():
@@ -226,7 +225,7 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
         for path in sorted(p for p in masks.iterdir() if p.is_file() and not p.name.startswith(".") and not mk.mask_suffix(p)):
             kind, ds, _ = dicomio.sniff(path)
             if kind == "dicom" and str(ds.get("SOPClassUID", "")) in kinds:
-                uid = an.referenced_series_uid(path) or ""
+                uid = dicomio.referenced_series(ds)  # from the header already read
                 if uid:
                     index.setdefault(uid, []).append(str(path.resolve()))
                 else:
@@ -236,8 +235,6 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
 
 def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
     """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
-    from amtlib import dicomio
-
     from amtlib import annotations as an
 
     uid = row["series_uid"]
@@ -384,16 +381,7 @@ def _process_star(args: tuple) -> dict[str, Any]:
 # the whole cohort (I/O)
 
 
-def _patient_of_path(path: str, dicom_root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(dicom_root.resolve()).parts[0]
-    except (ValueError, IndexError):
-        return ""
-
-
 def _scan(raw_dir: Path, accept_derived: bool) -> Any:
-    from amtlib import dicomio
-
     dicom_root = raw_dir / "dicom"
     if dicom_root.is_dir():
         return dicomio.scan_tree(dicom_root, patient_level=True, accept_derived=accept_derived)
@@ -403,7 +391,7 @@ def _scan(raw_dir: Path, accept_derived: bool) -> Any:
 
 def _no_series_reason(pid: str, dicom_root: Path, scan: Any) -> tuple[str, str]:
     """Reason for a screened patient without a candidate CT series, naming what was found instead."""
-    bad = [p for p in scan.unreadable["path"] if _patient_of_path(p, dicom_root) == pid]
+    bad = [p for p in scan.unreadable["path"] if dicomio.patient_folder_of(p, dicom_root) == pid]
     if bad:
         return "unreadable_files", f"{len(bad)} unreadable file(s), e.g. {bad[0]}: {scan.unreadable.set_index('path').loc[bad[0], 'reason']}"
     others = scan.objects[scan.objects["patient_folder"] == pid]
@@ -439,8 +427,6 @@ def build_cohort(
     ``accept_derived``, ``mask_label`` and ``mask_tolerance_mm`` are described in :mod:`amtlib.dicomio`
     and :mod:`amtlib.masks`; none of them changes what is read silently (each use is in warnings.csv).
     """
-    from amtlib import dicomio
-
     if tilt_policy not in dicomio.TILT_POLICIES:
         raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(dicomio.TILT_POLICIES)}")
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)

@@ -245,7 +245,7 @@ _OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referen
 _WARNING_COLUMNS = ["patient_folder", "series_uid", "kind", "detail"]
 
 
-def _referenced_series(ds: Any) -> str:
+def referenced_series(ds: Any) -> str:
     """SeriesInstanceUID an annotation refers to (SEG: ReferencedSeriesSequence; RTSTRUCT: the
     RT Referenced Series of the referenced frame of reference); "" when none is recorded."""
     for item in ds.get("ReferencedSeriesSequence", None) or []:
@@ -358,7 +358,7 @@ class _Found:
         if reason:
             self.objects.append({"path": where, "patient_folder": patient, "sop_class": _text(ds, "SOPClassUID"),
                                  "series_uid": _text(ds, "SeriesInstanceUID"),
-                                 "referenced_series_uid": _referenced_series(ds), "reason": reason})
+                                 "referenced_series_uid": referenced_series(ds), "reason": reason})
             return
         uid = _text(ds, "SeriesInstanceUID")
         derived = not uid
@@ -384,7 +384,7 @@ def _skipped_warnings(skipped: list[dict[str, str]], root: Path, patient_level: 
     for folder, names in sorted(by_folder.items()):
         detail = f"{folder}: skipped {len(names)} non-DICOM file(s): {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
         log.warning("%s", detail)
-        out.append({"patient_folder": _patient_folder(folder, root) if patient_level else "", "series_uid": "",
+        out.append({"patient_folder": patient_folder_of(folder, root) if patient_level else "", "series_uid": "",
                     "kind": "non_dicom_files", "detail": detail})
     return out
 
@@ -403,7 +403,8 @@ def _patient_id_warnings(tag_ids: dict[str, set[str]]) -> list[dict[str, str]]:
     return out
 
 
-def _patient_folder(path: str | Path, root: Path) -> str:
+def patient_folder_of(path: str | Path, root: Path) -> str:
+    """The patient of ``path``: its first folder under ``root`` ("" when outside it)."""
     try:
         return Path(path).resolve().relative_to(root.resolve()).parts[0]
     except (ValueError, IndexError):
@@ -876,9 +877,3 @@ def _ds_str(value: float) -> str:
     """Decimal String for a coordinate: at most 16 characters, round-trips to 1e-6 mm."""
     text = f"{float(value):.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def iter_series_folders(root: str | Path) -> Iterable[Path]:
-    """Folders under ``root`` that directly contain at least one file (candidate series folders)."""
-    root = Path(root)
-    return sorted({p.parent for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")})
