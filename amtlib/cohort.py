@@ -381,10 +381,10 @@ def _process_star(args: tuple) -> dict[str, Any]:
 # the whole cohort (I/O)
 
 
-def _scan(raw_dir: Path, accept_derived: bool) -> Any:
+def _scan(raw_dir: Path, accept_derived: bool, workers: int = 1) -> Any:
     dicom_root = raw_dir / "dicom"
     if dicom_root.is_dir():
-        return dicomio.scan_tree(dicom_root, patient_level=True, accept_derived=accept_derived)
+        return dicomio.scan_tree(dicom_root, patient_level=True, accept_derived=accept_derived, workers=workers)
     log.warning("%s: no dicom/ folder; every patient will be excluded as no_ct_series", raw_dir)
     return dicomio.ScanResult.empty()
 
@@ -432,7 +432,7 @@ def build_cohort(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     clinical = read_clinical(raw_dir / "clinical.csv")
     dicom_root = raw_dir / "dicom"
-    scan = _scan(raw_dir, accept_derived)
+    scan = _scan(raw_dir, accept_derived, workers)
     series = scan.series
     screened = set(clinical["patient_id"])
     unknown = sorted(set(series["patient_folder"]) - screened)

@@ -113,6 +113,23 @@ def test_same_seed_same_bytes_other_seed_other_uids(tmp_path: Path, volume: np.n
     assert len({pydicom.dcmread(p).SOPInstanceUID for p in a}) == len(a)
 
 
+def test_spliced_header_equals_what_pydicom_writes(series: Path) -> None:
+    """The writer encodes the static header once and splices per-slice elements in (issue 13): every
+    file must equal, byte for byte, what pydicom's own ``save_as`` writes for the same dataset, and
+    the spliced elements must be the slice's own (position rising by the slice step)."""
+    import io
+
+    files = sorted(series.glob("*.dcm"))
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        assert buf.getvalue() == path.read_bytes(), path.name
+        assert ds.InstanceNumber == k + 1 and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert float(ds.ImagePositionPatient[2]) == pytest.approx(ORIGIN[2] + k * SPACING[0])
+        assert float(ds.SliceLocation) == pytest.approx(ORIGIN[2] + k * SPACING[0])
+
+
 def test_header_tags_and_scan_tree(series: Path, tmp_path: Path) -> None:
     ds = pydicom.dcmread(next(series.glob("*.dcm")))
     assert ds.SOPClassUID == dicomio.CT_IMAGE_STORAGE

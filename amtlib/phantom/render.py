@@ -279,25 +279,30 @@ def _flag(design: dict, key: str) -> bool:
         return False
 
 
-def irregular_margin_lobes(rng: np.random.Generator) -> tuple[list, float]:
-    """Extra high-frequency outline terms and added amplitude of an irregular (ill-defined) margin.
+def irregular_margin_lobes(rng: np.random.Generator, lobe_amp: float) -> list:
+    """Extra outline terms of an irregular (ill-defined) margin, to append to a case's lobes.
 
     Related TET paper, Table 1 (margin unclear more often in high-risk thymomas): six direction
-    sinusoids of about three times the base lobulation frequency, amplitude +0.08-0.15.
+    sinusoids of about twice the base lobulation frequency whose summed amplitude is 6-12 % of the
+    radius, on top of the case's own lobulation (``lobe_amp`` is the case's factor, which the outline
+    formula multiplies every term by; it is divided out here so the base lobulation stays as it was).
+    A gentle irregularity: the margin is rougher, the tumour keeps its size and place.
     """
-    lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 6.0, 3), rng.uniform(0, 2 * np.pi)) for _ in range(6)]
-    return lobes, float(rng.uniform(0.08, 0.15))
+    raw = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 4.5, 3), rng.uniform(0, 2 * np.pi)) for _ in range(6)]
+    total = float(rng.uniform(0.06, 0.12))
+    norm = total / (sum(a for a, _, _ in raw) * max(lobe_amp, 1e-3))
+    return [(a * norm, k, ph) for a, k, ph in raw]
 
 
 def heterogeneous_enhancement(field: np.ndarray, spacing, rng: np.random.Generator) -> np.ndarray:
-    """Patchy poorly enhancing regions: 25-45 % of the tumour, 15-35 HU lower, soft 5 mm patches.
+    """Patchy poorly enhancing regions: 20-40 % of the tumour, 10-25 HU lower, soft 5 mm patches.
 
     Related TET paper, Table 1 (heterogeneous enhancement more often in high-risk thymomas).
     """
     patches = _smooth_field(field.shape, tuple(max(0.5, 5.0 / s) for s in spacing), rng)
-    cut = np.quantile(patches, 1 - rng.uniform(0.25, 0.45))
+    cut = np.quantile(patches, 1 - rng.uniform(0.20, 0.40))
     weight = np.clip((patches - cut) / 0.4, 0.0, 1.0)
-    return (field - rng.uniform(15.0, 35.0) * weight).astype(np.float32)
+    return (field - rng.uniform(10.0, 25.0) * weight).astype(np.float32)
 
 
 def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx: tuple[int, int] = (160, 192),
@@ -330,8 +335,7 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     lobe_amp = rng.uniform(*p["lobe"])
     lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 2.2, 3), rng.uniform(0, 2 * np.pi)) for _ in range(4)]
     if _flag(design, "margin_irregular"):
-        extra, extra_amp = irregular_margin_lobes(corr_rng)
-        lobes, lobe_amp = lobes + extra, lobe_amp + extra_amp
+        lobes = lobes + irregular_margin_lobes(corr_rng, lobe_amp)
     edge_mm = spacing[1] * (2.5 if design.get("low_contrast") else 1.0)
     allowed = tumour_bounding_region(labels)
     lo, hi = SIZE_RANGES_MM[str(design.get("size_bin") or "medium")]
