@@ -182,9 +182,10 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def tet_radiomics_params(spacing_mm: float = 1.0, bin_width: float = 32.0, texture: bool = True) -> Params:
     """pyradiomics settings of the TET paper: isotropic ``spacing_mm`` B-spline resampling, bin width
-    ``bin_width`` HU, shape + first-order (+ the five texture classes), original image only."""
+    ``bin_width`` HU, shape + first-order (+ the five texture classes), original image only; no
+    pyradiomics diagnostics (:func:`extract_roi_features` keeps the features only)."""
     classes = ("shape", "firstorder", *(TEXTURE_CLASSES if texture else ()))
-    return radiomics_params(bin_width=bin_width, resampled_spacing_mm=(spacing_mm,) * 3, feature_classes=classes)
+    return radiomics_params(bin_width=bin_width, resampled_spacing_mm=(spacing_mm,) * 3, feature_classes=classes, diagnostics=False)
 
 
 def extract_roi_features(case_id: str, image_path: str, mask_path: str, params: Params,

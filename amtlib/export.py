@@ -353,7 +353,7 @@ def _run_raw_dir(run_dir: Path) -> Path:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str | None = "external_test",
-               formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None) -> pd.DataFrame:
+               formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
     """Export the predictions of a run folder as DICOM; return one row per case (``export.csv`` too).
 
     Reads ``01_cohort/manifest.csv`` (case, ``series_uid``), ``02_split/split.csv`` when ``split`` is
@@ -362,7 +362,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
     ``out_dir/<case_id>/seg.dcm`` and/or ``rtstruct.dcm`` (default ``out_dir``: ``RUN/09_export``) and
     ``out_dir/export.csv``. UIDs derive from the run folder's name and the case id. Raises
-    :class:`ExportError` naming the case for a missing prediction or source series.
+    :class:`ExportError` naming the case for a missing prediction or source series. ``workers`` > 1
+    writes cases in that many processes (the same files).
     """
     from amtlib.paths import RunPaths
 
@@ -387,7 +388,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
                           "source DICOM series")
     sources = case_sources(P, manifest, raw_dir)
     model_sha = sha256_file(P.model) if P.model.is_file() else ""
-    rows = []
+    jobs = []
     for _, case in manifest.sort_values("case_id").iterrows():
         cid, uid = case["case_id"], case["series_uid"]
         pred_path = P.predictions_dir / f"{cid}.nii.gz"
@@ -396,18 +397,31 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         if cid not in sources:
             raise ExportError(f"case {cid}: source series {uid} not found under the raw DICOM folder; "
                               "set raw_dir to the cohort the run was built from")
-        try:
-            mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
-        except ValueError as exc:
-            raise ExportError(str(exc)) from None
-        written = export_case(mask, sources[cid], out / cid, f"{P.root.name}:{cid}", formats, model_sha, affine)
-        folder = os.path.commonpath([str(Path(f).parent) for f in sources[cid]])
-        rows.append({"case_id": cid, "series_uid": uid, "source_folder": folder, "n_voxels": int(mask.sum()),
-                     "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
-                     "rtstruct_path": str(written["rtstruct"].relative_to(out)) if "rtstruct" in written else ""})
+        jobs.append((cid, uid, pred_path, sources[cid], out, f"{P.root.name}:{cid}", tuple(formats), model_sha))
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(_export_job, jobs))
+    else:
+        rows = [_export_job(job) for job in jobs]
     table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
     write_csv(out / "export.csv", table)
     return table
+
+
+def _export_job(job: tuple) -> dict[str, Any]:
+    """One case of :func:`export_run`: read the prediction, write its files, return its row."""
+    cid, uid, pred_path, source_files, out, uid_seed, formats, model_sha = job
+    try:
+        mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    written = export_case(mask, source_files, out / cid, uid_seed, formats, model_sha, affine)
+    folder = os.path.commonpath([str(Path(f).parent) for f in source_files])
+    return {"case_id": cid, "series_uid": uid, "source_folder": folder, "n_voxels": int(mask.sum()),
+            "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
+            "rtstruct_path": str(written["rtstruct"].relative_to(out)) if "rtstruct" in written else ""}
 
 
 def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_cases: int = 1) -> pd.DataFrame:
@@ -461,10 +475,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--format", default="both", choices=["seg", "rtstruct", "both"])
     p.add_argument("--out", default=None, help="output folder (default RUN/09_export)")
     p.add_argument("--raw-dir", default=None, help="raw cohort folder holding dicom/ (default: the run's raw_dir)")
+    p.add_argument("--workers", type=int, default=1, help="cases written in parallel processes (default 1)")
     args = p.parse_args(argv)
     try:
         table = export_run(args.run, args.out, None if args.split == "all" else args.split,
-                           parse_formats(args.format), args.raw_dir)
+                           parse_formats(args.format), args.raw_dir, args.workers)
     except (ExportError, ValueError) as exc:
         print(f"amt export: {exc}", file=sys.stderr)
         return 2

@@ -209,6 +209,28 @@ def test_export_run_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert "amt export: case P3: prediction" in err and "P3.nii.gz not found" in err
 
 
+def test_export_run_in_worker_processes_writes_the_same_cases(tmp_path: Path) -> None:
+    """workers=2 (issue 13) gives the same table and, per case, the same SEG voxels and the same
+    RTSTRUCT contours as a serial export; a missing prediction still names its case."""
+    import pydicom
+
+    run, preds = _fake_run(tmp_path)
+    serial = export.export_run(run, tmp_path / "serial", split=None, workers=1)
+    parallel = export.export_run(run, tmp_path / "parallel", split=None, workers=2)
+    pd.testing.assert_frame_equal(serial.drop(columns="source_folder"), parallel.drop(columns="source_folder"))
+    assert serial["case_id"].tolist() == ["P1", "P2", "P3"]
+    for pid in ("P1", "P2", "P3"):
+        _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / pid / "s1")
+        np.testing.assert_array_equal(an.read_seg(tmp_path / "parallel" / pid / "seg.dcm", geometry), preds[pid])
+        contours = {d: [[list(c.ContourData) for c in roi.ContourSequence]
+                        for roi in pydicom.dcmread(tmp_path / d / pid / "rtstruct.dcm").ROIContourSequence]
+                    for d in ("serial", "parallel")}
+        assert contours["serial"] == contours["parallel"] and contours["serial"][0]
+    (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
+    with pytest.raises(export.ExportError, match="case P3: prediction"):
+        export.export_run(run, tmp_path / "p3", workers=2)
+
+
 def test_export_run_names_a_missing_source_series(tmp_path: Path) -> None:
     run, _ = _fake_run(tmp_path)
     manifest = pd.read_csv(run / "01_cohort" / "manifest.csv")

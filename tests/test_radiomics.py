@@ -54,6 +54,40 @@ def test_voxel_array_shift_and_bin_width_are_applied():
     assert shifted["original_firstorder_Entropy"] == pytest.approx(0.0, abs=1e-9)  # one bin [0, 100)
 
 
+def test_features_without_diagnostics_and_with_a_reused_extractor_are_the_same():
+    """Issue 13 speed-ups: one extractor per process and settings (built once, reused), and the TET
+    settings without pyradiomics' diagnostics. Neither may change a feature: the same values as a
+    fresh extractor with diagnostics on, and the diagnostics entries present only when asked for."""
+    from radiomics import featureextractor
+
+    from amtlib import classify as clf
+
+    rng = np.random.default_rng(4)
+    mask = _sphere((20, 24, 24), (20.0, 24.0, 24.0), 9.0, (2.0, 2.0, 2.0))
+    image = np.where(mask, rng.normal(40, 15, mask.shape), rng.normal(-60, 20, mask.shape))
+    tet = clf.tet_radiomics_params(3.0, 32, True)
+    assert tet["setting"]["additionalInfo"] is False
+    on = {**tet, "setting": {**tet["setting"], "additionalInfo": True}}
+    quick = rad.extract_arrays(image, mask, (2.0, 2.0, 2.0), tet)
+    again = rad.extract_arrays(image, mask, (2.0, 2.0, 2.0), tet)
+    full = rad.extract_arrays(image, mask, (2.0, 2.0, 2.0), on)
+    features = [k for k in full if k.startswith("original_")]
+    assert len(features) > 90 and not any(k.startswith("diagnostics_") for k in quick)
+    assert any(k.startswith("diagnostics_") for k in full)
+    assert {k: quick[k] for k in features} == {k: full[k] for k in features} == {k: again[k] for k in features}
+    assert rad._extractor(tet) is rad._extractor(dict(tet)) and rad._extractor(tet) is not rad._extractor(on)
+    # a fresh pyradiomics extractor, outside the cache, agrees too
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(image.astype(np.float32))
+    msk = sitk.GetImageFromArray(mask.astype(np.uint8))
+    for i in (img, msk):
+        i.SetSpacing((2.0, 2.0, 2.0))
+    fresh = featureextractor.RadiomicsFeatureExtractor(on).execute(img, msk)
+    for k in features:
+        assert float(fresh[k]) == pytest.approx(quick[k], rel=1e-12, abs=1e-12), k
+
+
 def test_params_file_round_trips_and_configures_pyradiomics(tmp_path):
     from radiomics import featureextractor
 

@@ -18,6 +18,10 @@ def test_auc_equals_sklearn_with_ties():
         y[:2] = [0, 1]
         s = np.round(rng.normal(size=n) + y, 1)  # rounding makes ties
         assert roc.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert roc.auc(y, s) == roc.delong(y, s)[0][0]  # the rank formula and DeLong's components agree exactly here
+    assert np.isnan(roc.auc([1, 1, 1], [0.2, 0.5, 0.9]))
+    with pytest.raises(ValueError, match="labels must be 0/1"):
+        roc.auc([0, 2, 1], [0.1, 0.2, 0.3])
 
 
 def test_delong_small_example_by_hand():
