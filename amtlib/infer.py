@@ -95,7 +95,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[UN
         raise ValueError(f"{path}: not an amtlib 3D U-Net model (expected format {MODEL_FORMAT})")
     model = UNet3D(ModelConfig.from_dict(blob["model_config"]))
     model.load_state_dict(blob["model"])
-    model.to(torch.device(device)).eval()
+    # channels-last, as in training: a third faster on the CPU (oneDNN) and on cuDNN; the probabilities
+    # agree with the default layout to float rounding (~1e-6)
+    model.to(torch.device(device)).to(memory_format=torch.channels_last_3d).eval()
     return model, {k: v for k, v in blob.items() if k not in ("model",)}
 
 
