@@ -9,7 +9,7 @@ VENV       ?= .venv
 # TORCH_INDEX at the CUDA wheel index you use, e.g. TORCH_INDEX="--index-url <your CUDA wheel index>".
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS     ?= test,viewer
+EXTRAS     ?= test,viewer,bench
 CONFIG     ?= configs/demo.yaml
 RUN_OUT    ?= runs/demo
 
