@@ -116,6 +116,30 @@ def _copy_patient_study(target: Any, source: Any) -> None:
 # SEG
 
 
+def creation_time() -> _dt.datetime:
+    """When an exported object is created: now, or the UTC time given by the ``SOURCE_DATE_EPOCH``
+    environment variable (seconds since 1970, the reproducible-builds convention) so that exporting the
+    same run twice gives byte-identical files. A value that is not an integer is an error naming it."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        return _dt.datetime.now()
+    try:
+        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError, OSError):
+        raise ExportError(f"SOURCE_DATE_EPOCH={epoch!r}: not a whole number of seconds since 1970; unset it or fix it") from None
+
+
+def _stamp_seg(seg: Any, when: _dt.datetime) -> Any:
+    """Set the SEG's creation, content and contribution date/times (highdicom stamps the wall clock)."""
+    date, time_ = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    seg.InstanceCreationDate, seg.InstanceCreationTime = date, time_
+    seg.ContentDate, seg.ContentTime = date, time_
+    for item in seg.get("ContributingEquipmentSequence", None) or []:
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time_
+    return seg
+
+
 def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, Any], uid_seed: str,
                 model_sha256: str = "", series_number: int = 901) -> Any:
     """A BINARY DICOM SEG (highdicom ``Segmentation``) of a (z, y, x) 0/1 ``mask`` on the source series.
@@ -144,7 +168,12 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         manufacturer="amtlib", manufacturer_model_name=ALGORITHM_NAME, software_versions=__version__,
         device_serial_number=(model_sha256 or "none")[:16], series_description="AMT prediction (SEG)",
         content_label="TUMOUR", omit_empty_frames=bool(on.any()))
-    return seg
+    # highdicom draws the dimension organisation UID at random: derive it like every other UID
+    dim_uid = deterministic_uid(uid_seed, "seg-dimension-organization")
+    for elem in seg.iterall():
+        if elem.keyword == "DimensionOrganizationUID":
+            elem.value = dim_uid
+    return _stamp_seg(seg, creation_time())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,7 +228,7 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_STORAGE, sop_uid
     _copy_patient_study(ds, first)
-    now = _dt.datetime.now()
+    now = creation_time()
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = deterministic_uid(uid_seed, "rtstruct-series")

@@ -266,3 +266,24 @@ def test_sources_an_export_cannot_reference_slice_by_slice(exported) -> None:
         export.read_source_headers({**geometry, "tilt_deg": 15.0})
     with pytest.raises(an.AnnotationError, match="resampled from a tilted gantry"):
         an.read_seg(written["seg"], {**geometry, "tilt_deg": 15.0})
+
+
+def test_source_date_epoch_makes_exports_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SOURCE_DATE_EPOCH set (reproducible-builds convention) two exports of the same run are
+    byte-identical: every date/time is that instant (1700000000 s = 2023-11-14 22:13:20 UTC, by hand)
+    and every UID derives from the run and case (highdicom's random dimension UID included)."""
+    import pydicom
+
+    run, _ = _fake_run(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    export.export_run(run, tmp_path / "a")
+    export.export_run(run, tmp_path / "b")
+    for name in ("seg.dcm", "rtstruct.dcm"):
+        a, b = tmp_path / "a" / "P1" / name, tmp_path / "b" / "P1" / name
+        assert a.read_bytes() == b.read_bytes(), name
+        stamps = {e.keyword: str(e.value) for e in pydicom.dcmread(a).iterall()
+                  if e.VR in ("DA", "TM", "DT") and not e.keyword.startswith(("Study", "Series", "Patient"))}
+        assert stamps and all(v.startswith(("20231114", "221320")) for v in stamps.values()), stamps
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(export.ExportError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        export.export_run(run, tmp_path / "c")
