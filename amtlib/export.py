@@ -7,11 +7,12 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
   abnormal structure / SCT 108369006 Neoplasm, anatomic region SCT 72410000 Mediastinum; algorithm
   identification: name, family DCM 123110 Artificial Intelligence, version = amtlib's version, source
   ``amtlib``, parameter ``model_sha256`` (SHA-256 of the model file, when given). Frames reference the
-  source slices (SOPInstanceUID) and carry their positions; empty slices are omitted (all slices are
-  kept when the mask is empty).
+  source slices (SOPInstanceUID; for a multi-frame Enhanced CT source, the instance and its
+  ReferencedFrameNumber) and carry their positions; empty slices are omitted (all slices are kept
+  when the mask is empty).
 - **RTSTRUCT** (pydicom; contours from scikit-image ``find_contours``): one ROI, one CLOSED_PLANAR
   contour per connected outline per slice, each point in LPS mm on the slice plane and referencing its
-  slice. Outlines run along the 0.5 level between tumour and background pixel centres, so rasterising
+  slice (or its frame of a multi-frame source). Outlines run along the 0.5 level between tumour and background pixel centres, so rasterising
   them with the pixel-centre rule of :func:`amtlib.annotations.read_rtstruct` gives the mask back
   (holes are inner contours, filled even-odd). Why not rt-utils: it is lightly maintained, pins
   OpenCV for contouring and has no test of the world geometry it writes; building the few RTSTRUCT
@@ -21,7 +22,9 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
 Both objects copy the Patient and General Study modules of the source series (as DICOM requires) and
 nothing else of it; their own series, equipment ("amtlib") and UIDs are new. UIDs are deterministic:
 :func:`amtlib.dicomio.deterministic_uid` of a run seed, the case id and the object kind, so re-exporting
-the same run gives the same UIDs. Files are written atomically.
+the same run gives the same UIDs; with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are
+fixed too and a re-export is byte-identical. Files are written atomically. A series the reader
+resampled (tilted gantry) is refused: its grid is not the files'.
 """
 
 from __future__ import annotations
@@ -72,26 +75,33 @@ class ExportError(ValueError):
 def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
     """Headers (no pixel data) of the series' slices in z order, from ``geometry['files']``.
 
-    Refuses what an export cannot reference slice by slice: a multi-frame source (one SOP instance
-    for every slice) and a tilted-gantry series resampled by the reader (its grid is not the files').
+    A multi-frame (Enhanced CT) source gives its one header for each of its frames (read once; the
+    frame of each slice is in :func:`frame_numbers`). Refuses a tilted-gantry series resampled by
+    the reader (its grid is not the files') and a series whose files changed since it was read.
     """
     import pydicom
 
     series = geometry.get("series_uid", "")
-    if any("#" in uid for uid in geometry["sop_uids"]):
-        raise ExportError(f"series {series}: a multi-frame (Enhanced CT) source; DICOM export supports "
-                          "single-frame CT series only")
     if geometry.get("tilt_deg", 0.0):
         raise ExportError(f"series {series}: tilted gantry ({geometry['tilt_deg']:.2f} degrees) resampled by the reader, "
                           "so the mask is not on the files' grid; build the cohort with tilt_policy='exclude'")
-    headers = []
+    headers, read = [], {}
     for path, uid in zip(geometry["files"], geometry["sop_uids"]):
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        if str(ds.SOPInstanceUID) != uid:
-            raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({uid}); "
+        sop = uid.partition("#")[0]
+        if path not in read:
+            read[path] = pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = read[path]
+        if str(ds.SOPInstanceUID) != sop:
+            raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({sop}); "
                               "the source series changed since the cohort was built")
         headers.append(ds)
     return headers
+
+
+def frame_numbers(geometry: dict[str, Any]) -> list[int | None]:
+    """Frame number (1-based) of each slice in a multi-frame source, None for single-frame files
+    (the series reader names frame f of a multi-frame instance ``uid#f``)."""
+    return [int(uid.partition("#")[2]) if "#" in uid else None for uid in geometry["sop_uids"]]
 
 
 def _check_mask(mask: np.ndarray, geometry: dict[str, Any], what: str) -> np.ndarray:
@@ -160,8 +170,20 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
         tracking_id="tumour", anatomic_regions=[codes.SCT.Mediastinum])
+    frames = frame_numbers(geometry)
+    source_images, pixels = list(sources), on.astype(np.uint8)
+    if any(f is not None for f in frames):
+        # a multi-frame source: one source image, the segmentation's frames in its frame order
+        instances = {str(ds.SOPInstanceUID) for ds in sources}
+        if len(instances) != 1 or None in frames:
+            raise ExportError(f"case {uid_seed}: the series spans {len(instances)} instance(s), some multi-frame; "
+                              "DICOM SEG export needs single-frame slices or one multi-frame instance")
+        source_images = [sources[0]]
+        pixels = np.zeros((int(sources[0].NumberOfFrames), *on.shape[1:]), np.uint8)
+        for z, f in enumerate(frames):
+            pixels[f - 1] = on[z]
     seg = hd.seg.Segmentation(
-        source_images=list(sources), pixel_array=on.astype(np.uint8),
+        source_images=source_images, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
         series_instance_uid=deterministic_uid(uid_seed, "seg-series"), series_number=series_number,
         sop_instance_uid=deterministic_uid(uid_seed, "seg-instance"), instance_number=1,
@@ -242,7 +264,8 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     frame_uid = str(first.FrameOfReferenceUID)
     ds.FrameOfReferenceUID = frame_uid  # the structures lie in the source's frame of reference
     ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
-    images = [_image_ref(s) for s in sources]
+    frames = frame_numbers(geometry)
+    images = [_image_ref(s, f) for s, f in zip(sources, frames)]
     series_ref = pydicom.Dataset()
     series_ref.SeriesInstanceUID = str(first.SeriesInstanceUID)
     series_ref.ContourImageSequence = Seq(images)
@@ -274,12 +297,15 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     return ds
 
 
-def _image_ref(source: Any) -> Any:
+def _image_ref(source: Any, frame: int | None = None) -> Any:
+    """A Contour Image Sequence item: the slice's instance, and its frame in a multi-frame source."""
     import pydicom
 
     ref = pydicom.Dataset()
     ref.ReferencedSOPClassUID = str(source.SOPClassUID)
     ref.ReferencedSOPInstanceUID = str(source.SOPInstanceUID)
+    if frame is not None:
+        ref.ReferencedFrameNumber = int(frame)
     return ref
 
 
@@ -288,13 +314,14 @@ def _slice_contours(on: np.ndarray, geometry: dict[str, Any], sources: Sequence[
     from pydicom.sequence import Sequence as Seq
 
     to_lps = voxel_to_lps(geometry)
+    frames = frame_numbers(geometry)
     out = []
     for k in np.flatnonzero(on.any(axis=(1, 2))):
         for pts in mask_contours(on[k]):
             vox = np.c_[pts, np.full(len(pts), float(k)), np.ones(len(pts))]
             lps = (vox @ to_lps.T)[:, :3]
             item = pydicom.Dataset()
-            item.ContourImageSequence = Seq([_image_ref(sources[k])])
+            item.ContourImageSequence = Seq([_image_ref(sources[k], frames[k])])
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(lps)
             item.ContourData = _ds(lps.ravel())
@@ -363,7 +390,8 @@ def case_sources(P: Any, manifest: pd.DataFrame, raw_dir: str | Path | None) -> 
     if P.sources_json.is_file():
         known = json.loads(P.sources_json.read_text())
         if all(c in known for c in manifest["case_id"]):
-            return {c: list(known[c]["files"]) for c in manifest["case_id"]}
+            # slices in z order; a multi-frame file stands once for each of its frames: each file once
+            return {c: list(dict.fromkeys(known[c]["files"])) for c in manifest["case_id"]}
     root = Path(raw_dir) if raw_dir else _run_raw_dir(P.root)
     if not len(manifest):
         return {}

@@ -260,8 +260,6 @@ def test_export_run_takes_source_files_from_the_cohort_sources_json(tmp_path: Pa
 
 def test_sources_an_export_cannot_reference_slice_by_slice(exported) -> None:
     _, geometry, written = exported
-    with pytest.raises(export.ExportError, match="multi-frame .*single-frame CT series only"):
-        export.read_source_headers({**geometry, "sop_uids": ("1.2.3#1", "1.2.3#2")})
     with pytest.raises(export.ExportError, match=r"tilted gantry \(15.00 degrees\) resampled"):
         export.read_source_headers({**geometry, "tilt_deg": 15.0})
     with pytest.raises(an.AnnotationError, match="resampled from a tilted gantry"):
@@ -287,3 +285,65 @@ def test_source_date_epoch_makes_exports_byte_identical(tmp_path: Path, monkeypa
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(export.ExportError, match="SOURCE_DATE_EPOCH='yesterday'"):
         export.export_run(run, tmp_path / "c")
+
+
+def test_export_of_a_real_multiframe_enhanced_ct(scanner, tmp_path: Path) -> None:
+    """pydicom-data's real Enhanced CT (one instance, two frames stored top-down): the SEG references
+    that instance frame by frame (ReferencedFrameNumber, the frame at the slice's position), the
+    RTSTRUCT's contour images name the frame of their slice, both read back to the mask, and
+    dciodvfy finds no error in either."""
+    import shutil
+
+    (tmp_path / "ect").mkdir()
+    shutil.copy(scanner["scanner_ect_supplemental"], tmp_path / "ect" / "ct.dcm")
+    _, geometry = dicomio.read_series(tmp_path / "ect")
+    frames = export.frame_numbers(geometry)
+    assert frames == [2, 1]  # the reader's z order is the reverse of the stored frames
+    mask = np.zeros(geometry["shape"], np.uint8)
+    mask[0, 200:260, 180:250] = 1  # lower slice only (stored as frame 2)
+    mask[1, 300:330, 300:340] = 1
+    written = export.export_case(mask, tmp_path / "ect", tmp_path / "out", "ect:1")
+    np.testing.assert_array_equal(an.read_seg(written["seg"], geometry), mask)
+    assert voxel_metrics(an.read_rtstruct(written["rtstruct"], geometry), mask)["dice"] > 0.97
+    src = pydicom.dcmread(tmp_path / "ect" / "ct.dcm", stop_before_pixels=True)
+    seg = pydicom.dcmread(written["seg"])
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+        source_pos = src.PerFrameFunctionalGroupsSequence[int(ref.ReferencedFrameNumber) - 1].PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient],
+                                   [float(v) for v in source_pos], atol=1e-3)
+    rt = pydicom.dcmread(written["rtstruct"])
+    for contour in rt.ROIContourSequence[0].ContourSequence:
+        ref = contour.ContourImageSequence[0]
+        z_mm = float(contour.ContourData[2])
+        source_pos = src.PerFrameFunctionalGroupsSequence[int(ref.ReferencedFrameNumber) - 1].PlanePositionSequence[0].ImagePositionPatient
+        assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID and float(source_pos[2]) == pytest.approx(z_mm, abs=1e-3)
+    require_dciodvfy()
+    for path in written.values():
+        assert dciodvfy_errors(path) == [], path.name
+
+
+def test_export_run_of_a_multiframe_case_from_sources_json(scanner, tmp_path: Path) -> None:
+    """The cohort's sources.json lists a multi-frame file once per frame; export_run reads it once
+    and writes the case (issue 16 follow-up)."""
+    import json
+    import shutil
+
+    (tmp_path / "ect").mkdir()
+    shutil.copy(scanner["scanner_ect_supplemental"], tmp_path / "ect" / "ct.dcm")
+    _, geometry = dicomio.read_series(tmp_path / "ect")
+    run = tmp_path / "run"
+    for step in ("01_cohort", "02_split", "03_train/predictions"):
+        (run / step).mkdir(parents=True)
+    mask = np.zeros(geometry["shape"], np.uint8)
+    mask[1, 100:140, 120:170] = 1
+    save_nifti(mask, geometry["affine"], run / "03_train" / "predictions" / "E1.nii.gz")
+    pd.DataFrame({"case_id": ["E1"], "series_uid": [geometry["series_uid"]]}).to_csv(run / "01_cohort" / "manifest.csv", index=False)
+    pd.DataFrame({"case_id": ["E1"], "split": ["external_test"]}).to_csv(run / "02_split" / "split.csv", index=False)
+    assert len(set(geometry["files"])) == 1 < len(geometry["files"])
+    (run / "01_cohort" / "sources.json").write_text(json.dumps(
+        {"E1": {"series_uid": geometry["series_uid"], "files": list(geometry["files"]), "sop_uids": list(geometry["sop_uids"])}}))
+    table = export.export_run(run, formats=["seg", "rtstruct"])
+    assert table["n_voxels"].tolist() == [int(mask.sum())]
+    np.testing.assert_array_equal(an.read_seg(run / "09_export" / "E1" / "seg.dcm", geometry), mask)
