@@ -10,7 +10,9 @@ every call; prints the top functions by cumulative and by own time.
 ``step`` re-runs one notebook of a finished run (``amt run --only STEP --force``) under the py-spy
 sampling profiler, following the Jupyter kernel it starts, and prints the functions with the most
 samples by own time and by inclusive time (py-spy is installed with the ``bench`` extra, which
-``make venv`` includes). cProfile cannot see inside the kernel process; py-spy can.
+``make venv`` includes). cProfile cannot see inside the kernel process; py-spy can. The step's
+outputs are made again (the same, for a deterministic step); the run's ``run.json`` is put back
+afterwards, so its step times stay those of the real run, not of the profiled one.
 
 Findings on the 2-core machine (issue 13): synthesis was a quarter the tumour occupancy's lobulation
 sum (now computed only where it matters, 3x faster, bitwise equal), a quarter pydicom writing, the rest
@@ -87,12 +89,19 @@ def profile_step(step: str, run_dir: Path, top: int) -> int:
         print(f"give a step and a finished run folder (no {run_dir / 'run.json'})", file=sys.stderr)
         return 2
     amt = str(Path(sys.executable).parent / "amt")
+    record = (run_dir / "run.json").read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         t0 = time.perf_counter()
         cmd = [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking",
                "--", amt, "run", "--out", str(run_dir), "--only", step, "--force"]
-        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT).returncode
+        finally:
+            from amtlib.io import atomic_path
+
+            with atomic_path(run_dir / "run.json") as tmp_record:  # the real run's record, not the profiled one's
+                Path(tmp_record).write_bytes(record)
         wall = time.perf_counter() - t0
         own: Counter[str] = Counter()
         incl: Counter[str] = Counter()
