@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         after = None
     else:
         run_dir = Path(args.out).resolve()
-        cmd = [str(Path(sys.executable).parent / "amt"), "run", "--config", args.config, "--out", str(run_dir), "--force"]
+        # --force re-runs every step; train_resume=false keeps training from continuing the checkpoint of
+        # an earlier run in the same folder (which would finish instantly and time nothing)
+        cmd = [str(Path(sys.executable).parent / "amt"), "run", "--config", args.config, "--out", str(run_dir), "--force",
+               "-p", "train_resume=false"]
         for item in args.param:
             cmd += ["-p", item]
         t0 = time.perf_counter()
