@@ -670,6 +670,9 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
         record["duration_s"] = round(time.perf_counter() - t_run, 2)
         write_json(run_dir / "run.json", record)
     say(f"finished in {record['duration_s']:.1f} s: {len(result.executed)} run, {len(result.skipped)} skipped")
+    report = run_dir / "report" / "index.html"
+    if report.is_file():  # where a newcomer looks next
+        say(f"reviewer's report: {report} (open in a browser); executed notebooks: {run_dir / 'notebooks'}")
     return result
 
 

@@ -58,8 +58,10 @@ def test_smoke_pipeline_end_to_end(smoke):
     auc08 = pd.read_csv(run / "08_fusion" / "auc.csv")
     assert set(auc08["model"]) == {"ct_only_cnn", "ctc_clinical_logistic", "fusion"}
     # a second run changes nothing and skips every step
-    again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=lambda m: None)
+    said: list[str] = []
+    again = pipeline.run_pipeline(ROOT / "configs" / "smoke.yaml", out=run, echo=said.append)
     assert again.executed == [] and again.skipped == steps
+    assert said[-1] == f"reviewer's report: {run / 'report' / 'index.html'} (open in a browser); executed notebooks: {run / 'notebooks'}"
 
 
 def _artifacts(run: Path) -> dict[str, bytes]:
