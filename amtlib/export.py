@@ -12,11 +12,12 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
   when the mask is empty).
 - **RTSTRUCT** (pydicom; contours from scikit-image ``find_contours``): one ROI, one CLOSED_PLANAR
   contour per connected outline per slice, each point in LPS mm on the slice plane and referencing its
-  slice (or its frame of a multi-frame source). Outlines run along the 0.5 level between tumour and background pixel centres, so rasterising
-  them with the pixel-centre rule of :func:`amtlib.annotations.read_rtstruct` gives the mask back
-  (holes are inner contours, filled even-odd). Why not rt-utils: it is lightly maintained, pins
-  OpenCV for contouring and has no test of the world geometry it writes; building the few RTSTRUCT
-  modules here with pydicom is short, and the tests validate them with dciodvfy and read them back.
+  slice (or its frame of a multi-frame source). Outlines run along the 0.5 level between tumour and
+  background pixel centres, so rasterising them with the pixel-centre rule of
+  :func:`amtlib.annotations.read_rtstruct` gives the mask back (holes are inner contours, filled
+  even-odd). Why not rt-utils: it is lightly maintained, pins OpenCV for contouring and has no test
+  of the world geometry it writes; building the few RTSTRUCT modules here with pydicom is short, and
+  the tests validate them with dciodvfy and read them back.
   Written in Implicit VR Little Endian, where ContourData has no 64 KiB element limit.
 
 Both objects copy the Patient and General Study modules of the source series (as DICOM requires) and
