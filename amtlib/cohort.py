@@ -423,7 +423,7 @@ def build_cohort(
     ``exclusions.csv`` (patient_id, reason, detail), ``warnings.csv`` (:data:`WARNING_COLUMNS`),
     ``sources.json`` (case id -> series UID and source files in slice order, for DICOM export) and
     ``cohort_flow.json``. Patient folders absent from ``clinical.csv`` are ignored with a warning (they
-    were not screened). ``workers`` > 1 converts patients in parallel processes. ``tilt_policy``,
+    were not screened). ``workers`` > 1 scans and converts patients in parallel processes. ``tilt_policy``,
     ``accept_derived``, ``mask_label`` and ``mask_tolerance_mm`` are described in :mod:`amtlib.dicomio`
     and :mod:`amtlib.masks`; none of them changes what is read silently (each use is in warnings.csv).
     """

@@ -76,13 +76,12 @@ def auc(y: Sequence[int], score: Sequence[float]) -> float:
     From midranks, (R1 - n1 (n1 + 1) / 2) / (n1 n0): the value :func:`delong` gives (tested), without
     its covariance, so the bootstrap's thousands of replicates stay cheap.
     """
-    y, s2 = _labels_scores(y, np.asarray(score, dtype=float).ravel())
-    s = s2[0]
+    y, scores = _labels_scores(y, np.asarray(score, dtype=float).ravel())
     pos = y == 1
     n1, n0 = int(pos.sum()), int((~pos).sum())
     if n1 == 0 or n0 == 0:
         return float("nan")
-    return float((sps.rankdata(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float((_midranks(scores[0])[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def delong_ci(y: Sequence[int], score: Sequence[float], ci_level: float = 0.95) -> dict[str, float]:
