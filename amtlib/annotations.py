@@ -11,8 +11,9 @@ grid. Nothing is written and the input file is never modified.
   maximum fractional value (fraction >= 0.5 is tumour). The segment is chosen by label (case-
   insensitive) or number; ``None`` takes the only one. A frame is placed on the slice whose
   SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
-  a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). A
-  series resampled from a tilted gantry is refused (its grid is not the one the frames were drawn on).
+  a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). On a
+  series resampled from a tilted gantry the frames lie on the acquired (sheared) slices: each slice
+  of the mask is moved onto the reader's grid as the image was (:func:`amtlib.dicomio.shift_mask_slice`).
 - :func:`read_rtstruct` (pydicom): the contours of one ROI (by name, case-insensitive) are rasterised in
   world coordinates: every contour point (LPS mm) goes through the inverse of the series' voxel -> LPS
   matrix, each contour lands on the slice it lies on (within ``slice_tol`` of a slice), and the
@@ -40,6 +41,8 @@ from typing import Any, Iterable
 
 import numpy as np
 from pydicom.multival import MultiValue
+
+from amtlib.dicomio import shift_mask_slice
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,9 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     pos = np.array([float(v) for v in plane[0].ImagePositionPatient])
     x, y, z = lps_to_voxel(geometry, pos)[0]
     k = int(round(z))
-    off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x, y, z - k]))
+    # an acquired slice's first pixel sits at its in-plane shift on the grid (zero unless tilted)
+    sy, sx = _slice_shift(geometry, k) if 0 <= k < geometry["shape"][0] else (0.0, 0.0)
+    off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x - sx, y - sy, z - k]))
     if not 0 <= k < geometry["shape"][0] or off_mm.max() > atol_mm:
         raise AnnotationError(f"{path}: frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
                               f"series (nearest slice {k}, {off_mm.max():.3g} mm off); the SEG is on another grid")
@@ -242,9 +247,6 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
     if str(head.get("SOPClassUID", "")) != SEG_STORAGE:
         raise AnnotationError(f"{path}: not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})")
     _check_reference(path, head, geometry)
-    if geometry.get("tilt_deg", 0.0):
-        raise AnnotationError(f"{path}: the CT series was resampled from a tilted gantry ({geometry['tilt_deg']:.2f} degrees), "
-                              "so SEG frames on the original slices do not fit its grid; use an RTSTRUCT or tilt_policy='exclude'")
     try:
         seg = hd.seg.segread(str(path))
         frames = np.asarray(seg.pixel_array)
@@ -267,7 +269,15 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
         frame = frames[i].astype(np.float64)
         on = frame / max_value >= FRACTIONAL_THRESHOLD if fractional else frame > 0
         mask[k] |= on.astype(np.uint8)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):  # frames lie on the acquired slices: onto the grid
+        mask[k] = shift_mask_slice(mask[k], _slice_shift(geometry, k))
     return mask
+
+
+def _slice_shift(geometry: dict[str, Any], k: int) -> tuple[float, float]:
+    """(rows, columns) shift from acquired slice ``k`` to the series grid (zero unless tilted)."""
+    shifts = geometry.get("slice_shift_px")
+    return (0.0, 0.0) if shifts is None else (float(shifts[k][0]), float(shifts[k][1]))
 
 
 # --------------------------------------------------------------------------------------------------

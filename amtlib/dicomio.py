@@ -675,25 +675,52 @@ def _slice_step_mm(frames: list[_Frame], pos_sorted: np.ndarray) -> float:
     return 1.0
 
 
-def _unshear(volume: np.ndarray, frames: list[_Frame], order: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
-             spacing_yx: tuple[float, float], fill_hu: float) -> np.ndarray:
-    """Resample a sheared (tilted-gantry) stack onto the orthogonal grid of its first slice.
-
-    Each slice is shifted in-plane by its offset from the slice normal through the first slice's
-    position (linear interpolation, ``fill_hu`` outside the acquired field), as dcm2niix does.
-    """
-    from scipy import ndimage
-
+def slice_shifts_px(frames: list[_Frame], order: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
+                    spacing_yx: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """In-plane offset (rows, columns) of each slice (z order) from the slice normal through the first
+    slice's position: zero for an orthogonal stack, growing with z on a tilted gantry."""
     dy, dx = spacing_yx
     normal = np.cross(row_dir, col_dir)
     origin = frames[order[0]].position
-    out = np.empty_like(volume)
-    for z, idx in enumerate(order):
+    out = []
+    for idx in order:
         d = frames[idx].position - origin
         e = d - (d @ normal) * normal
-        shift = (float(e @ col_dir) / dy, float(e @ row_dir) / dx)
+        out.append((float(e @ col_dir) / dy, float(e @ row_dir) / dx))
+    return tuple(out)
+
+
+def _unshear(volume: np.ndarray, shifts: Sequence[tuple[float, float]], fill_hu: float) -> np.ndarray:
+    """Resample a sheared (tilted-gantry) stack onto the orthogonal grid of its first slice.
+
+    Each slice is shifted in-plane by its offset from the slice normal through the first slice's
+    position (``shifts``, :func:`slice_shifts_px`; linear interpolation, ``fill_hu`` outside the
+    acquired field), as dcm2niix does.
+    """
+    from scipy import ndimage
+
+    out = np.empty_like(volume)
+    for z, shift in enumerate(shifts):
         out[z] = ndimage.shift(volume[z], shift, order=1, mode="constant", cval=fill_hu)
     return out
+
+
+def shift_mask_slice(slice_yx: np.ndarray, shift_yx: Sequence[float]) -> np.ndarray:
+    """A 0/1 (y, x) slice moved in-plane by ``shift_yx`` pixels (rows, columns), as a bool array.
+
+    How masks follow a tilted-gantry series between its acquired slices and the reader's orthogonal
+    grid: ``geometry["slice_shift_px"][z]`` takes slice z of the files onto the grid, its negative back.
+    Linear interpolation of the 0/1 values (the image's own resampling), then >= 0.5; a zero shift
+    returns the slice unchanged, an integer shift moves it exactly; pixels shifted in from outside
+    the slice are background.
+    """
+    on = np.asarray(slice_yx) > 0
+    if not any(abs(float(v)) > 1e-9 for v in shift_yx):
+        return on
+    from scipy import ndimage
+
+    moved = ndimage.shift(on.astype(np.float32), tuple(float(v) for v in shift_yx), order=1, mode="constant", cval=0.0)
+    return moved >= 0.5 - 1e-6
 
 
 def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "resample",
@@ -704,15 +731,19 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
     by their functional groups); every common transfer syntax decodes through pydicom's plugins.
     Slices are sorted along the slice normal; HU = stored value x RescaleSlope + RescaleIntercept (per
     frame; 1 and 0 when absent). A tilted gantry (positions sheared off the normal) is resampled onto
-    an orthogonal grid (``tilt_policy="resample"``, linear, the series' minimum outside the field; recorded as ``tilt_deg``) or
-    refused (``"exclude"``). ``geometry`` holds ``spacing`` (z, y, x) mm, ``affine`` (4x4 voxel
-    (x, y, z) -> RAS, for :func:`amtlib.io.save_nifti`), ``origin`` (LPS mm of voxel 0), ``direction``
-    (row-major 3x3, SimpleITK convention), ``shape`` (z, y, x), ``series_uid``,
-    ``frame_of_reference_uid``, ``sop_uids`` (SOPInstanceUID of each slice, z = 0 first; what DICOM SEG
-    and RTSTRUCT reference; ``uid#k`` for frame k of a multi-frame file), ``files`` (z = 0 first) and
-    ``tilt_deg`` (shear of the positions, resampled) and ``gantry_tilt_tag_deg`` (GantryDetectorTilt as
-    recorded, NaN when absent; the geometry follows the positions, not this tag). Raises :class:`DicomSeriesError` naming the series and every problem
-    :func:`check_series` would report.
+    an orthogonal grid (``tilt_policy="resample"``, linear, the series' minimum outside the field;
+    recorded as ``tilt_deg``) or refused (``"exclude"``).
+
+    ``geometry`` holds ``spacing`` (z, y, x) mm, ``affine`` (4x4 voxel (x, y, z) -> RAS, for
+    :func:`amtlib.io.save_nifti`), ``origin`` (LPS mm of voxel 0), ``direction`` (row-major 3x3,
+    SimpleITK convention), ``shape`` (z, y, x), ``series_uid``, ``frame_of_reference_uid``,
+    ``sop_uids`` (SOPInstanceUID of each slice, z = 0 first; what DICOM SEG and RTSTRUCT reference;
+    ``uid#k`` for frame k of a multi-frame file), ``files`` (z = 0 first), ``tilt_deg`` (shear of the
+    positions, resampled), ``slice_shift_px`` (per slice in z order, the (rows, columns) shift that
+    took the acquired slice onto the grid; zero unless tilted; :func:`shift_mask_slice` moves masks
+    between the two) and ``gantry_tilt_tag_deg`` (GantryDetectorTilt as recorded, NaN when absent;
+    the geometry follows the positions, not this tag). Raises :class:`DicomSeriesError` naming the
+    series and every problem :func:`check_series` would report.
     """
     if tilt_policy not in TILT_POLICIES:
         raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(TILT_POLICIES)}")
@@ -735,8 +766,10 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
     normal = np.cross(row_dir, col_dir)
     dy, dx = first.pixel_spacing
     dz = _slice_step_mm(frames, pos_sorted)
-    if tilt > TILT_TOLERANCE_DEG:
-        volume = _unshear(volume, frames, order, row_dir, col_dir, (dy, dx), float(volume.min()))
+    tilted = tilt > TILT_TOLERANCE_DEG
+    shifts = slice_shifts_px(frames, order, row_dir, col_dir, (dy, dx)) if tilted else ((0.0, 0.0),) * len(order)
+    if tilted:
+        volume = _unshear(volume, shifts, float(volume.min()))
     origin = first.position
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dx
@@ -754,7 +787,8 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
         "frame_of_reference_uid": _text(first.ds, "FrameOfReferenceUID"),
         "sop_uids": tuple(frames[i].sop_uid for i in order),
         "files": tuple(str(frames[i].path) for i in order),
-        "tilt_deg": round(tilt, 4) if tilt > TILT_TOLERANCE_DEG else 0.0,
+        "tilt_deg": round(tilt, 4) if tilted else 0.0,
+        "slice_shift_px": shifts,
         "gantry_tilt_tag_deg": _number(first.ds, "GantryDetectorTilt"),
     }
     return volume, geometry

@@ -24,8 +24,10 @@ Both objects copy the Patient and General Study modules of the source series (as
 nothing else of it; their own series, equipment ("amtlib") and UIDs are new. UIDs are deterministic:
 :func:`amtlib.dicomio.deterministic_uid` of a run seed, the case id and the object kind, so re-exporting
 the same run gives the same UIDs; with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are
-fixed too and a re-export is byte-identical. Files are written atomically. A series the reader
-resampled (tilted gantry) is refused: its grid is not the files'.
+fixed too and a re-export is byte-identical. Files are written atomically. A tilted-gantry series,
+which the reader resamples onto an orthogonal grid, is exported onto its acquired slices: SEG frames
+are the grid slices moved back by their in-plane shift; RTSTRUCT contours are world coordinates, and
+each grid slice lies in the plane of the acquired slice it references.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import pandas as pd
 
 from amtlib import __version__
 from amtlib.annotations import voxel_to_lps
-from amtlib.dicomio import deterministic_uid
+from amtlib.dicomio import deterministic_uid, shift_mask_slice
 from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
@@ -77,15 +79,11 @@ def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
     """Headers (no pixel data) of the series' slices in z order, from ``geometry['files']``.
 
     A multi-frame (Enhanced CT) source gives its one header for each of its frames (read once; the
-    frame of each slice is in :func:`frame_numbers`). Refuses a tilted-gantry series resampled by
-    the reader (its grid is not the files') and a series whose files changed since it was read.
+    frame of each slice is in :func:`frame_numbers`). Refuses a series whose files changed since it
+    was read.
     """
     import pydicom
 
-    series = geometry.get("series_uid", "")
-    if geometry.get("tilt_deg", 0.0):
-        raise ExportError(f"series {series}: tilted gantry ({geometry['tilt_deg']:.2f} degrees) resampled by the reader, "
-                          "so the mask is not on the files' grid; build the cohort with tilt_policy='exclude'")
     headers, read = [], {}
     for path, uid in zip(geometry["files"], geometry["sop_uids"]):
         sop = uid.partition("#")[0]
@@ -156,7 +154,9 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
     """A BINARY DICOM SEG (highdicom ``Segmentation``) of a (z, y, x) 0/1 ``mask`` on the source series.
 
     ``sources``: slice headers in z order (:func:`read_source_headers`). UIDs derive from
-    ``uid_seed``. Raises :class:`ExportError` for a mask off the series grid or not 0/1.
+    ``uid_seed``. On a tilted-gantry series (read resampled) each frame is the grid slice moved back
+    onto its acquired slice (:func:`amtlib.dicomio.shift_mask_slice`; exact for whole-pixel shifts,
+    else up to the outline pixels). Raises :class:`ExportError` for a mask off the series grid or not 0/1.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -172,6 +172,9 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         algorithm_identification=algorithm, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
         tracking_id="tumour", anatomic_regions=[codes.SCT.Mediastinum])
     frames = frame_numbers(geometry)
+    shifts = geometry.get("slice_shift_px") or ((0.0, 0.0),) * on.shape[0]
+    # frames lie on the acquired slices: a tilted gantry's grid slices go back by their in-plane shift
+    on = np.stack([shift_mask_slice(on[z], (-shifts[z][0], -shifts[z][1])) for z in range(on.shape[0])])
     source_images, pixels = list(sources), on.astype(np.uint8)
     if any(f is not None for f in frames):
         # a multi-frame source: one source image, the segmentation's frames in its frame order
@@ -347,7 +350,7 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
     """Write ``seg.dcm`` and/or ``rtstruct.dcm`` of one (z, y, x) mask into ``out_dir``.
 
     ``source``: the CT series the mask was predicted on, a folder or its files (read with
-    :func:`amtlib.dicomio.read_series`, tilted gantries refused). ``affine``: the mask's NIfTI
+    :func:`amtlib.dicomio.read_series`; a tilted gantry resampled as the cohort reads it). ``affine``: the mask's NIfTI
     voxel -> RAS matrix, checked against the series' within ``atol_mm``. Returns ``{format: path}``.
     """
     from amtlib.dicomio import DicomSeriesError, read_series
@@ -356,7 +359,7 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
     if bad or not formats:
         raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
     try:
-        _, geometry = read_series(source, tilt_policy="exclude")
+        _, geometry = read_series(source, tilt_policy="resample")
     except DicomSeriesError as exc:
         raise ExportError(f"source series unusable for export: {exc}") from None
     where = source if isinstance(source, (str, Path)) else Path(list(source)[0]).parent

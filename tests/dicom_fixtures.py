@@ -66,3 +66,26 @@ def write_oblique_series(folder: Path, seed: int = 1, patient_id: str = "P1") ->
         ds.ImagePositionPatient = [f"{v:.6f}" for v in pixel_to_lps(0, 0, k)]
         ds.save_as(f)
     return folder
+
+
+def tilted_ball_series(folder: Path, shear_yx_per_slice: tuple[float, float], seed: str) -> tuple[np.ndarray, np.ndarray]:
+    """A series of a ball at world (10, -20, z0 + 10) mm drawn on sheared slices (a GE/Philips tilted
+    gantry: axial orientation, positions drift in y). Returns the ball centre (LPS) and volume."""
+    nz, ny, nx, dz, d = 9, 40, 40, 2.5, 1.0
+    centre = np.array([10.0, -20.0, 10.0])
+    origin0 = np.array([-20.0, -40.0, 0.0])
+    hu = np.full((nz, ny, nx), -1000.0)
+    for k in range(nz):
+        pos = origin0 + np.array([shear_yx_per_slice[1] * k, shear_yx_per_slice[0] * k, dz * k])
+        x = pos[0] + np.arange(nx) * d
+        y = pos[1] + np.arange(ny) * d
+        r2 = (x[None, :] - centre[0]) ** 2 + (y[:, None] - centre[1]) ** 2 + (pos[2] - centre[2]) ** 2
+        hu[k][r2 <= 6.0 ** 2] = 100.0
+    paths = dicomio.write_ct_series(hu, (dz, d, d), folder, {"PatientID": "T", "GantryDetectorTilt": 15}, seed,
+                                    origin=tuple(origin0))
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        pos = origin0 + np.array([shear_yx_per_slice[1] * k, shear_yx_per_slice[0] * k, dz * k])
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+        ds.save_as(path)
+    return centre, hu

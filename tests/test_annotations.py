@@ -16,7 +16,7 @@ from pydicom.sr.codedict import codes
 
 from amtlib import annotations as an
 from amtlib import dicomio
-from dicom_fixtures import SHAPE, pixel_to_lps, write_oblique_series
+from dicom_fixtures import SHAPE, pixel_to_lps, tilted_ball_series, write_oblique_series
 
 RTSTRUCT = an.RTSTRUCT_STORAGE
 
@@ -96,6 +96,30 @@ def test_seg_frames_placed_by_position_when_no_slice_is_referenced(series, tmp_p
     ds.save_as(tmp_path / "off.dcm")
     with pytest.raises(an.AnnotationError, match=r"frame 1 at .* lies on no slice of the series"):
         an.read_seg(tmp_path / "off.dcm", geometry)
+
+
+def test_seg_on_a_tilted_gantry_lands_on_the_resampled_grid(tmp_path: Path) -> None:
+    """A SEG drawn on a tilted gantry's acquired (sheared) slices, written by highdicom: read onto the
+    reader's orthogonal grid it is the ball at the grid's own voxel centres (whole-pixel shear: 1 mm
+    per 2.5 mm slice, 21.8 degrees), whether frames are placed by reference or by position alone."""
+    centre, hu = tilted_ball_series(tmp_path / "ct", (1.0, 0.0), "tilt-seg")
+    _, geometry = dicomio.read_series(tmp_path / "ct")
+    assert geometry["tilt_deg"] == pytest.approx(np.degrees(np.arctan(1.0 / 2.5)), abs=0.01)
+    by_uid = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in (tmp_path / "ct").iterdir())}
+    sources = [by_uid[u] for u in geometry["sop_uids"]]
+    path = _highdicom_seg(sources, {"Tumour": (hu > 0).astype(np.uint8)}, tmp_path / "seg.dcm")
+    # the grid: voxel centres in world mm straight from the geometry, the ball tested there
+    nz, ny, nx = geometry["shape"]
+    z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    lps = np.stack([x, y, z, np.ones_like(x)], -1).reshape(-1, 4) @ an.voxel_to_lps(geometry).T
+    expected = (np.sum((lps[:, :3] - centre) ** 2, axis=1) <= 36.0).reshape(nz, ny, nx).astype(np.uint8)
+    assert expected.sum() > 300
+    np.testing.assert_array_equal(an.read_seg(path, geometry), expected)
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+    ds.save_as(tmp_path / "pos_only.dcm")
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "pos_only.dcm", geometry), expected)
 
 
 def test_seg_of_another_series_or_grid_is_refused(series, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pydicom.data import get_testdata_file
 
 from amtlib import dicomio, masks
 from amtlib.io import save_nifti
+from dicom_fixtures import tilted_ball_series
 
 
 def replicate(src: str | Path, folder: Path, n: int = 5, step_mm: float = 2.5, seed: str = "r",
@@ -151,32 +152,9 @@ def test_tilted_orientation_reads_with_the_oblique_affine(tmp_path) -> None:
     assert geom["origin"] == pytest.approx(img.GetOrigin(), abs=1e-3)
 
 
-def _ball_series(folder: Path, shear_yx_per_slice: tuple[float, float], seed: str) -> tuple[np.ndarray, np.ndarray]:
-    """A series of a ball at world (10, -20, z0 + 10) mm drawn on sheared slices (a GE/Philips tilted
-    gantry: axial orientation, positions drift in y). Returns the ball centre (LPS) and volume."""
-    nz, ny, nx, dz, d = 9, 40, 40, 2.5, 1.0
-    centre = np.array([10.0, -20.0, 10.0])
-    origin0 = np.array([-20.0, -40.0, 0.0])
-    hu = np.full((nz, ny, nx), -1000.0)
-    for k in range(nz):
-        pos = origin0 + np.array([shear_yx_per_slice[1] * k, shear_yx_per_slice[0] * k, dz * k])
-        x = pos[0] + np.arange(nx) * d
-        y = pos[1] + np.arange(ny) * d
-        r2 = (x[None, :] - centre[0]) ** 2 + (y[:, None] - centre[1]) ** 2 + (pos[2] - centre[2]) ** 2
-        hu[k][r2 <= 6.0 ** 2] = 100.0
-    paths = dicomio.write_ct_series(hu, (dz, d, d), folder, {"PatientID": "T", "GantryDetectorTilt": 15}, seed,
-                                    origin=tuple(origin0))
-    for k, path in enumerate(paths):
-        ds = pydicom.dcmread(path)
-        pos = origin0 + np.array([shear_yx_per_slice[1] * k, shear_yx_per_slice[0] * k, dz * k])
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
-        ds.save_as(path)
-    return centre, hu
-
-
 def test_tilted_gantry_is_resampled_to_where_the_tissue_is(tmp_path) -> None:
     shear = (np.tan(np.radians(15.0)) * 2.5, 0.0)  # 15 degrees: 0.67 mm per 2.5 mm slice, in y
-    centre, _ = _ball_series(tmp_path / "s", shear, "tilt")
+    centre, _ = tilted_ball_series(tmp_path / "s", shear, "tilt")
     vol, geom = dicomio.read_series(tmp_path / "s")
     assert geom["tilt_deg"] == pytest.approx(15.0, abs=0.05)
     idx = np.argwhere(vol > 0).mean(axis=0)  # (z, y, x) centroid of the ball after resampling

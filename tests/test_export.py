@@ -15,7 +15,8 @@ from amtlib import dicomio, export
 from amtlib.cli import main as amt_main
 from amtlib.io import save_nifti
 from amtlib.metrics import voxel_metrics
-from dicom_fixtures import SHAPE, SPACING, dciodvfy_errors, oblique_axes, require_dciodvfy, write_oblique_series
+from dicom_fixtures import (SHAPE, SPACING, dciodvfy_errors, oblique_axes, require_dciodvfy, tilted_ball_series,
+                            write_oblique_series)
 
 
 def _mask() -> np.ndarray:
@@ -258,12 +259,65 @@ def test_export_run_takes_source_files_from_the_cohort_sources_json(tmp_path: Pa
     np.testing.assert_array_equal(an.read_rtstruct(run / "09_export" / "P1" / "rtstruct.dcm", geometry), preds["P1"])
 
 
-def test_sources_an_export_cannot_reference_slice_by_slice(exported) -> None:
-    _, geometry, written = exported
-    with pytest.raises(export.ExportError, match=r"tilted gantry \(15.00 degrees\) resampled"):
-        export.read_source_headers({**geometry, "tilt_deg": 15.0})
-    with pytest.raises(an.AnnotationError, match="resampled from a tilted gantry"):
-        an.read_seg(written["seg"], {**geometry, "tilt_deg": 15.0})
+def test_shift_mask_slice_by_hand() -> None:
+    """Zero shift: unchanged; whole pixels: moved exactly, background shifted in; fractions: linear
+    interpolation then >= 0.5 (a pixel moved 0.4 stays, moved 0.6 goes to its neighbour)."""
+    s = np.zeros((4, 5), np.uint8)
+    s[1, 1] = s[1, 2] = s[2, 4] = 1
+    np.testing.assert_array_equal(dicomio.shift_mask_slice(s, (0.0, 0.0)), s.astype(bool))
+    moved = np.zeros((4, 5), bool)
+    moved[2, 3] = moved[2, 4] = True  # (1, 1), (1, 2) down 1 and right 2; (2, 4) leaves the slice
+    np.testing.assert_array_equal(dicomio.shift_mask_slice(s, (1.0, 2.0)), moved)
+    one = np.zeros((3, 5), np.uint8)
+    one[1, 2] = 1
+    np.testing.assert_array_equal(np.flatnonzero(dicomio.shift_mask_slice(one, (0.0, 0.4))[1]), [2])  # 0.6 of it stays
+    np.testing.assert_array_equal(np.flatnonzero(dicomio.shift_mask_slice(one, (0.0, 0.6))[1]), [3])  # 0.6 arrives at 3
+    np.testing.assert_array_equal(np.flatnonzero(dicomio.shift_mask_slice(one, (0.0, -0.6))[1]), [1])
+
+
+@pytest.mark.parametrize("shear_mm", [1.0, float(np.tan(np.radians(15.0)) * 2.5)], ids=["whole-pixel", "15deg"])
+def test_tilted_gantry_series_exports_onto_its_acquired_slices(tmp_path: Path, shear_mm: float) -> None:
+    """A tilted-gantry series (read resampled onto an orthogonal grid): the SEG's frames are the
+    grid mask moved back onto the acquired slices, so each frame equals the ball drawn on its acquired
+    slice (exactly for whole-pixel shear, up to the outline for 15 degrees); the RTSTRUCT's contours
+    lie in the planes of the slices they reference; both read back onto the grid; dciodvfy is clean."""
+    _, hu_acquired = tilted_ball_series(tmp_path / "ct", (shear_mm, 0.0), "tilt-export")
+    vol, geometry = dicomio.read_series(tmp_path / "ct")
+    assert geometry["tilt_deg"] > 10 and geometry["slice_shift_px"][4] == pytest.approx((4 * shear_mm, 0.0), abs=1e-3)  # IPP written to 1e-4 mm
+    mask = (vol > 0).astype(np.uint8)
+    written = export.export_case(mask, tmp_path / "ct", tmp_path / "out", "run:T1", affine=geometry["affine"])
+    ct = _ct_by_uid(tmp_path / "ct")
+    z_of = {uid: z for z, uid in enumerate(geometry["sop_uids"])}
+    seg = pydicom.dcmread(written["seg"])
+    frames = seg.pixel_array.reshape(-1, *mask.shape[1:])
+    exact = shear_mm == 1.0
+    seen = set()
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        uid = str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        z = z_of[uid]
+        seen.add(z)
+        ipp = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        assert ipp == pytest.approx([float(v) for v in ct[uid].ImagePositionPatient], abs=1e-3)  # the acquired slice
+        truth = hu_acquired[z] > 0
+        if exact:
+            np.testing.assert_array_equal(frames[i].astype(bool), truth)
+        else:
+            assert np.sum(frames[i].astype(bool) != truth) <= 0.15 * truth.sum() + 2
+    assert seen == set(np.flatnonzero(mask.any(axis=(1, 2))))
+    back = an.read_seg(written["seg"], geometry)
+    if exact:
+        np.testing.assert_array_equal(back, mask)
+    else:
+        assert voxel_metrics(back, mask)["dice"] > 0.95
+    rt = pydicom.dcmread(written["rtstruct"])
+    normal = np.asarray(geometry["direction"]).reshape(3, 3)[:, 2]
+    for c in rt.ROIContourSequence[0].ContourSequence:
+        ref = ct[str(c.ContourImageSequence[0].ReferencedSOPInstanceUID)]
+        pts = np.asarray([float(v) for v in c.ContourData]).reshape(-1, 3)
+        assert np.abs((pts - [float(v) for v in ref.ImagePositionPatient]) @ normal).max() < 1e-3
+    np.testing.assert_array_equal(an.read_rtstruct(written["rtstruct"], geometry), mask)
+    for path in written.values():
+        assert dciodvfy_errors(path) == []
 
 
 def test_source_date_epoch_makes_exports_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
