@@ -21,6 +21,7 @@ from pydicom.data import get_testdata_file
 from amtlib import cohort, dicomio, export
 from amtlib.io import load_nifti, save_nifti
 from test_cohort import tree_hash
+from test_annotations import _highdicom_seg
 from test_dicom_real import replicate
 
 SHAPE = (5, 8, 9)
@@ -108,6 +109,17 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
     folder, geom = _series(raw, "R15", "s", "R15", GantryDetectorTilt=12)
     save_nifti(_truth(), geom["affine"], raw / "masks" / f"{geom['series_uid']}.nii.gz")
     patient("R15")
+    # R16: tilted gantry (one 0.8 mm row per slice) with a DICOM SEG drawn on the acquired slices by highdicom
+    folder, _ = _series(raw, "R16", "tilt", "R16", GantryDetectorTilt=17.7)
+    for k, path in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], float(ds.ImagePositionPatient[1]) + SPACING[1] * k, ds.ImagePositionPatient[2]]
+        ds.save_as(path)
+    acquired = np.zeros(SHAPE, np.uint8)
+    acquired[1:4, 1:3, 3:6] = 1
+    sources = sorted((pydicom.dcmread(p) for p in folder.iterdir()), key=lambda d: int(d.InstanceNumber))
+    _highdicom_seg(sources, {"Tumour": acquired}, raw / "masks" / "seg_R16.dcm")
+    patient("R16")
     # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
     folder, geom = _series(raw, "R06", "s", "R06")
     aff = geom["affine"].copy()
@@ -197,7 +209,8 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
     assert "skipped 5 non-DICOM file(s)" in r01 and "DICOMDIR.bak" in r01 and ".DS_Store" not in r01
     assert {("R02", "series_uid_derived"), ("R02", "patient_id_blank"), ("R03", "patient_id_differs"),
             ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented"),
-            ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag")} <= kinds
+            ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag"),
+            ("R16", "gantry_tilt_resampled"), ("R16", "mask_from_annotation")} <= kinds
     assert ("R05", "gantry_tilt_tag") not in kinds
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
@@ -230,6 +243,11 @@ def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
     img, _, _ = load_nifti(out / man.loc["R01", "image_path"])
     ds = pydicom.dcmread(sorted((raw / "dicom" / "R01" / "export").glob("0*"))[0])
     np.testing.assert_array_equal(img[0], ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    # R16: the SEG's acquired slice k lands k rows lower on the orthogonal grid (by hand)
+    tilted = np.zeros(SHAPE, np.uint8)
+    tilted[1, 2:4, 3:6] = tilted[2, 3:5, 3:6] = tilted[3, 4:6, 3:6] = 1
+    mask, _, _ = load_nifti(out / man.loc["R16", "mask_path"])
+    np.testing.assert_array_equal(mask, tilted)
     sources = json.loads(Path(result.paths["sources"]).read_text())
     assert len(sources["R03"]["files"]) == SHAPE[0] and {Path(f).suffix for f in sources["R03"]["files"]} == {"", ".IMA"}
 
