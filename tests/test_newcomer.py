@@ -298,3 +298,46 @@ def test_notebook_runs_in_an_ipc_kernel_without_the_tcp_warning(tmp_path):
     assert "without encryption" not in r.stderr
     out = json.loads((tmp_path / "out.ipynb").read_text())
     assert "".join(out["cells"][0]["outputs"][0]["text"]).strip() == str(env_file)
+
+
+# ------------------------------------------------------------------------------------ seed spread
+def _load_script(rel: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_results(run: Path, best: float, dice: float, fp01: float) -> None:
+    import pandas as pd
+
+    (run / "03_train").mkdir(parents=True)
+    (run / "04_evaluate").mkdir()
+    (run / "05_froc").mkdir()
+    pd.DataFrame({"iteration": [200, 400], "best_tuning_dice": [best - 0.1, best]}).to_csv(run / "03_train" / "train_log.csv")
+    pd.DataFrame([{"subgroup": "overall", "dice_mean": dice, "precision_mean": 0.8, "recall_mean": 0.7}]).to_csv(
+        run / "04_evaluate" / "table3.csv", index=False)
+    pd.DataFrame([{"subgroup": "overall", "sensitivity_iou0.1": "0.99 ± 0.01 (0.96–1.00)", "sensitivity_iou0.5": "0.90 ± 0.03 (0.85–0.96)",
+                   "fp_per_scan_iou0.1": f"{fp01:.2f} ± 0.07 (0.37–0.63)", "fp_per_scan_iou0.5": "0.60 ± 0.08 (0.43–0.73)"}]).to_csv(
+        run / "05_froc" / "table4.csv", index=False)
+
+
+def test_seed_spread_table_and_readme_sentence(tmp_path: Path) -> None:
+    """benchmarks/seed_spread.py reads each seed run's headline figures; tools/readme_results.py states
+    their range (hand-made runs: Dice 0.70 and 0.80, FP/scan 0.50 and 2.10)."""
+    spread = _load_script("benchmarks/seed_spread.py")
+    readme = _load_script("tools/readme_results.py")
+    base, other = tmp_path / "run", tmp_path / "run_seed1"
+    _fake_results(base, 0.81, 0.80, 0.50)
+    _fake_results(other, 0.74, 0.70, 2.10)
+    (base / "config.yaml").write_text("seed: 0\n")
+    assert spread.main([str(base), "--seeds", "1", "--report-only"]) == 0
+    table = __import__("pandas").read_csv(base / "seed_spread.csv")
+    assert table["seed"].tolist() == [0, 1] and table["best_tuning_dice"].tolist() == [0.81, 0.74]
+    assert table["fp_iou0.1"].tolist() == [0.5, 2.1] and table["sens_iou0.5"].tolist() == [0.9, 0.9]
+    text = readme.seed_sentence(base)
+    assert "seeds 0, 1" in text and "Dice 0.70-0.80 (mean 0.75)" in text and "0.50-2.10 / 0.60-0.60 false positives" in text
+    (base / "seed_spread.csv").unlink()
+    assert readme.seed_sentence(base) == ""
