@@ -4,7 +4,8 @@ Paper: Evaluation (voxel-wise and lesion-wise metrics). This module is the file-
 :mod:`amtlib.metrics`, :mod:`amtlib.lesions` and :mod:`amtlib.stats`: it pairs ``<case_id>.nii.gz``
 files, checks them, scores each case once (components labelled once, every IoU threshold matched on
 the small IoU matrix) and writes the tables. It needs nothing else from the pipeline, so it scores any
-model's masks (``amt evaluate --pred DIR --ref DIR --out DIR``).
+model's masks (``amt evaluate --pred DIR --ref DIR --out DIR``), NIfTI or, with ``--sources``, DICOM
+SEG/RTSTRUCT paired to cases by the series they reference (:mod:`amtlib.dicom_predictions`).
 
 Bad input is reported, never silently dropped: a reference without prediction is scored as an empty
 prediction (``pred_missing`` is True) with a warning that counts them; a prediction folder in which no
@@ -144,19 +145,26 @@ def resample_nearest(mask: np.ndarray, affine: np.ndarray, shape: tuple[int, ...
 
 def load_pair(
     case_id: str, pred_path: "str | Path | None", ref_path: str | Path, label: int | None = None, resample_pred: bool = False,
-    ref_label: int | None = None,
+    ref_label: int | None = None, pred_sources: "Sequence[str] | None" = None, segment: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Load a case's prediction and reference on the reference grid: ``(pred, ref, spacing)``.
 
     ``label`` is the tumour label of the prediction, ``ref_label`` that of the reference (None: 0/1).
-    A missing prediction (``pred_path`` None) is an empty mask. Raises ``ValueError`` naming the case
-    when the geometries differ and ``resample_pred`` is False.
+    With ``pred_sources`` (the files of the CT series it references) the prediction is a DICOM SEG or
+    RTSTRUCT, read onto that series' grid (:func:`amtlib.dicom_predictions.read_prediction`; ``segment``
+    names the segment or ROI). A missing prediction (``pred_path`` None) is an empty mask. Raises
+    ``ValueError`` naming the case when the geometries differ and ``resample_pred`` is False.
     """
     ref, spacing, ref_aff = load_mask(ref_path, ref_label, "choose the reference's tumour label with --ref-label N "
                                                             "(--label N applies to the predictions only)")
     if pred_path is None:
         return np.zeros_like(ref, dtype=bool), ref, spacing
-    pred, _, pred_aff = load_mask(pred_path, label)
+    if pred_sources:
+        from amtlib.dicom_predictions import read_prediction
+
+        pred, pred_aff = read_prediction(pred_path, pred_sources, segment)
+    else:
+        pred, _, pred_aff = load_mask(pred_path, label)
     if not io.same_geometry(pred.shape, pred_aff, ref.shape, ref_aff):
         if not resample_pred:
             what = (f"shape {pred.shape} != reference shape {ref.shape} (z, y, x)" if pred.shape != ref.shape
@@ -167,9 +175,10 @@ def load_pair(
     return pred, ref, spacing
 
 
-def _evaluate_one(case_id: str, pred_path: "str | None", ref_path: str, options: dict[str, Any]) -> tuple[dict, dict]:
+def _evaluate_one(case_id: str, pred_path: "str | None", ref_path: str, pred_sources: "list[str] | None",
+                  options: dict[str, Any]) -> tuple[dict, dict]:
     pred, ref, spacing = load_pair(case_id, pred_path, ref_path, options["label"], options["resample_pred"],
-                                   options["ref_label"])
+                                   options["ref_label"], pred_sources, options["segment"])
     row, counts = score_case(pred, ref, spacing, options["thresholds"], options["min_pred_voxels"], options["connectivity"])
     return {"case_id": case_id, **row, "pred_missing": pred_path is None}, counts
 
@@ -178,22 +187,29 @@ def evaluate_cases(
     cases: pd.DataFrame, thresholds: "list[float] | np.ndarray | None" = None,
     min_pred_voxels: int = lesions.MIN_PRED_VOXELS, connectivity: int = lesions.CONNECTIVITY,
     label: int | None = None, resample_pred: bool = False, workers: int = 1, progress: bool = True,
-    ref_label: int | None = None,
+    ref_label: int | None = None, segment: str | None = None,
 ) -> Evaluation:
     """Score every case of ``cases`` (columns ``case_id, pred_path, ref_path``; pred_path may be empty).
 
     Paper: Evaluation. Cases run in ``workers`` processes with a tqdm bar. Columns of ``cases`` named in
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
     order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
+    A ``pred_sources`` column (``os.pathsep``-joined CT files, from
+    :func:`amtlib.dicom_predictions.pair_predictions`) marks DICOM SEG/RTSTRUCT predictions; ``segment``
+    names their tumour segment or ROI.
     """
+    import os
+
     from amtlib.progress import Progress
 
     thr = lesions.iou_thresholds(thresholds)
     options = {"thresholds": thr, "min_pred_voxels": int(min_pred_voxels), "connectivity": int(connectivity),
-               "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label}
-    jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path))
-            for r in cases.itertuples(index=False)]
-    for cid, pred_path, _ in jobs:
+               "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label, "segment": segment}
+    sources = cases["pred_sources"] if "pred_sources" in cases else pd.Series([None] * len(cases), index=cases.index)
+    jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path),
+             None if _empty(src) else str(src).split(os.pathsep))
+            for r, src in zip(cases.itertuples(index=False), sources)]
+    for cid, pred_path, _, _ in jobs:
         if pred_path is None:
             warnings.warn(f"case {cid}: no prediction; scored as an empty prediction", stacklevel=2)
     results: list[tuple[dict, dict]] = []
@@ -385,8 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "voxel-wise Dice/IoU/precision/recall per case, lesion-wise IoU-sweep FROC with case "
                     "bootstrap, and Tables 3-4 by vendor, size and histology when --clinical is given.",
         epilog=CLI_DEFINITIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pred", required=True, type=Path, help="folder of predicted masks <case_id>.nii.gz")
+    p.add_argument("--pred", required=True, type=Path,
+                   help="folder of predicted masks <case_id>.nii.gz, or (with --sources) of DICOM SEG/RTSTRUCT files, any names")
     p.add_argument("--ref", required=True, type=Path, help="folder of reference masks <case_id>.nii.gz")
+    p.add_argument("--sources", type=Path,
+                   help="the predictions are DICOM SEG/RTSTRUCT: where their CT series are, a cohort's 01_cohort/sources.json "
+                        "or a DICOM folder (then --clinical gives each case's series_uid)")
+    p.add_argument("--dicom-kind", choices=("seg", "rtstruct"), help="with --sources: read only this kind of prediction file")
+    p.add_argument("--segment", help="with --sources: the tumour's SEG segment (label or number) or RTSTRUCT ROI name "
+                                     "(default: the only one)")
     p.add_argument("--out", required=True, type=Path, help="output folder (the only place written)")
     p.add_argument("--clinical", type=Path, help="CSV with case_id, manufacturer, histology (manifest.csv qualifies)")
     p.add_argument("--resample-pred", action="store_true",
@@ -477,16 +500,35 @@ def _cli(argv: list[str]) -> int:
         out = args.out.resolve()
         if out in (args.pred.resolve(), args.ref.resolve()):
             raise AmtError(out, "--out must differ from the --pred and --ref folders", "give a new folder as --out")
+        if args.sources is not None and args.label is not None:
+            raise AmtError("--label", "applies to NIfTI predictions (a label value); DICOM predictions name a segment",
+                           "use --segment NAME (a SEG segment label or number, or an RTSTRUCT ROI name)")
+        if (args.dicom_kind or args.segment) and args.sources is None:
+            raise AmtError("--dicom-kind/--segment", "apply to DICOM predictions only",
+                           "give --sources (the cohort's sources.json or the DICOM folder of the CT series)")
         stale = claim_out_dir(out)
-        cases = pair_folders(args.pred, args.ref)
+        if args.sources is not None:
+            from amtlib import dicom_predictions
+
+            refs = _nifti_files(args.ref, "reference")
+            if not refs:
+                raise AmtError(args.ref, "no reference masks (<case_id>.nii.gz) found", "give the folder of reference masks as --ref")
+            table = pd.read_csv(args.clinical, dtype={"case_id": str, "series_uid": str}) if args.clinical else None
+            sources = dicom_predictions.load_sources(args.sources, table)
+            cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
+        else:
+            cases = pair_folders(args.pred, args.ref)
         if args.clinical is not None:
             cases = attach_clinical(cases, read_clinical(args.clinical))
         ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
-                            args.resample_pred, args.workers, progress=not args.no_progress, ref_label=args.ref_label)
+                            args.resample_pred, args.workers, progress=not args.no_progress, ref_label=args.ref_label,
+                            segment=args.segment)
         missing = ev.per_case.loc[ev.per_case["pred_missing"], "case_id"].tolist()
         paths = write_evaluation(ev, out, stale, {
             "n_cases": len(ev.per_case), "missing_predictions": missing,
             "pred_dir": str(args.pred.resolve()), "ref_dir": str(args.ref.resolve()),
+            "sources": str(args.sources.resolve()) if args.sources else None, "dicom_kind": args.dicom_kind,
+            "segment": args.segment,
             "clinical": str(args.clinical.resolve()) if args.clinical else None,
             "min_lesion_voxels": args.min_lesion_voxels, "connectivity": args.connectivity,
             "bootstrap": args.bootstrap, "ci_level": args.ci_level, "seed": args.seed,
