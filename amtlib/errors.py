@@ -37,6 +37,10 @@ class AmtError(ValueError):
         text = f"{self.file}: {self.problem}" if self.file else self.problem
         return f"{text}; {self.remedy}" if self.remedy else text
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        # raised in a worker process, it crosses back pickled: rebuild it from its three parts
+        return (type(self), (self.file, self.problem, self.remedy))
+
 
 #: Exit codes of the guard: usage or input error, interrupted by Ctrl-C (128 + SIGINT).
 EXIT_ERROR = 2

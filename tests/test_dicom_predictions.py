@@ -135,3 +135,12 @@ def test_bad_dicom_prediction_input_is_named(dicom_preds, tmp_path: Path, capsys
                      "--dicom-kind", "seg", "--out", str(tmp_path / "h"), "--bootstrap", "20", "--no-progress"]) == 0
     assert "1 prediction(s) reference a series of no reference case" in capsys.readouterr().err
     assert _per_case(tmp_path / "h")["case_id"].tolist() == ["P1", "P2"]
+
+
+def test_a_bad_segment_in_worker_processes_is_one_line(dicom_preds, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = dicom_preds
+    assert amt_main(["evaluate", "--pred", str(d["flat"]), "--ref", str(d["refs"]), "--sources", str(d["sources"]),
+                     "--dicom-kind", "seg", "--segment", "liver", "--workers", "2", "--out", str(tmp_path / "w"),
+                     "--bootstrap", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no segment matching 'liver'" in err and "BrokenProcessPool" not in err and "Traceback" not in err

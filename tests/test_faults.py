@@ -603,3 +603,20 @@ def test_truncated_model_file_is_named_with_the_remedy(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
     with pytest.raises(AmtError, match=r"model\.pt.*unreadable model file, truncated or corrupt.*03_train"):
         load_model(path)
+
+
+def test_amt_error_raised_in_a_worker_process_arrives_whole():
+    """An AmtError crosses a process boundary pickled (evaluate/export/cohort workers): it must come back
+    with its file, problem and remedy, not break the pool ("terminated abruptly")."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    e = pickle.loads(pickle.dumps(AmtError("a.dcm", "no segment", "set --segment")))
+    assert (e.file, e.problem, e.remedy, str(e)) == ("a.dcm", "no segment", "set --segment", "a.dcm: no segment; set --segment")
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        with pytest.raises(AmtError, match=r"^x\.nii: bad; fix it$"):
+            pool.submit(_raise_amt_error).result()
+
+
+def _raise_amt_error() -> None:
+    raise AmtError("x.nii", "bad", "fix it")
