@@ -21,9 +21,11 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
   Written in Implicit VR Little Endian, where ContourData has no 64 KiB element limit.
 
 Both objects copy the Patient and General Study modules of the source series (as DICOM requires) and
-nothing else of it; their own series, equipment ("amtlib") and UIDs are new. UIDs are deterministic:
-:func:`amtlib.dicomio.deterministic_uid` of a run seed, the case id and the object kind, so re-exporting
-the same run gives the same UIDs; with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are
+nothing else of it; their own series, equipment ("amtlib") and UIDs are new. Another model's masks
+(``amt export --pred DIR --algorithm NAME``) are written under that model's name and version
+(:class:`Algorithm`). UIDs are deterministic: :func:`amtlib.dicomio.deterministic_uid` of the run,
+the case id, the mask's content (:func:`mask_digest`) and the object kind, so re-exporting the same
+masks gives the same UIDs and a changed mask new ones (a PACS keeps the first object under a UID); with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are
 fixed too and a re-export is byte-identical. Files are written atomically. A tilted-gantry series,
 which the reader resamples onto an orthogonal grid, is exported onto its acquired slices: SEG frames
 are the grid slices moved back by their in-plane shift; RTSTRUCT contours are world coordinates, and
@@ -37,6 +39,7 @@ import datetime as _dt
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,6 +72,27 @@ _EXPORT_COLUMNS = ("case_id", "series_uid", "source_folder", "n_voxels", "seg_pa
 
 class ExportError(ValueError):
     """A prediction that cannot be exported; the message names the case or file and what to do."""
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Who made the masks, as the exported objects state it. The default is this package's model
+    (``model_sha256``: SHA-256 of its file); another model's masks carry that model's name and version
+    and no SHA-256 of ours. Text goes into LO elements: at most 64 characters, no backslash."""
+
+    name: str = ALGORITHM_NAME
+    version: str = __version__
+    model_sha256: str = ""
+
+    @property
+    def ours(self) -> bool:
+        return self.name == ALGORITHM_NAME
+
+    def check(self) -> "Algorithm":
+        for what, text in (("algorithm name", self.name), ("algorithm version", self.version)):
+            if not text.strip() or len(text) > 64 or "\\" in text:
+                raise ExportError(f"{what} {text!r}: give 1-64 characters without a backslash (a DICOM LO value)")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,11 +174,11 @@ def _stamp_seg(seg: Any, when: _dt.datetime) -> Any:
 
 
 def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, Any], uid_seed: str,
-                model_sha256: str = "", series_number: int = 901) -> Any:
+                model_sha256: str = "", series_number: int = 901, algorithm: Algorithm | None = None) -> Any:
     """A BINARY DICOM SEG (highdicom ``Segmentation``) of a (z, y, x) 0/1 ``mask`` on the source series.
 
     ``sources``: slice headers in z order (:func:`read_source_headers`). UIDs derive from
-    ``uid_seed``. On a tilted-gantry series (read resampled) each frame is the grid slice moved back
+    ``uid_seed``. ``algorithm``: who made the mask (default: this package's model with ``model_sha256``). On a tilted-gantry series (read resampled) each frame is the grid slice moved back
     onto its acquired slice (:func:`amtlib.dicomio.shift_mask_slice`; exact for whole-pixel shifts,
     else up to the outline pixels). Raises :class:`ExportError` for a mask off the series grid or not 0/1.
     """
@@ -162,14 +186,16 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
     from pydicom.sr.codedict import codes
 
     on = _check_mask(mask, geometry, f"case {uid_seed}")
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__, source="amtlib",
-        parameters={"model_sha256": model_sha256} if model_sha256 else None)
+    algo = (algorithm or Algorithm(model_sha256=model_sha256)).check()
+    identification = hd.AlgorithmIdentificationSequence(
+        name=algo.name, family=codes.cid7162.ArtificialIntelligence, version=algo.version,
+        source="amtlib" if algo.ours else None,
+        parameters={"model_sha256": algo.model_sha256} if algo.model_sha256 else None)
     description = hd.seg.SegmentDescription(
         segment_number=1, segment_label=SEGMENT_LABEL,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
+        algorithm_identification=identification, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
         tracking_id="tumour", anatomic_regions=[codes.SCT.Mediastinum])
     frames = frame_numbers(geometry)
     shifts = geometry.get("slice_shift_px") or ((0.0, 0.0),) * on.shape[0]
@@ -191,8 +217,8 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
         series_instance_uid=deterministic_uid(uid_seed, "seg-series"), series_number=series_number,
         sop_instance_uid=deterministic_uid(uid_seed, "seg-instance"), instance_number=1,
-        manufacturer="amtlib", manufacturer_model_name=ALGORITHM_NAME, software_versions=__version__,
-        device_serial_number=(model_sha256 or "none")[:16], series_description="AMT prediction (SEG)",
+        manufacturer="amtlib", manufacturer_model_name=algo.name, software_versions=__version__,
+        device_serial_number=(algo.model_sha256 or "none")[:16], series_description=_series_description(algo, "SEG"),
         content_label="TUMOUR", omit_empty_frames=bool(on.any()))
     # highdicom draws the dimension organisation UID at random: derive it like every other UID
     dim_uid = deterministic_uid(uid_seed, "seg-dimension-organization")
@@ -230,8 +256,15 @@ def _ds(values: np.ndarray) -> list[str]:
     return [f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) >= 5e-5 else "0" for v in values]
 
 
+def _series_description(algo: Algorithm, kind: str) -> str:
+    """``AMT prediction (SEG)`` for this package's model, else the other model's name (LO: 64 characters)."""
+    suffix = f" prediction ({kind})"
+    return ("AMT" if algo.ours else algo.name[: 64 - len(suffix)]) + suffix
+
+
 def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, Any], uid_seed: str,
-                     roi_name: str = SEGMENT_LABEL, model_sha256: str = "", series_number: int = 902) -> Any:
+                     roi_name: str = SEGMENT_LABEL, model_sha256: str = "", series_number: int = 902,
+                     algorithm: Algorithm | None = None) -> Any:
     """An RT Structure Set (pydicom ``FileDataset``) with one ROI outlining ``mask`` on the source series.
 
     Contours per slice from :func:`mask_contours`, in LPS mm through the series' voxel -> LPS matrix
@@ -243,6 +276,7 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
     on = _check_mask(mask, geometry, f"case {uid_seed}")
+    algo = (algorithm or Algorithm(model_sha256=model_sha256)).check()
     first = sources[0]
     sop_uid = deterministic_uid(uid_seed, "rtstruct-instance")
     meta = FileMetaDataset()
@@ -259,11 +293,11 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = deterministic_uid(uid_seed, "rtstruct-series")
     ds.SeriesNumber, ds.InstanceNumber = series_number, 1
-    ds.SeriesDescription = "AMT prediction (RTSTRUCT)"
+    ds.SeriesDescription = _series_description(algo, "RTSTRUCT")
     ds.OperatorsName = ""
-    ds.Manufacturer, ds.ManufacturerModelName = "amtlib", ALGORITHM_NAME
+    ds.Manufacturer, ds.ManufacturerModelName = "amtlib", algo.name
     ds.SoftwareVersions = __version__
-    ds.StructureSetLabel = "AMT prediction"
+    ds.StructureSetLabel = "AMT prediction" if algo.ours else "prediction"
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     frame_uid = str(first.FrameOfReferenceUID)
     ds.FrameOfReferenceUID = frame_uid  # the structures lie in the source's frame of reference
@@ -284,7 +318,8 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     roi = pydicom.Dataset()
     roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = 1, frame_uid, roi_name
     roi.ROIGenerationAlgorithm = "AUTOMATIC"
-    roi.ROIGenerationDescription = f"amtlib {__version__}" + (f" model sha256 {model_sha256[:16]}" if model_sha256 else "")
+    roi.ROIGenerationDescription = ((f"amtlib {__version__}" if algo.ours else f"{algo.name} {algo.version}"[:48] + " via amtlib")
+                                    + (f" model sha256 {algo.model_sha256[:16]}" if algo.model_sha256 else ""))
     ds.StructureSetROISequence = Seq([roi])
     contour_roi = pydicom.Dataset()
     contour_roi.ReferencedROINumber = 1
@@ -346,8 +381,12 @@ def write_dataset(ds: Any, path: str | Path) -> Path:
 
 def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out_dir: str | Path, uid_seed: str,
                 formats: Sequence[str] = FORMATS, model_sha256: str = "",
-                affine: np.ndarray | None = None, atol_mm: float = 0.01) -> dict[str, Path]:
+                affine: np.ndarray | None = None, atol_mm: float = 0.01, algorithm: Algorithm | None = None) -> dict[str, Path]:
     """Write ``seg.dcm`` and/or ``rtstruct.dcm`` of one (z, y, x) mask into ``out_dir``.
+
+    UIDs derive from ``uid_seed``: give a seed that changes when the mask does (:func:`export_run`
+    adds :func:`mask_digest`), since a PACS keeps the first object it receives under a UID.
+    ``algorithm``: who made the mask (default this package's model, :class:`Algorithm`).
 
     ``source``: the CT series the mask was predicted on, a folder or its files (read with
     :func:`amtlib.dicomio.read_series`; a tilted gantry resampled as the cohort reads it). ``affine``: the mask's NIfTI
@@ -370,10 +409,11 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
     out_dir = Path(out_dir)
     written = {}
     if "seg" in formats:
-        written["seg"] = write_dataset(mask_to_seg(mask, sources, geometry, uid_seed, model_sha256), out_dir / "seg.dcm")
+        written["seg"] = write_dataset(mask_to_seg(mask, sources, geometry, uid_seed, model_sha256, algorithm=algorithm),
+                                       out_dir / "seg.dcm")
     if "rtstruct" in formats:
-        written["rtstruct"] = write_dataset(mask_to_rtstruct(mask, sources, geometry, uid_seed, model_sha256=model_sha256),
-                                            out_dir / "rtstruct.dcm")
+        written["rtstruct"] = write_dataset(mask_to_rtstruct(mask, sources, geometry, uid_seed, model_sha256=model_sha256,
+                                                             algorithm=algorithm), out_dir / "rtstruct.dcm")
     return written
 
 
@@ -414,15 +454,18 @@ def _run_raw_dir(run_dir: Path) -> Path:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str | None = "external_test",
-               formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
+               formats: Sequence[str] = FORMATS, raw_dir: str | Path | None = None, workers: int = 1,
+               pred_dir: str | Path | None = None, algorithm: Algorithm | None = None) -> pd.DataFrame:
     """Export the predictions of a run folder as DICOM; return one row per case (``export.csv`` too).
 
     Reads ``01_cohort/manifest.csv`` (case, ``series_uid``), ``02_split/split.csv`` when ``split`` is
-    given (``None``: every predicted case), and ``03_train/predictions/<case_id>.nii.gz``. Source files
+    given (``None``: every predicted case), and ``03_train/predictions/<case_id>.nii.gz``, or another
+    model's ``<case_id>.nii.gz`` in ``pred_dir`` (then ``algorithm`` must name that model). Source files
     come from ``01_cohort/sources.json``, else are found by SeriesInstanceUID under ``raw_dir``/dicom
     (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
     ``out_dir/<case_id>/seg.dcm`` and/or ``rtstruct.dcm`` (default ``out_dir``: ``RUN/09_export``) and
-    ``out_dir/export.csv``. UIDs derive from the run folder's name and the case id. Raises
+    ``out_dir/export.csv``. UIDs derive from the run folder's name, the case id and the mask's content
+    (:func:`mask_digest`): the same mask gives the same files, another mask new UIDs. Raises
     :class:`ExportError` naming the case for a missing prediction or source series. ``workers`` > 1
     writes cases in that many processes (the same files).
     """
@@ -430,6 +473,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
 
     P = RunPaths(run_dir)
     out = Path(out_dir) if out_dir else P.export_dir
+    if pred_dir is not None and (algorithm is None or algorithm.ours):
+        raise ExportError(f"{pred_dir}: masks of another model need that model's name in the exported objects; "
+                          "give it (amt export --algorithm NAME [--algorithm-version V])")
+    if algorithm is not None:
+        algorithm.check()
+    pred_root = Path(pred_dir) if pred_dir is not None else P.predictions_dir
+    if not pred_root.is_dir():
+        raise ExportError(f"{pred_root}: prediction folder not found; give the folder of <case_id>.nii.gz masks")
     if not P.manifest.is_file():
         raise ExportError(f"{P.manifest}: not found; run step 01_cohort first")
     manifest = pd.read_csv(P.manifest, dtype=str, keep_default_na=False)
@@ -440,7 +491,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         chosen = set(splits.loc[splits["split"] == split, "case_id"])
         manifest = manifest[manifest["case_id"].isin(chosen)]
     else:
-        manifest = manifest[[(P.predictions_dir / f"{c}.nii.gz").is_file() for c in manifest["case_id"]]]
+        manifest = manifest[[(pred_root / f"{c}.nii.gz").is_file() for c in manifest["case_id"]]]
     if not len(manifest):
         log.warning("%s: no cases to export (split %s)", P.root, split)
     if (manifest["series_uid"] == "").any():
@@ -448,17 +499,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "
                           "source DICOM series")
     sources = case_sources(P, manifest, raw_dir)
-    model_sha = sha256_file(P.model) if P.model.is_file() else ""
+    if algorithm is None:
+        algorithm = Algorithm(model_sha256=sha256_file(P.model) if P.model.is_file() else "")
     jobs = []
     for _, case in manifest.sort_values("case_id").iterrows():
         cid, uid = case["case_id"], case["series_uid"]
-        pred_path = P.predictions_dir / f"{cid}.nii.gz"
+        pred_path = pred_root / f"{cid}.nii.gz"
         if not pred_path.is_file():
-            raise ExportError(f"case {cid}: prediction {pred_path} not found; run step 03_train (prediction) first")
+            remedy = "run step 03_train (prediction) first" if pred_dir is None else "give a mask for every case of the split"
+            raise ExportError(f"case {cid}: prediction {pred_path} not found; {remedy}")
         if cid not in sources:
             raise ExportError(f"case {cid}: source series {uid} not found under the raw DICOM folder; "
                               "set raw_dir to the cohort the run was built from")
-        jobs.append((cid, uid, pred_path, sources[cid], out, f"{P.root.name}:{cid}", tuple(formats), model_sha))
+        jobs.append((cid, uid, pred_path, sources[cid], out, f"{P.root.name}:{cid}", tuple(formats), algorithm))
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -471,14 +524,27 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     return table
 
 
+def mask_digest(mask: np.ndarray, affine: np.ndarray) -> str:
+    """16 hex digits of SHA-256 over a mask's shape, 0/1 voxels and affine: part of the UID seed, so a
+    re-export of the same mask gives the same UIDs and a changed mask (a retrained model) new ones."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.asarray(mask.shape, dtype=np.int64).tobytes())
+    h.update(np.packbits(np.asarray(mask) > 0).tobytes())
+    h.update(np.round(np.asarray(affine, dtype=np.float64), 4).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _export_job(job: tuple) -> dict[str, Any]:
     """One case of :func:`export_run`: read the prediction, write its files, return its row."""
-    cid, uid, pred_path, source_files, out, uid_seed, formats, model_sha = job
+    cid, uid, pred_path, source_files, out, uid_seed, formats, algorithm = job
     try:
         mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    written = export_case(mask, source_files, out / cid, uid_seed, formats, model_sha, affine)
+    written = export_case(mask, source_files, out / cid, f"{uid_seed}:{mask_digest(mask, affine)}", formats,
+                          algorithm.model_sha256, affine, algorithm=algorithm)
     folder = os.path.commonpath([str(Path(f).parent) for f in source_files])
     return {"case_id": cid, "series_uid": uid, "source_folder": folder, "n_voxels": int(mask.sum()),
             "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
@@ -537,10 +603,17 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default RUN/09_export)")
     p.add_argument("--raw-dir", default=None, help="raw cohort folder holding dicom/ (default: the run's raw_dir)")
     p.add_argument("--workers", type=int, default=1, help="cases written in parallel processes (default 1)")
+    p.add_argument("--pred", default=None, help="another model's masks <case_id>.nii.gz on the cohort's grids "
+                                                "(default RUN/03_train/predictions); needs --algorithm")
+    p.add_argument("--algorithm", default=None, help="with --pred: the name of the model that made them (written into the objects)")
+    p.add_argument("--algorithm-version", default="unspecified", help="with --pred: that model's version")
     args = p.parse_args(argv)
     try:
+        if args.algorithm is not None and args.pred is None:
+            raise ExportError("--algorithm names another model's masks; give them with --pred DIR")
+        algorithm = Algorithm(args.algorithm, args.algorithm_version) if args.algorithm is not None else None
         table = export_run(args.run, args.out, None if args.split == "all" else args.split,
-                           parse_formats(args.format), args.raw_dir, args.workers)
+                           parse_formats(args.format), args.raw_dir, args.workers, args.pred, algorithm)
     except (ExportError, ValueError) as exc:
         print(f"amt export: {exc}", file=sys.stderr)
         return 2

@@ -401,3 +401,58 @@ def test_export_run_of_a_multiframe_case_from_sources_json(scanner, tmp_path: Pa
     table = export.export_run(run, formats=["seg", "rtstruct"])
     assert table["n_voxels"].tolist() == [int(mask.sum())]
     np.testing.assert_array_equal(an.read_seg(run / "09_export" / "E1" / "seg.dcm", geometry), mask)
+
+
+def test_another_models_masks_are_exported_under_its_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """amt export --pred DIR --algorithm NAME: another model's NIfTI masks become SEG/RTSTRUCT that name
+    that model (not ours, no SHA-256 of our model file) and get UIDs of their own."""
+    run, preds = _fake_run(tmp_path)
+    other = tmp_path / "vendor_masks"
+    for case in ("P1", "P3"):
+        _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / case / "s1")
+        save_nifti(np.roll(preds[case], 2, axis=1), geometry["affine"], other / f"{case}.nii.gz")
+    (run / "03_train" / "model.pt").write_bytes(b"our model")
+    own = export.export_run(run, tmp_path / "own")
+    assert amt_main(["export", "--run", str(run), "--pred", str(other), "--algorithm", "Vendor AI", "--algorithm-version", "2.1",
+                     "--out", str(tmp_path / "theirs")]) == 0
+    _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / "P3" / "s1")
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "theirs" / "P3" / "seg.dcm", geometry), np.roll(preds["P3"], 2, axis=1))
+    seg = pydicom.dcmread(tmp_path / "theirs" / "P3" / "seg.dcm")
+    algo = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("Vendor AI", "2.1")
+    assert "AlgorithmSource" not in algo and "AlgorithmParameters" not in algo
+    assert seg.SeriesDescription == "Vendor AI prediction (SEG)" and seg.ManufacturerModelName == "Vendor AI"
+    rt = pydicom.dcmread(tmp_path / "theirs" / "P3" / "rtstruct.dcm")
+    assert rt.ManufacturerModelName == "Vendor AI" and rt.StructureSetROISequence[0].ROIGenerationDescription == "Vendor AI 2.1 via amtlib"
+    ours = pydicom.dcmread(tmp_path / "own" / "P3" / "seg.dcm")
+    ours_algo = ours.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert ours_algo.AlgorithmName == export.ALGORITHM_NAME and ours_algo.AlgorithmSource == "amtlib"
+    assert ours.SOPInstanceUID != seg.SOPInstanceUID and ours.SeriesInstanceUID != seg.SeriesInstanceUID
+    assert len(own) == 2
+    for kind in ("seg", "rtstruct"):
+        assert dciodvfy_errors(tmp_path / "theirs" / "P3" / f"{kind}.dcm") == []
+    # refused: masks without a name, a name without masks, a name that is no DICOM LO value
+    assert amt_main(["export", "--run", str(run), "--pred", str(other), "--out", str(tmp_path / "x")]) == 2
+    assert "need that model's name" in capsys.readouterr().err
+    assert amt_main(["export", "--run", str(run), "--algorithm", "Vendor AI", "--out", str(tmp_path / "y")]) == 2
+    assert "give them with --pred DIR" in capsys.readouterr().err
+    assert amt_main(["export", "--run", str(run), "--pred", str(other), "--algorithm", "A" * 65, "--out", str(tmp_path / "z")]) == 2
+    assert "1-64 characters" in capsys.readouterr().err
+
+
+def test_a_changed_mask_gets_new_uids_and_the_same_mask_the_same(tmp_path: Path) -> None:
+    """A PACS keeps the first object it receives under a SOP Instance UID: a retrained model's masks
+    must not reuse the UIDs of the earlier export; re-exporting the same masks gives the same UIDs."""
+    run, preds = _fake_run(tmp_path)
+    export.export_run(run, tmp_path / "a", formats=["seg"])
+    export.export_run(run, tmp_path / "b", formats=["seg"])
+    _, geometry = dicomio.read_series(run / "00_data" / "raw" / "dicom" / "P1" / "s1")
+    changed = preds["P1"].copy()
+    changed[2, 10, 10] = 1 - changed[2, 10, 10]
+    save_nifti(changed, geometry["affine"], run / "03_train" / "predictions" / "P1.nii.gz")
+    export.export_run(run, tmp_path / "c", formats=["seg"])
+    uid = {k: {c: str(pydicom.dcmread(tmp_path / k / c / "seg.dcm").SOPInstanceUID) for c in ("P1", "P3")} for k in "abc"}
+    assert uid["a"] == uid["b"]
+    assert uid["c"]["P1"] != uid["a"]["P1"] and uid["c"]["P3"] == uid["a"]["P3"]
+    assert export.mask_digest(preds["P1"], geometry["affine"]) == export.mask_digest(preds["P1"].astype(bool), geometry["affine"])
+    assert export.mask_digest(changed, geometry["affine"]) != export.mask_digest(preds["P1"], geometry["affine"])
