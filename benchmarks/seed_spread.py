@@ -1,16 +1,22 @@
-"""How much the demo's headline results move with the training seed alone (same cohort, same split).
+"""How much the demo's headline results move with the seed alone (same cohort, same split).
 
-The demo model is small and trained for minutes at a constant learning rate, and the tuning Dice that
-selects its checkpoint swings between evaluations, so one run's Table 3/4 figures are one draw. This
-re-trains a finished run's model with other seeds (steps 03-05 only; 00_data is linked, 01_cohort and
-02_split copied) and tabulates the external-test results of every seed beside the run's own:
+The demo models are small and trained for minutes, so one run's figures are one draw. This re-runs
+part of a finished run with other seeds and tabulates every seed beside the run's own:
 
-    python benchmarks/seed_spread.py runs/bench_demo --seeds 1 2 3     # trains 3 models (~3 min each)
+- ``--part seg`` (default): steps 03-05 (the U-Net trained again; Table 3 / Table 4 headline figures)
+  into ``<run>_seed<N>/``, written to ``seed_spread.csv``;
+- ``--part histology``: step 07 (radiomics SVM and 2D CNN on the same masks; external AUCs) into
+  ``<run>_07seed<N>/``, written to ``seed_spread_07.csv``, followed by what the CNN's score follows on a
+  demo cohort: its mean per public background CT and risk group, and its Spearman correlation with the
+  background's native noise (``00_data/raw/synthesis.csv``).
+
+    python benchmarks/seed_spread.py runs/bench_demo --seeds 1 2 3                  # ~3 min per seed
+    python benchmarks/seed_spread.py runs/bench_demo --part histology --seeds 1 2 3 # ~40 s per seed
     python benchmarks/seed_spread.py runs/bench_demo --seeds 1 2 3 --report-only
 
-Seed runs go to ``<run>_seed<N>/``. Prints one row per seed and the range, and writes
-``seed_spread.csv`` into the base run (read by ``tools/readme_results.py``). On another machine
-(another CPU's floating-point kernels) the same seed is a different draw of the same spread.
+Earlier step folders of the seed runs are links to the base run's (nothing writes into them). Prints
+one row per seed and the range; ``tools/readme_results.py`` reads ``seed_spread.csv``. On another
+machine (another CPU's floating-point kernels) the same seed is another draw of the same spread.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("00_data", "01_cohort", "02_split", "03_train", "04_evaluate", "05_froc", "06_failure", "07_histology")
+#: part -> (first step, last step, seed-run folder suffix, table written into the base run)
+PARTS = {"seg": ("03", "05", "seed", "seed_spread.csv"), "histology": ("07", "07", "07seed", "seed_spread_07.csv")}
 COLUMNS = ("seed", "best_tuning_dice", "dice", "precision", "recall", "sens_iou0.1", "sens_iou0.5", "fp_iou0.1", "fp_iou0.5")
 
 
@@ -34,7 +43,7 @@ def _num(text: object) -> float:
     return float(str(text).split()[0])
 
 
-def results_of(run: Path, seed: int) -> dict[str, float]:
+def seg_results(run: Path, seed: int) -> dict[str, float]:
     """The external-test headline figures of one finished run (03-05)."""
     log = pd.read_csv(run / "03_train" / "train_log.csv")
     t3 = pd.read_csv(run / "04_evaluate" / "table3.csv").set_index("subgroup").loc["overall"]
@@ -45,18 +54,30 @@ def results_of(run: Path, seed: int) -> dict[str, float]:
             "fp_iou0.1": _num(t4["fp_per_scan_iou0.1"]), "fp_iou0.5": _num(t4["fp_per_scan_iou0.5"])}
 
 
-def seed_run(base: Path, seed: int) -> Path:
-    """Train and evaluate ``base``'s model again with ``seed`` in ``<base>_seed<seed>`` (steps 03-05)."""
-    out = base.parent / f"{base.name}_seed{seed}"
+def histology_results(run: Path, seed: int) -> dict[str, float]:
+    """Training and external-test AUCs (predicted ROIs) of each 07 model of one run."""
+    t = pd.read_csv(run / "07_histology" / "auc.csv")
+    row: dict[str, float] = {"seed": seed}
+    for r in t.itertuples(index=False):
+        if r.split == "train" or r.roi == "predicted":
+            row[f"{r.model}_{'train' if r.split == 'train' else 'external'}_auc"] = float(r.auc)
+    return row
+
+
+def seed_run(base: Path, seed: int, part: str) -> Path:
+    """Re-run ``part`` of ``base`` with ``seed`` in its own folder; earlier steps are links to ``base``'s."""
+    first, last, suffix, _ = PARTS[part]
+    out = base.parent / f"{base.name}_{suffix}{seed}"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / "00_data").symlink_to(os.path.relpath(base / "00_data", out))
-    for step in ("01_cohort", "02_split"):
-        shutil.copytree(base / step, out / step)
+    for step in STEPS:
+        if step[:2] >= first:
+            break
+        (out / step).symlink_to(os.path.relpath(base / step, out))
     config = yaml.safe_load((base / "config.yaml").read_text())
     cmd = [sys.executable, "-m", "amtlib.cli", "run", "--config", str(base / "config.yaml"), "--out", str(out),
-           "--from", "03", "--to", "05", "-p", f"seed={seed}", "-p", "train_resume=false"]
+           "--from", first, "--to", last, "-p", f"seed={seed}", "-p", "train_resume=false"]
     if config.get("raw_dir"):
         cmd += ["-p", f"raw_dir={config['raw_dir']}"]
     print(f"seed {seed}: {' '.join(cmd[2:])}", flush=True)
@@ -64,25 +85,49 @@ def seed_run(base: Path, seed: int) -> Path:
     return out
 
 
+def cnn_shortcut(run: Path) -> pd.DataFrame:
+    """Mean 2D-CNN score (reference ROIs) per split, public background CT and label (0 low-risk, 1
+    high-risk) of a demo run, with the Spearman correlation of the score with the rendered series'
+    native noise per split."""
+    from scipy.stats import spearmanr
+
+    synth = pd.read_csv(run / "00_data" / "raw" / "synthesis.csv")
+    manifest = pd.read_csv(run / "01_cohort" / "manifest.csv", dtype={"case_id": str})
+    scores = pd.read_csv(run / "07_histology" / "scores.csv", dtype={"case_id": str})
+    cnn = scores[(scores["model"] == "cnn_resnet2d") & (scores["roi"] == "reference")]
+    m = manifest[["case_id", "series_uid"]].merge(cnn[["case_id", "split", "label", "score"]], on="case_id").merge(
+        synth[["series_uid", "background", "native_noise_sd"]], on="series_uid")
+    table = m.groupby(["split", "background", "label"]).agg(n=("score", "size"), mean_score=("score", "mean")).reset_index()
+    rho = {s: spearmanr(g["native_noise_sd"], g["score"]).statistic for s, g in m.groupby("split")}
+    table["rho_score_noise_in_split"] = table["split"].map(rho)
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", help="a finished demo run folder (steps 00-05 at least)")
+    ap.add_argument("run", help="a finished demo run folder")
+    ap.add_argument("--part", choices=sorted(PARTS), default="seg")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--report-only", action="store_true", help="tabulate existing <run>_seed<N> folders")
+    ap.add_argument("--report-only", action="store_true", help="tabulate the existing seed-run folders")
     args = ap.parse_args(argv)
     base = Path(args.run).resolve()
+    _, _, suffix, table_name = PARTS[args.part]
+    results = seg_results if args.part == "seg" else histology_results
     base_seed = int(yaml.safe_load((base / "config.yaml").read_text()).get("seed", 0))
-    rows = [results_of(base, base_seed)]
+    rows = [results(base, base_seed)]
     for seed in args.seeds:
-        out = base.parent / f"{base.name}_seed{seed}"
+        out = base.parent / f"{base.name}_{suffix}{seed}"
         if not args.report_only:
-            out = seed_run(base, seed)
-        rows.append(results_of(out, seed))
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table.to_csv(base / "seed_spread.csv", index=False)
+            out = seed_run(base, seed, args.part)
+        rows.append(results(out, seed))
+    table = pd.DataFrame(rows, columns=list(COLUMNS) if args.part == "seg" else None)
+    table.to_csv(base / table_name, index=False)
     print(table.round(3).to_string(index=False))
-    for c in COLUMNS[1:]:
+    for c in table.columns[1:]:
         print(f"RANGE {c} {table[c].min():.3f}-{table[c].max():.3f} mean {table[c].mean():.3f}")
+    if args.part == "histology" and (base / "00_data" / "raw" / "synthesis.csv").is_file():
+        print("\nWhat the CNN's score follows (demo cohort):")
+        print(cnn_shortcut(base).round(3).to_string(index=False))
     return 0
 
 
