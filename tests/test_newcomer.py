@@ -341,3 +341,32 @@ def test_seed_spread_table_and_readme_sentence(tmp_path: Path) -> None:
     assert "seeds 0, 1" in text and "Dice 0.70-0.80 (mean 0.75)" in text and "0.50-2.10 / 0.60-0.60 false positives" in text
     (base / "seed_spread.csv").unlink()
     assert readme.seed_sentence(base) == ""
+
+
+def test_seed_spread_histology_part_and_cnn_shortcut(tmp_path: Path) -> None:
+    """--part histology tabulates each seed's training/external AUCs; cnn_shortcut averages the CNN's
+    reference-ROI scores per split, background and label (hand-made: two cases per cell)."""
+    import pandas as pd
+
+    spread = _load_script("benchmarks/seed_spread.py")
+    base, other = tmp_path / "run", tmp_path / "run_07seed5"
+    for run, cnn_ext in ((base, 0.3), (other, 0.4)):
+        (run / "07_histology").mkdir(parents=True)
+        pd.DataFrame({"model": ["cnn_resnet2d"] * 3, "split": ["train", "external_test", "external_test"],
+                      "roi": ["reference", "predicted", "reference"], "auc": [0.8, cnn_ext, 0.9]}).to_csv(
+            run / "07_histology" / "auc.csv", index=False)
+    (base / "config.yaml").write_text("seed: 0\n")
+    assert spread.main([str(base), "--part", "histology", "--seeds", "5", "--report-only"]) == 0
+    t = pd.read_csv(base / "seed_spread_07.csv")
+    assert t.to_dict("list") == {"seed": [0, 5], "cnn_resnet2d_train_auc": [0.8, 0.8], "cnn_resnet2d_external_auc": [0.3, 0.4]}
+    (base / "00_data" / "raw").mkdir(parents=True)
+    (base / "01_cohort").mkdir()
+    ids = [f"c{i}" for i in range(4)]
+    pd.DataFrame({"case_id": ids, "series_uid": [f"u{i}" for i in range(4)]}).to_csv(base / "01_cohort" / "manifest.csv", index=False)
+    pd.DataFrame({"series_uid": [f"u{i}" for i in range(4)] + ["u9"], "background": ["a", "a", "b", "b", "a"],
+                  "native_noise_sd": [1.0, 2.0, 3.0, 4.0, 9.0]}).to_csv(base / "00_data" / "raw" / "synthesis.csv", index=False)
+    pd.DataFrame({"case_id": ids * 2, "split": "train", "roi": ["reference"] * 4 + ["predicted"] * 4, "label": [0, 0, 1, 1] * 2,
+                  "score": [0.1, 0.3, 0.6, 0.8, 9, 9, 9, 9], "model": "cnn_resnet2d"}).to_csv(base / "07_histology" / "scores.csv", index=False)
+    table = spread.cnn_shortcut(base)
+    assert table[["background", "label", "n"]].values.tolist() == [["a", 0, 2], ["b", 1, 2]]
+    assert table["mean_score"].tolist() == pytest.approx([0.2, 0.7]) and table["rho_score_noise_in_split"].tolist() == [1.0, 1.0]
