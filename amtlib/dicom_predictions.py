@@ -93,12 +93,10 @@ def find_predictions(pred_dir: str | Path, kind: str | None = None) -> tuple[pd.
 def pair_predictions(pred_dir: str | Path, refs: dict[str, Path], sources: dict[str, dict[str, Any]],
                      kind: str | None = None) -> pd.DataFrame:
     """``case_id, pred_path, ref_path, pred_sources`` for every reference case (pred_path None when no
-    prediction names its series; ``pred_sources`` the series' files, ``os.pathsep``-joined).
+    prediction names its series; ``pred_sources`` the list of the series' files, else None).
 
     Raises :class:`AmtError` when no file is a SEG/RTSTRUCT of a known case's series or a case has two.
     """
-    import os
-
     found, other = find_predictions(pred_dir, kind)
     if other:
         warnings.warn(f"{len(other)} file(s) under {pred_dir} are not DICOM SEG/RTSTRUCT and were ignored, e.g. "
@@ -135,7 +133,7 @@ def pair_predictions(pred_dir: str | Path, refs: dict[str, Path], sources: dict[
         "case_id": list(refs),
         "pred_path": [by_case.get(c) for c in refs],
         "ref_path": [str(p) for p in refs.values()],
-        "pred_sources": [os.pathsep.join(sources[c]["files"]) if c in by_case else None for c in refs],
+        "pred_sources": [list(sources[c]["files"]) if c in by_case else None for c in refs],
     })
 
 

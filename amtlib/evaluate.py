@@ -194,12 +194,9 @@ def evaluate_cases(
     Paper: Evaluation. Cases run in ``workers`` processes with a tqdm bar. Columns of ``cases`` named in
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
     order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
-    A ``pred_sources`` column (``os.pathsep``-joined CT files, from
-    :func:`amtlib.dicom_predictions.pair_predictions`) marks DICOM SEG/RTSTRUCT predictions; ``segment``
-    names their tumour segment or ROI.
+    A ``pred_sources`` column (lists of CT files, from :func:`amtlib.dicom_predictions.pair_predictions`)
+    marks DICOM SEG/RTSTRUCT predictions; ``segment`` names their tumour segment or ROI.
     """
-    import os
-
     from amtlib.progress import Progress
 
     thr = lesions.iou_thresholds(thresholds)
@@ -207,7 +204,7 @@ def evaluate_cases(
                "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label, "segment": segment}
     sources = cases["pred_sources"] if "pred_sources" in cases else pd.Series([None] * len(cases), index=cases.index)
     jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path),
-             None if _empty(src) else str(src).split(os.pathsep))
+             [str(f) for f in src] if isinstance(src, (list, tuple)) and src else None)
             for r, src in zip(cases.itertuples(index=False), sources)]
     for cid, pred_path, _, _ in jobs:
         if pred_path is None:
