@@ -394,7 +394,8 @@ labels: --label N picks the tumour label of the predictions only; --ref-label M 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="amt evaluate",
-        description="Score predicted tumour masks against reference masks (<case_id>.nii.gz in two folders): "
+        description="Score predicted tumour masks against reference masks (<case_id>.nii.gz in two folders; predictions "
+                    "may instead be DICOM SEG/RTSTRUCT files, with --sources): "
                     "voxel-wise Dice/IoU/precision/recall per case, lesion-wise IoU-sweep FROC with case "
                     "bootstrap, and Tables 3-4 by vendor, size and histology when --clinical is given.",
         epilog=CLI_DEFINITIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
