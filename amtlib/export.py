@@ -25,8 +25,9 @@ nothing else of it; their own series, equipment ("amtlib") and UIDs are new. Ano
 (``amt export --pred DIR --algorithm NAME``) are written under that model's name and version
 (:class:`Algorithm`). UIDs are deterministic: :func:`amtlib.dicomio.deterministic_uid` of the run,
 the case id, the mask's content (:func:`mask_digest`) and the object kind, so re-exporting the same
-masks gives the same UIDs and a changed mask new ones (a PACS keeps the first object under a UID); with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are
-fixed too and a re-export is byte-identical. Files are written atomically. A tilted-gantry series,
+masks gives the same UIDs and a changed mask new ones (a PACS keeps the first object under a UID);
+with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are fixed too and a re-export is
+byte-identical. Files are written atomically. A tilted-gantry series,
 which the reader resamples onto an orthogonal grid, is exported onto its acquired slices: SEG frames
 are the grid slices moved back by their in-plane shift; RTSTRUCT contours are world coordinates, and
 each grid slice lies in the plane of the acquired slice it references.
@@ -178,9 +179,11 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
     """A BINARY DICOM SEG (highdicom ``Segmentation``) of a (z, y, x) 0/1 ``mask`` on the source series.
 
     ``sources``: slice headers in z order (:func:`read_source_headers`). UIDs derive from
-    ``uid_seed``. ``algorithm``: who made the mask (default: this package's model with ``model_sha256``). On a tilted-gantry series (read resampled) each frame is the grid slice moved back
-    onto its acquired slice (:func:`amtlib.dicomio.shift_mask_slice`; exact for whole-pixel shifts,
-    else up to the outline pixels). Raises :class:`ExportError` for a mask off the series grid or not 0/1.
+    ``uid_seed``. ``algorithm``: who made the mask (default: this package's model with
+    ``model_sha256``). On a tilted-gantry series (read resampled) each frame is the grid slice moved
+    back onto its acquired slice (:func:`amtlib.dicomio.shift_mask_slice`; exact for whole-pixel
+    shifts, else up to the outline pixels). Raises :class:`ExportError` for a mask off the series grid
+    or not 0/1.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
