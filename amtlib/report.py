@@ -368,6 +368,28 @@ def _audit_html(findings: pd.DataFrame) -> str:
     return out
 
 
+#: Tables of ``benchmarks/seed_spread.py`` in a run folder: file -> what was re-run with other seeds.
+SEED_SPREAD_FILES: dict[str, str] = {"seed_spread.csv": "the U-Net retrained (steps 03-05)",
+                                     "seed_spread_07.csv": "the WHO-risk classifiers retrained (step 07)"}
+
+
+def _seed_spread_html(root: Path) -> str:
+    """The run's results beside those of other seeds, when ``benchmarks/seed_spread.py`` wrote them."""
+    parts = []
+    for name, what in SEED_SPREAD_FILES.items():
+        t = _csv(root / name)
+        if t is None or len(t) < 2:
+            continue
+        ranges = pd.DataFrame([{"figure": c, "min": t[c].min(), "max": t[c].max(), "mean": t[c].mean()}
+                               for c in t.columns if c != "seed"])
+        parts.append(f"<h3>{_e(what)}: seeds {_e(', '.join(str(int(v)) for v in t['seed']))}</h3>"
+                     f'<div class="pair"><div>{_table(t.round(3), None)}</div><div>{_table(ranges.round(3), None)}</div></div>')
+    if not parts:
+        return ""
+    return ('<p>This run is one draw. The same cohort and split with other seeds (<code>benchmarks/seed_spread.py</code>) '
+            "give the figures below: a difference from the paper inside this range is run-to-run variation.</p>" + "".join(parts))
+
+
 def _other_steps_html(root: Path, shown: set[Path]) -> str:
     """Figures of steps this report does not know (e.g. 07-09 of other issues), if those steps ran."""
     parts = []
@@ -391,7 +413,7 @@ def render_html(summary: dict[str, Any], comp: pd.DataFrame, cls: dict[str, Any]
 <h1>Reviewer's report — anterior mediastinal tumour segmentation (Takemura et al., Sci Rep 2026)</h1>
 <nav>{nav}</nav>
 <h2 id="summary">1. Summary</h2>{_summary_html(summary)}
-<h2 id="comparison">2. Paper vs regenerated</h2>{_comparison_html(comp, cls, root)}
+<h2 id="comparison">2. Paper vs regenerated</h2>{_seed_spread_html(root)}{_comparison_html(comp, cls, root)}
 <h2 id="audit">3. Statistical audit of the reported tables</h2>
 <p>Each rule allows for rounding to the printed digits; <i>inconsistent</i> means no unrounded values could
 print as the table does. Rules: CI width of a mean against 2 x 1.96 x SD / sqrt(n) (t or bootstrap);

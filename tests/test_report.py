@@ -142,3 +142,13 @@ def test_cli(written, tmp_path, capsys):
     assert (tmp_path / "o" / "index.html").is_file()
     assert cli.main(["report", "--run", str(tmp_path / "nothing")]) == 2
     assert "run.json: not found" in capsys.readouterr().err
+
+
+def test_seed_spread_is_shown_when_the_run_has_it(tmp_path):
+    root = make_run(tmp_path / "r")
+    assert "This run is one draw" not in report.write_report(root)["index"].read_text()
+    pd.DataFrame({"seed": [0, 1, 2], "dice": [0.80, 0.72, 0.81], "fp_iou0.1": [1.54, 2.09, 0.50]}).to_csv(root / "seed_spread.csv", index=False)
+    page = report.write_report(root)["index"].read_text()
+    assert "This run is one draw" in page and "the U-Net retrained (steps 03-05): seeds 0, 1, 2" in page
+    assert "<tr><td>dice</td><td>0.72</td><td>0.81</td><td>0.777</td></tr>" in page  # min, max, mean by hand
+    assert "<tr><td>fp_iou0.1</td><td>0.5</td><td>2.09</td><td>1.377</td></tr>" in page
