@@ -8,7 +8,8 @@ grid. Nothing is written and the input file is never modified.
 - :func:`annotation_kind` tells ``"seg"``, ``"rtstruct"`` or ``None`` by content (SOP Class UID), not
   by file name.
 - :func:`read_seg` (highdicom): BINARY segments as stored, FRACTIONAL ones thresholded at 0.5 of the
-  maximum fractional value (fraction >= 0.5 is tumour). The segment is chosen by label (case-
+  maximum fractional value (fraction >= 0.5 is tumour), LABELMAP ones (Label Map Segmentation Storage,
+  DICOM 2024) by their pixel value, which is the segment number. The segment is chosen by label (case-
   insensitive) or number; ``None`` takes the only one. A frame is placed on the slice whose
   SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
   a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). On a
@@ -47,7 +48,11 @@ from amtlib.dicomio import shift_mask_slice
 log = logging.getLogger(__name__)
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+#: DICOM 2024's label-map SEG: one frame per slice, pixel values are segment numbers.
+LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: Annotation kind of each SOP class read here (:data:`amtlib.dicomio.ANNOTATION_CLASSES` names them).
+KIND_OF_CLASS: dict[str, str] = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 #: Fractional segments: a pixel is tumour when its fraction is at least this.
 FRACTIONAL_THRESHOLD = 0.5
 
@@ -103,8 +108,7 @@ def annotation_kind(path: str | Path) -> str | None:
         ds = _dcmread(Path(path), stop_before_pixels=True)
     except AnnotationError:
         return None
-    sop_class = str(ds.get("SOPClassUID", ""))
-    return {SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}.get(sop_class)
+    return KIND_OF_CLASS.get(str(ds.get("SOPClassUID", "")))
 
 
 def _referenced_series(ds: Any) -> list[str]:
@@ -123,7 +127,7 @@ def referenced_series_uid(path: str | Path) -> str | None:
     """
     path = Path(path)
     ds = _dcmread(path, stop_before_pixels=True)
-    if str(ds.get("SOPClassUID", "")) not in (SEG_STORAGE, RTSTRUCT_STORAGE):
+    if str(ds.get("SOPClassUID", "")) not in KIND_OF_CLASS:
         raise AnnotationError(f"{path}: not a DICOM SEG or RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')}); "
                               "give the segmentation or structure set file")
     uids = _referenced_series(ds)
@@ -162,7 +166,8 @@ def _check_reference(path: Path, ds: Any, geometry: dict[str, Any]) -> None:
 
 
 def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
-    items = [(int(s.SegmentNumber), str(s.get("SegmentLabel", ""))) for s in seg.SegmentSequence]
+    # segment 0 of a label map is its background (highdicom writes it): never a candidate
+    items = [(int(s.SegmentNumber), str(s.get("SegmentLabel", ""))) for s in seg.SegmentSequence if int(s.SegmentNumber) != 0]
     listing = ", ".join(f"{n}: {label!r}" for n, label in items)
     if segment is None:
         if len(items) != 1:
@@ -244,7 +249,7 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
 
     path = Path(path)
     head = _dcmread(path, stop_before_pixels=True)
-    if str(head.get("SOPClassUID", "")) != SEG_STORAGE:
+    if KIND_OF_CLASS.get(str(head.get("SOPClassUID", ""))) != "seg":
         raise AnnotationError(f"{path}: not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})")
     _check_reference(path, head, geometry)
     try:
@@ -256,18 +261,24 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
     _check_seg_grid(path, seg, geometry, atol_mm)
     if frames.ndim == 2:
         frames = frames[None]
-    fractional = str(seg.SegmentationType) == "FRACTIONAL"
+    kind = str(seg.SegmentationType)
     max_value = float(seg.get("MaximumFractionalValue", 1) or 1)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     slice_of_uid = {uid: k for k, uid in enumerate(geometry.get("sop_uids", ()))}
     mask = np.zeros(tuple(geometry["shape"]), dtype=np.uint8)
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
-        if int(ident[0].ReferencedSegmentNumber) != number:
-            continue
+        if kind != "LABELMAP":  # a label map holds every segment in each frame, as its pixel values
+            ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+            if int(ident[0].ReferencedSegmentNumber) != number:
+                continue
         k = _frame_slice(path, item, shared, i, geometry, slice_of_uid, atol_mm)
-        frame = frames[i].astype(np.float64)
-        on = frame / max_value >= FRACTIONAL_THRESHOLD if fractional else frame > 0
+        frame = frames[i]
+        if kind == "LABELMAP":
+            on = frame == number
+        elif kind == "FRACTIONAL":
+            on = frame.astype(np.float64) / max_value >= FRACTIONAL_THRESHOLD
+        else:
+            on = frame > 0
         mask[k] |= on.astype(np.uint8)
     for k in np.flatnonzero(mask.any(axis=(1, 2))):  # frames lie on the acquired slices: onto the grid
         mask[k] = shift_mask_slice(mask[k], _slice_shift(geometry, k))

@@ -216,7 +216,7 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
     (``objects`` of :func:`amtlib.dicomio.scan_tree`) and any DICOM file in ``masks/`` (by content)."""
     from amtlib import annotations as an
     index: dict[str, list[str]] = {}
-    kinds = {an.SEG_STORAGE, an.RTSTRUCT_STORAGE}
+    kinds = set(an.KIND_OF_CLASS)
     for row in objects.itertuples():
         if row.sop_class in kinds and row.referenced_series_uid:
             index.setdefault(row.referenced_series_uid, []).append(row.path)

@@ -97,6 +97,7 @@ CT_IMAGE_CLASSES: dict[str, str] = {
 #: SOP classes of annotations that can become reference masks (read by :mod:`amtlib.annotations`).
 ANNOTATION_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",
     "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
 }
 #: File name suffixes that claim DICOM content (a file so named that does not parse is unreadable).
@@ -188,7 +189,7 @@ def image_candidate_reason(ds: Any, accept_derived: bool = False) -> str:
         try:
             from pydicom.uid import UID
 
-            name = UID(sop).name if sop else "no SOPClassUID"
+            name = ANNOTATION_CLASSES.get(sop) or (UID(sop).name if sop else "no SOPClassUID")
         except Exception:  # an unparsable UID string
             name = sop
         return f"not a CT image ({name})"

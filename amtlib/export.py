@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib import __version__
-from amtlib.annotations import voxel_to_lps
+from amtlib.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicomio import deterministic_uid, shift_mask_slice
 from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
 
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
 SEGMENT_LABEL = "Mediastinal tumour"
 ALGORITHM_NAME = "amtlib 3D U-Net"
-RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: Patient and General Study (+ Patient Study) module keywords copied from the source series.
 PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDsSequence",

@@ -36,6 +36,45 @@ def _sha(path: Path) -> str:
 # ------------------------------------------------------------------------------------------------ SEG
 
 
+def _highdicom_labelmap(sources: list, labels: np.ndarray, names: list[str], path: Path) -> Path:
+    """A Label Map SEG (DICOM 2024) written with highdicom: pixel value k is segment k (``names[k - 1]``)."""
+    algo = hd.AlgorithmIdentificationSequence(name="test", family=codes.cid7162.ArtificialIntelligence, version="1")
+    descs = [hd.seg.SegmentDescription(i + 1, label, codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
+                                       "AUTOMATIC", algo) for i, label in enumerate(names)]
+    seg = hd.seg.Segmentation(sources, labels.astype(np.uint8), "LABELMAP", descs, hd.UID(), 5, hd.UID(), 1,
+                              "test", "test", "1", "1")
+    seg.save_as(path)
+    return path
+
+
+def test_label_map_seg_segments_by_pixel_value(series, tmp_path: Path) -> None:
+    """Label Map Segmentation Storage (its own SOP class; every segment in one frame as pixel values):
+    each segment is read as the voxels holding its number, placed by reference or by position."""
+    _, geometry, sources = series
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[1:4, 5:12, 6:15] = 1
+    labels[2, 0:3, 20:24] = 2
+    labels[2, 7:9, 8:10] = 2  # the heart label inside the tumour's box: not tumour
+    path = _highdicom_labelmap(sources, labels, ["Tumour", "Heart"], tmp_path / "lm.dcm")
+    assert str(pydicom.dcmread(path).SOPClassUID) == an.LABELMAP_SEG_STORAGE
+    assert an.annotation_kind(path) == "seg" and an.referenced_series_uid(path) == geometry["series_uid"]
+    np.testing.assert_array_equal(an.read_seg(path, geometry, "tumour"), (labels == 1).astype(np.uint8))
+    np.testing.assert_array_equal(an.read_annotation(path, geometry, 2), (labels == 2).astype(np.uint8))
+    with pytest.raises(an.AnnotationError, match=r"2 segments \(1: 'Tumour', 2: 'Heart'\); name one"):
+        an.read_seg(path, geometry)  # the label map's background segment 0 is no candidate
+    only = _highdicom_labelmap(sources, (labels == 1).astype(np.uint8), ["Tumour"], tmp_path / "one.dcm")
+    np.testing.assert_array_equal(an.read_seg(only, geometry), (labels == 1).astype(np.uint8))
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+    ds.save_as(tmp_path / "lm_pos.dcm")
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "lm_pos.dcm", geometry, "Tumour"), (labels == 1).astype(np.uint8))
+
+
+def test_every_annotation_class_the_scan_names_is_read() -> None:
+    assert set(an.KIND_OF_CLASS) == set(dicomio.ANNOTATION_CLASSES)
+
+
 def _highdicom_seg(sources: list, masks: dict[str, np.ndarray], path: Path, fractional: bool = False) -> Path:
     """A SEG written with highdicom directly (not through amtlib.export): one segment per label."""
     algo = hd.AlgorithmIdentificationSequence(name="test", family=codes.cid7162.ArtificialIntelligence, version="1")

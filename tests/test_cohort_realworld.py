@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from amtlib import cohort, dicomio, export
 from amtlib.io import load_nifti, save_nifti
 from test_cohort import tree_hash
-from test_annotations import _highdicom_seg
+from test_annotations import _highdicom_labelmap, _highdicom_seg
 from test_dicom_real import replicate
 
 SHAPE = (5, 8, 9)
@@ -120,6 +120,11 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
     sources = sorted((pydicom.dcmread(p) for p in folder.iterdir()), key=lambda d: int(d.InstanceNumber))
     _highdicom_seg(sources, {"Tumour": acquired}, raw / "masks" / "seg_R16.dcm")
     patient("R16")
+    # R17: a Label Map SEG (DICOM 2024's own SOP class; background segment 0, tumour 1) beside the series
+    folder, geom = _series(raw, "R17", "ct", "R17")
+    sources = sorted((pydicom.dcmread(p) for p in folder.iterdir()), key=lambda d: int(d.InstanceNumber))
+    _highdicom_labelmap(sources, _truth(), ["Tumour"], folder / "LABELMAP.dcm")
+    patient("R17")
     # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
     folder, geom = _series(raw, "R06", "s", "R06")
     aff = geom["affine"].copy()
@@ -210,10 +215,13 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
     assert {("R02", "series_uid_derived"), ("R02", "patient_id_blank"), ("R03", "patient_id_differs"),
             ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented"),
             ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag"),
-            ("R16", "gantry_tilt_resampled"), ("R16", "mask_from_annotation")} <= kinds
+            ("R16", "gantry_tilt_resampled"), ("R16", "mask_from_annotation"), ("R17", "mask_from_annotation"),
+            ("R17", "not_image_candidates")} <= kinds
     assert ("R05", "gantry_tilt_tag") not in kinds
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
+    r17 = " | ".join(w[(w.patient_id == "R17") & (w.kind == "not_image_candidates")].detail)
+    assert "Label Map Segmentation Storage" in r17
     assert (Path(result.paths["warnings"]).read_text().splitlines()[0] == "patient_id,series_uid,kind,detail")
     # and on the terminal: amt run shows the step's notices after it
     notices = (Path(result.paths["warnings"]).parent / "notices.txt").read_text()
@@ -235,7 +243,7 @@ def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
     raw, _, result, _ = realworld
     out = Path(result.paths["manifest"]).parent
     man = result.manifest.set_index("case_id")
-    for pid in ("R02", "R03", "R04", "R06", "R12", "R13"):
+    for pid in ("R02", "R03", "R04", "R06", "R12", "R13", "R17"):
         mask, _, _ = load_nifti(out / man.loc[pid, "mask_path"])
         np.testing.assert_array_equal(mask, _truth(), err_msg=pid)
     assert man.loc["R02", "series_uid"].startswith("derived.") and man.loc["R03", "patient_id"] == "R03"
