@@ -494,6 +494,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         manifest = manifest[manifest["case_id"].isin(chosen)]
     else:
         manifest = manifest[[(pred_root / f"{c}.nii.gz").is_file() for c in manifest["case_id"]]]
+    if not len(manifest) and pred_dir is not None:
+        some = sorted(f.name for f in pred_root.iterdir())[:3]
+        raise ExportError(f"{pred_root}: no mask named after a case of the cohort{' in split ' + split if split else ''} "
+                          f"(found {', '.join(some) or 'no file'}); name each mask <case_id>.nii.gz as in {P.manifest}")
     if not len(manifest):
         log.warning("%s: no cases to export (split %s)", P.root, split)
     if (manifest["series_uid"] == "").any():

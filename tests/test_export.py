@@ -3,6 +3,7 @@ read back with pydicom alone in world mm, dciodvfy, deterministic UIDs, the run 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -438,6 +439,12 @@ def test_another_models_masks_are_exported_under_its_name(tmp_path: Path, capsys
     assert "give them with --pred DIR" in capsys.readouterr().err
     assert amt_main(["export", "--run", str(run), "--pred", str(other), "--algorithm", "A" * 65, "--out", str(tmp_path / "z")]) == 2
     assert "1-64 characters" in capsys.readouterr().err
+    misnamed = tmp_path / "misnamed"
+    misnamed.mkdir()
+    shutil.copy(other / "P1.nii.gz", misnamed / "P1_pred.nii.gz")
+    assert amt_main(["export", "--run", str(run), "--pred", str(misnamed), "--algorithm", "V", "--split", "all",
+                     "--out", str(tmp_path / "m")]) == 2
+    assert "no mask named after a case of the cohort (found P1_pred.nii.gz)" in capsys.readouterr().err
 
 
 def test_a_changed_mask_gets_new_uids_and_the_same_mask_the_same(tmp_path: Path) -> None:
