@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ from amtlib import __version__
 from amtlib.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicomio import deterministic_uid, shift_mask_slice
 from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
-
-log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
 SEGMENT_LABEL = "Mediastinal tumour"
@@ -490,6 +487,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         if not P.split_csv.is_file():
             raise ExportError(f"{P.split_csv}: not found; run step 02_split first or export without --split")
         splits = pd.read_csv(P.split_csv, dtype=str, keep_default_na=False)
+        if split not in set(splits["split"]):
+            raise ExportError(f"split {split!r} is not in {P.split_csv}; choose one of "
+                              f"{', '.join(sorted(set(splits['split'])))} or all")
         chosen = set(splits.loc[splits["split"] == split, "case_id"])
         manifest = manifest[manifest["case_id"].isin(chosen)]
     else:
@@ -499,7 +499,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         raise ExportError(f"{pred_root}: no mask named after a case of the cohort{' in split ' + split if split else ''} "
                           f"(found {', '.join(some) or 'no file'}); name each mask <case_id>.nii.gz as in {P.manifest}")
     if not len(manifest):
-        log.warning("%s: no cases to export (split %s)", P.root, split)
+        raise ExportError(f"{pred_root}: no prediction to export (split {split or 'all'}); run step 03_train first")
     if (manifest["series_uid"] == "").any():
         bad = manifest.loc[manifest["series_uid"] == "", "case_id"].tolist()
         raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "

@@ -447,6 +447,16 @@ def test_another_models_masks_are_exported_under_its_name(tmp_path: Path, capsys
     assert "no mask named after a case of the cohort (found P1_pred.nii.gz)" in capsys.readouterr().err
 
 
+def test_export_refuses_a_split_typo_and_a_run_without_predictions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run, _ = _fake_run(tmp_path)
+    assert amt_main(["export", "--run", str(run), "--split", "external", "--out", str(tmp_path / "a")]) == 2
+    assert "split 'external' is not in" in capsys.readouterr().err  # not 0 cases exported with exit 0
+    shutil.rmtree(run / "03_train" / "predictions")
+    (run / "03_train" / "predictions").mkdir()
+    assert amt_main(["export", "--run", str(run), "--split", "all", "--out", str(tmp_path / "b")]) == 2
+    assert "no prediction to export (split all); run step 03_train first" in capsys.readouterr().err
+
+
 def test_a_changed_mask_gets_new_uids_and_the_same_mask_the_same(tmp_path: Path) -> None:
     """A PACS keeps the first object it receives under a SOP Instance UID: a retrained model's masks
     must not reuse the UIDs of the earlier export; re-exporting the same masks gives the same UIDs."""
