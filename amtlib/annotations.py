@@ -104,11 +104,20 @@ def _dcmread(path: Path, **kw: Any) -> Any:
 
 def annotation_kind(path: str | Path) -> str | None:
     """``"seg"``, ``"rtstruct"`` or ``None`` (not DICOM, unreadable, or another object), by SOP Class UID."""
+    return annotation_header(path)[0]
+
+
+def annotation_header(path: str | Path) -> tuple[str | None, str | None]:
+    """``(kind, referenced SeriesInstanceUID)`` of a file from one header read: the kind as in
+    :func:`annotation_kind` (None for anything else, then no UID either), the UID as in
+    :func:`referenced_series_uid` (None when the object names no series)."""
     try:
         ds = _dcmread(Path(path), stop_before_pixels=True)
     except AnnotationError:
-        return None
-    return KIND_OF_CLASS.get(str(ds.get("SOPClassUID", "")))
+        return None, None
+    kind = KIND_OF_CLASS.get(str(ds.get("SOPClassUID", "")))
+    uids = _referenced_series(ds) if kind else []
+    return kind, (uids[0] if uids else None)
 
 
 def _referenced_series(ds: Any) -> list[str]:

@@ -65,7 +65,7 @@ def load_sources(sources: str | Path, clinical: pd.DataFrame | None = None) -> d
 def find_predictions(pred_dir: str | Path, kind: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Every SEG/RTSTRUCT under ``pred_dir``: ``path, kind, series_uid`` (sorted by path), and the
     files that are not such objects (hidden files are skipped). ``kind`` keeps one kind only."""
-    from amtlib.annotations import AnnotationError, annotation_kind, referenced_series_uid
+    from amtlib.annotations import annotation_header
 
     if kind is not None and kind not in KINDS:
         raise AmtError("--dicom-kind", f"{kind!r} is not a kind of prediction object", f"use one of {', '.join(KINDS)}")
@@ -76,16 +76,12 @@ def find_predictions(pred_dir: str | Path, kind: str | None = None) -> tuple[pd.
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
-        found = annotation_kind(path)
+        found, uid = annotation_header(path)
         if found is None:
             other.append(str(path))
             continue
         if kind is not None and found != kind:
             continue
-        try:
-            uid = referenced_series_uid(path)
-        except AnnotationError:
-            uid = None
         rows.append({"path": str(path), "kind": found, "series_uid": uid})
     return pd.DataFrame(rows, columns=["path", "kind", "series_uid"]), other
 
