@@ -274,6 +274,14 @@ def _no_match_problem(pred_dir: Path, preds: dict[str, Path], refs: dict[str, Pa
     return problem
 
 
+def reference_files(ref_dir: str | Path) -> dict[str, Path]:
+    """case id -> reference mask ``<case_id>.nii.gz`` of a folder; raises :class:`AmtError` when it holds none."""
+    refs = _nifti_files(Path(ref_dir), "reference")
+    if not refs:
+        raise AmtError(ref_dir, "no reference masks (<case_id>.nii.gz) found", "give the folder of reference masks as --ref")
+    return refs
+
+
 def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
     """Pair ``<case_id>.nii.gz`` files of two folders by name: ``case_id, pred_path, ref_path``.
 
@@ -283,9 +291,7 @@ def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
     NIfTI file, no prediction matches any reference case, or a case is there as both ``.nii`` and ``.nii.gz``.
     """
     preds = _nifti_files(Path(pred_dir), "prediction")
-    refs = _nifti_files(Path(ref_dir), "reference")
-    if not refs:
-        raise AmtError(ref_dir, "no reference masks (<case_id>.nii.gz) found", "give the folder of reference masks as --ref")
+    refs = reference_files(ref_dir)
     if not set(preds) & set(refs):
         raise AmtError(pred_dir, _no_match_problem(Path(pred_dir), preds, refs),
                        "name each prediction <case_id>.nii.gz as its reference is named")
@@ -508,9 +514,7 @@ def _cli(argv: list[str]) -> int:
         if args.sources is not None:
             from amtlib import dicom_predictions
 
-            refs = _nifti_files(args.ref, "reference")
-            if not refs:
-                raise AmtError(args.ref, "no reference masks (<case_id>.nii.gz) found", "give the folder of reference masks as --ref")
+            refs = reference_files(args.ref)
             table = pd.read_csv(args.clinical, dtype={"case_id": str, "series_uid": str}) if args.clinical else None
             sources = dicom_predictions.load_sources(args.sources, table)
             cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
