@@ -273,3 +273,24 @@ def test_mask_label_selects_the_named_segment(realworld, tmp_path) -> None:
     assert "R07" in set(result.manifest["patient_id"])
     mask, _, _ = load_nifti(tmp_path / "out" / "masks" / "R07.nii.gz")
     np.testing.assert_array_equal(mask, _truth())
+
+
+def test_the_tilted_and_label_map_annotations_score_as_predictions(realworld, tmp_path) -> None:
+    """End to end: R16's SEG (tilted gantry) and R17's label-map SEG, given to amt evaluate as another
+    model's DICOM predictions against the references the cohort made from them, pair by series through
+    the cohort's sources.json and score Dice 1."""
+    from amtlib.cli import main as amt_main
+
+    raw, _, result, _ = realworld
+    out = Path(result.paths["manifest"]).parent
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    shutil.copy(raw / "masks" / "seg_R16.dcm", pred / "a")
+    shutil.copy(raw / "dicom" / "R17" / "ct" / "LABELMAP.dcm", pred / "b")
+    for case in ("R16", "R17"):
+        shutil.copy(out / "masks" / f"{case}.nii.gz", ref / f"{case}.nii.gz")
+    assert amt_main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--sources", str(result.paths["sources"]),
+                     "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--no-progress"]) == 0
+    per_case = pd.read_csv(tmp_path / "ev" / "per_case.csv")
+    assert per_case["case_id"].tolist() == ["R16", "R17"] and per_case["dice"].tolist() == [1.0, 1.0]
