@@ -43,7 +43,7 @@ from typing import Any, Iterable
 import numpy as np
 from pydicom.multival import MultiValue
 
-from amtlib.dicomio import shift_mask_slice
+from amtlib.dicomio import shift_mask_slice, slice_shift
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     x, y, z = lps_to_voxel(geometry, pos)[0]
     k = int(round(z))
     # an acquired slice's first pixel sits at its in-plane shift on the grid (zero unless tilted)
-    sy, sx = _slice_shift(geometry, k) if 0 <= k < geometry["shape"][0] else (0.0, 0.0)
+    sy, sx = slice_shift(geometry, k) if 0 <= k < geometry["shape"][0] else (0.0, 0.0)
     off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x - sx, y - sy, z - k]))
     if not 0 <= k < geometry["shape"][0] or off_mm.max() > atol_mm:
         raise AnnotationError(f"{path}: frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
@@ -290,14 +290,9 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
             on = frame > 0
         mask[k] |= on.astype(np.uint8)
     for k in np.flatnonzero(mask.any(axis=(1, 2))):  # frames lie on the acquired slices: onto the grid
-        mask[k] = shift_mask_slice(mask[k], _slice_shift(geometry, k))
+        mask[k] = shift_mask_slice(mask[k], slice_shift(geometry, k))
     return mask
 
-
-def _slice_shift(geometry: dict[str, Any], k: int) -> tuple[float, float]:
-    """(rows, columns) shift from acquired slice ``k`` to the series grid (zero unless tilted)."""
-    shifts = geometry.get("slice_shift_px")
-    return (0.0, 0.0) if shifts is None else (float(shifts[k][0]), float(shifts[k][1]))
 
 
 # --------------------------------------------------------------------------------------------------

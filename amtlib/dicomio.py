@@ -706,6 +706,13 @@ def _unshear(volume: np.ndarray, shifts: Sequence[tuple[float, float]], fill_hu:
     return out
 
 
+def slice_shift(geometry: dict[str, Any], k: int) -> tuple[float, float]:
+    """(rows, columns) shift that took acquired slice ``k`` onto the grid of ``geometry`` (zero unless
+    the series was a tilted gantry, or when the geometry does not record it)."""
+    shifts = geometry.get("slice_shift_px")
+    return (0.0, 0.0) if not shifts else (float(shifts[k][0]), float(shifts[k][1]))
+
+
 def shift_mask_slice(slice_yx: np.ndarray, shift_yx: Sequence[float]) -> np.ndarray:
     """A 0/1 (y, x) slice moved in-plane by ``shift_yx`` pixels (rows, columns), as a bool array.
 

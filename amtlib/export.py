@@ -48,7 +48,7 @@ import pandas as pd
 
 from amtlib import __version__
 from amtlib.annotations import RTSTRUCT_STORAGE, voxel_to_lps
-from amtlib.dicomio import deterministic_uid, shift_mask_slice
+from amtlib.dicomio import deterministic_uid, shift_mask_slice, slice_shift
 from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
 
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
@@ -197,9 +197,8 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         algorithm_identification=identification, tracking_uid=deterministic_uid(uid_seed, "seg-tracking"),
         tracking_id="tumour", anatomic_regions=[codes.SCT.Mediastinum])
     frames = frame_numbers(geometry)
-    shifts = geometry.get("slice_shift_px") or ((0.0, 0.0),) * on.shape[0]
     # frames lie on the acquired slices: a tilted gantry's grid slices go back by their in-plane shift
-    on = np.stack([shift_mask_slice(on[z], (-shifts[z][0], -shifts[z][1])) for z in range(on.shape[0])])
+    on = np.stack([shift_mask_slice(on[z], tuple(-v for v in slice_shift(geometry, z))) for z in range(on.shape[0])])
     source_images, pixels = list(sources), on.astype(np.uint8)
     if any(f is not None for f in frames):
         # a multi-frame source: one source image, the segmentation's frames in its frame order
