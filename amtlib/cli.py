@@ -7,6 +7,8 @@
     amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
     amt train     train the 3D U-Net on a run folder (also the torchrun entry for several GPUs)
     amt export    write a run's predictions as DICOM SEG / RTSTRUCT referencing the source series
+    amt predict   segment new CTs (NIfTI, DICOM folder, PACS) with a trained model; --push to a PACS
+    amt model-card  print what a trained model is, was trained on and is for
     amt report    the reviewer's report of a run folder: report/index.html, comparison/audit/methods CSVs
 
 Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
@@ -33,8 +35,10 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "synth": ("amtlib.phantom", "generate the synthetic demo cohort"),
     "manifest": ("amtlib.manifest", "validate a cohort manifest"),
     "evaluate": ("amtlib.evaluate", "score predicted masks against reference masks"),
-    "train": ("amtlib.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
+    "train": ("amtlib.segmentation.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
     "export": ("amtlib.export", "export a run's predictions as DICOM SEG and/or RTSTRUCT"),
+    "predict": ("amtlib.segmentation.predict", "segment new CTs (NIfTI, DICOM folder or PACS) with a trained model"),
+    "model-card": ("amtlib.segmentation.model_card", "print the model card of a run folder or a model.pt"),
     "report": ("amtlib.report", "write the reviewer's report of a run folder (paper vs regenerated, audit, methods map)"),
 }
 

@@ -21,7 +21,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,8 +182,21 @@ def sniff(path: str | Path, stop_before_pixels: bool = True) -> tuple[str, Any, 
         return "other", None, "not DICOM"
 
 
+#: Codes of :func:`image_candidate_check` (why an object is not a CT image candidate).
+NOT_CANDIDATE_CODES: dict[str, str] = {"not_ct": "not a CT image (another SOP class)",
+                                       "localizer": "localizer, scout or topogram", "derived": "DERIVED or SECONDARY image"}
+
+
 def image_candidate_reason(ds: Any, accept_derived: bool = False) -> str:
     """Why a DICOM object is not a CT image candidate ("" when it is). The rule is stated above."""
+    return image_candidate_check(ds, accept_derived)[1]
+
+
+def image_candidate_check(ds: Any, accept_derived: bool = False) -> tuple[str, str]:
+    """``(code, message)`` of why a DICOM object is not a CT image candidate, ``("", "")`` when it is.
+
+    Codes are :data:`NOT_CANDIDATE_CODES`; the message names the SOP class or ImageType and may change.
+    """
     sop = _text(ds, "SOPClassUID") or _text(getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID")
     if sop not in CT_IMAGE_CLASSES:
         try:
@@ -192,14 +205,14 @@ def image_candidate_reason(ds: Any, accept_derived: bool = False) -> str:
             name = ANNOTATION_CLASSES.get(sop) or (UID(sop).name if sop else "no SOPClassUID")
         except Exception:  # an unparsable UID string
             name = sop
-        return f"not a CT image ({name})"
+        return "not_ct", f"not a CT image ({name})"
     image_type = [str(v).strip().upper() for v in (ds.get("ImageType") or [])]
     if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
-        return "localizer/scout image (ImageType " + "\\".join(image_type) + ")"
+        return "localizer", "localizer/scout image (ImageType " + "\\".join(image_type) + ")"
     derived = (len(image_type) >= 1 and image_type[0] == "DERIVED") or (len(image_type) >= 2 and image_type[1] == "SECONDARY")
     if derived and not accept_derived:
-        return "derived or secondary image (ImageType " + "\\".join(image_type) + "; accept_derived=True reads it)"
-    return ""
+        return "derived", "derived or secondary image (ImageType " + "\\".join(image_type) + "; accept_derived=True reads it)"
+    return "", ""
 
 
 @dataclass
@@ -242,7 +255,7 @@ WARNING_KINDS: dict[str, str] = {
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
 }
 
-_OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason"]
+_OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason", "code"]
 _WARNING_COLUMNS = ["patient_folder", "series_uid", "kind", "detail"]
 
 
@@ -381,11 +394,11 @@ class _Found:
         if kind != "dicom":
             (self.skipped if kind == "other" else self.unreadable).append({"path": where, "reason": why})
             return
-        reason = image_candidate_reason(ds, accept_derived)
+        code, reason = image_candidate_check(ds, accept_derived)
         if reason:
             self.objects.append({"path": where, "patient_folder": patient, "sop_class": _text(ds, "SOPClassUID"),
                                  "series_uid": _text(ds, "SeriesInstanceUID"),
-                                 "referenced_series_uid": referenced_series(ds), "reason": reason})
+                                 "referenced_series_uid": referenced_series(ds), "reason": reason, "code": code})
             return
         uid = _text(ds, "SeriesInstanceUID")
         derived = not uid

@@ -403,6 +403,16 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
     if affine is not None and not np.allclose(affine, geometry["affine"], atol=atol_mm):
         raise ExportError(f"case {uid_seed}: mask affine differs from source series {where} by up to "
                           f"{np.abs(np.asarray(affine) - geometry['affine']).max():.3g} mm; export predictions of this series")
+    return export_series(mask, geometry, out_dir, uid_seed, formats, model_sha256, algorithm)
+
+
+def export_series(mask: np.ndarray, geometry: dict[str, Any], out_dir: str | Path, uid_seed: str,
+                  formats: Sequence[str] = FORMATS, model_sha256: str = "", algorithm: Algorithm | None = None) -> dict[str, Path]:
+    """As :func:`export_case`, on a series already read (``geometry`` from :func:`amtlib.dicomio.read_series`,
+    whose files must still be in place): writes ``seg.dcm`` and/or ``rtstruct.dcm`` into ``out_dir``."""
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or not formats:
+        raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
     sources = read_source_headers(geometry)
     out_dir = Path(out_dir)
     written = {}

@@ -212,6 +212,41 @@ def nifti_data_problem(path: str | Path) -> str | None:
     return None
 
 
+#: Largest expansion of a deflate stream (zlib's limit is about 1032:1): a .gz smaller than the voxel
+#: bytes its header claims divided by this cannot hold them.
+DEFLATE_MAX_RATIO = 1032
+
+
+def nifti_size_problem(path: str | Path) -> str | None:
+    """Why a NIfTI file cannot hold the voxels its header claims, from sizes alone (no decompression).
+
+    The cheap guard before allocating an array: an uncompressed file must hold offset + voxel bytes;
+    a ``.gz`` file's gzip trailer records the uncompressed size modulo 2**32, which must match when
+    the claim is under 4 GiB, and no ``.gz`` can expand more than :data:`DEFLATE_MAX_RATIO` times.
+    None when the sizes agree (a corrupt stream is still found when the data are read).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        proxy = nib.load(str(path)).dataobj
+        need = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    except Exception as exc:  # nibabel raises several types for non-NIfTI input
+        return f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+    size = path.stat().st_size
+    claim = f"its header claims {need} bytes (shape {tuple(proxy.shape)}, {proxy.dtype})"
+    if not path.name.endswith(".gz"):
+        return None if size >= need else f"truncated: {size} bytes, but {claim}"
+    if size * DEFLATE_MAX_RATIO < need:
+        return f"{size} compressed bytes cannot hold what {claim}"
+    with open(path, "rb") as f:
+        f.seek(max(size - 4, 0))
+        isize = int.from_bytes(f.read(4), "little")
+    if need < 2 ** 32 and isize < need:  # truncated, or several gzip members: read it all to tell
+        return nifti_data_problem(path)
+    return None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

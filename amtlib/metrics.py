@@ -58,7 +58,7 @@ def dice(pred: np.ndarray, ref: np.ndarray, both_empty: float = float("nan")) ->
 
     Empty rule, explicit: when both masks are empty the ratio is 0/0 and ``both_empty`` is returned.
     The evaluation keeps the default NaN (the case is left out of means, and counted; Table 3). Model
-    selection on the tuning set (:func:`amtlib.train.tuning_dice`) passes 1.0: nothing to find and
+    selection on the tuning set (:func:`amtlib.segmentation.train.tuning_dice`) passes 1.0: nothing to find and
     nothing found is a perfect score there, so a tumour-free tuning case can only lower the mean
     through false positives.
     """

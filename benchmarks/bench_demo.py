@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_train import time_steps  # noqa: E402
 
-from amtlib.model import ModelConfig, UNet3D  # noqa: E402
-from amtlib.train import resolve_device  # noqa: E402
+from amtlib.segmentation.model import ModelConfig, UNet3D  # noqa: E402
+from amtlib.segmentation.train import resolve_device  # noqa: E402
 
 
 def model_step_s(config: dict, iters: int = 30, warmup: int = 5) -> float:
@@ -53,15 +53,15 @@ def model_step_s(config: dict, iters: int = 30, warmup: int = 5) -> float:
 def loop_speed(run_dir: Path, config: dict, iters: int) -> dict:
     """Training-loop it/s on the run's training cases (no tuning evaluation), with and without prefetching.
 
-    The loop of :func:`amtlib.train.train` as the demo runs it, for ``iters`` iterations; the second
+    The loop of :func:`amtlib.segmentation.train.train` as the demo runs it, for ``iters`` iterations; the second
     measurement replaces the background prefetcher by on-demand batches (what the CPU uses).
     """
     import tempfile
     import warnings
 
-    import amtlib.train as T
+    import amtlib.segmentation.train as T
     from amtlib.paths import RunPaths
-    from amtlib.prefetch import Prefetcher
+    from amtlib.segmentation.prefetch import Prefetcher
 
     P = RunPaths(run_dir)
     cfg = T.TrainConfig.from_params({**config, "train_iterations": iters, "train_eval_every": iters})

@@ -2,7 +2,7 @@
 
 Times full optimisation steps (forward, Dice loss, backward, Adam) on random data at the paper's batch
 (3) and a given patch; on CUDA with bf16 autocast (fp16 where bf16 is unsupported), channels-last and
-cudnn autotuning, exactly as ``amtlib.train`` does. Prints one line per model and one SUMMARY line:
+cudnn autotuning, exactly as ``amtlib.segmentation.train`` does. Prints one line per model and one SUMMARY line:
 
     python benchmarks/bench_train.py --device cpu --patch 16 48 48 --base 8 --blocks 1 --iters 10
     python benchmarks/bench_train.py --device cuda --patch 64 128 128 --base 32 --blocks 2 --iters 20
@@ -21,9 +21,9 @@ import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import UNet
 
-from amtlib.infer import autocast, autocast_dtype
-from amtlib.model import ModelConfig, UNet3D, count_parameters
-from amtlib.train import resolve_device
+from amtlib.segmentation.infer import autocast, autocast_dtype
+from amtlib.segmentation.model import ModelConfig, UNet3D, count_parameters
+from amtlib.segmentation.train import resolve_device
 
 
 def time_steps(model: torch.nn.Module, device: torch.device, batch: int, patch: tuple[int, int, int], iters: int,

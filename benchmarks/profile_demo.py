@@ -18,7 +18,7 @@ Findings on the 2-core machine (issue 13): synthesis was a quarter the tumour oc
 sum (now computed only where it matters, 3x faster, bitwise equal), a quarter pydicom writing, the rest
 resampling and smoothing of the background; the training loop spent as long making batches (MONAI
 affine on the main thread, between the model's OpenMP regions) as in the model step, now prefetched
-in a thread (amtlib.prefetch).
+in a thread (amtlib.segmentation.prefetch).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
             prof.runcall(cohort.build_cohort, args.raw, Path(tmp) / "01_cohort", workers=1)
         else:
-            import amtlib.train as T
+            import amtlib.segmentation.train as T
             from amtlib.paths import RunPaths
 
             P = RunPaths(args.run_dir)

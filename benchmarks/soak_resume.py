@@ -4,7 +4,7 @@
     python benchmarks/soak_resume.py [--trials 5] [--kills 2] [--iterations 40] [--seed 0] [--work DIR]
 
 1. Builds a smoke run folder once (steps 00-02 of configs/smoke.yaml: procedural cohort, CPU).
-2. Trains it uninterrupted with ``python -m amtlib.train`` (``amt train``): the reference, timed.
+2. Trains it uninterrupted with ``python -m amtlib.segmentation.train`` (``amt train``): the reference, timed.
 3. Each trial starts from a fresh copy of steps 01-02 (the training cache copied too), then ``--kills``
    times starts the same training and sends it SIGKILL at a random point of the training itself: once
    ``checkpoints/last.pt`` reaches a random iteration beyond the one this attempt resumed from, after a
@@ -36,7 +36,7 @@ PY = sys.executable
 
 
 def train_cmd(run: Path, iterations: int, eval_every: int) -> list[str]:
-    return [PY, "-m", "amtlib.train", "--run-dir", str(run), "--config", str(ROOT / "configs/smoke.yaml"), "--no-progress",
+    return [PY, "-m", "amtlib.segmentation.train", "--run-dir", str(run), "--config", str(ROOT / "configs/smoke.yaml"), "--no-progress",
             "--set", f"train_iterations={iterations}", f"train_eval_every={eval_every}", "train_checkpoint_every=1",
             "workers=1", "device=cpu"]
 

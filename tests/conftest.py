@@ -57,3 +57,17 @@ def write_nifti_case(folder: Path, case_id: str, image: np.ndarray | None = None
 def nifti_case() -> Callable[..., NiftiCase]:
     """:func:`write_nifti_case` as a fixture."""
     return write_nifti_case
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc PACS on loopback for the session (:mod:`pacs_fixtures`); skipped, naming the Debian
+    package to install, where it is absent."""
+    import pacs_fixtures
+
+    why = pacs_fixtures.missing()
+    if why:
+        pytest.skip(why)
+    server = pacs_fixtures.start(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    pacs_fixtures.stop(server)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from amtlib.augment import AugmentConfig, BatchSampler, cases_for_iteration, crop, make_affine
-from amtlib.preprocess import CaseVolume, Normalisation, foreground_indices
+from amtlib.segmentation.augment import AugmentConfig, BatchSampler, cases_for_iteration, crop, make_affine
+from amtlib.segmentation.preprocess import CaseVolume, Normalisation, foreground_indices
 
 PATCH = (8, 24, 24)
 
@@ -115,7 +115,7 @@ def test_batches_without_monai_metadata_equal_those_with_it(monkeypatch):
     the global flag must be restored afterwards."""
     from monai.data import get_track_meta
 
-    import amtlib.augment as aug
+    import amtlib.segmentation.augment as aug
 
     rng = np.random.default_rng(0)
     image = rng.normal(40, 30, (12, 40, 40))

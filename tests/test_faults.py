@@ -30,7 +30,7 @@ from amtlib import cli, evaluate, lesions, pipeline  # noqa: E402
 from amtlib import manifest as mf  # noqa: E402
 from amtlib.errors import AmtError, type_problem  # noqa: E402
 from amtlib.io import affine_from_spacing, save_nifti, sha256_file, write_text  # noqa: E402
-from amtlib.train import TrainConfig, prepare_data, save_checkpoint, train  # noqa: E402
+from amtlib.segmentation.train import TrainConfig, prepare_data, save_checkpoint, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -597,7 +597,7 @@ def test_item13_a_scratch_run_does_not_overwrite_the_configs_figures(toy, tmp_pa
 def test_truncated_model_file_is_named_with_the_remedy(tmp_path: Path) -> None:
     """infer.load_model (notebooks 03-06, amt export) on a truncated model.pt: the file and what to do."""
     from amtlib.errors import AmtError
-    from amtlib.infer import load_model
+    from amtlib.segmentation.infer import load_model
 
     path = tmp_path / "model.pt"
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 40)

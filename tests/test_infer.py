@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from amtlib import preprocess
+from amtlib.segmentation import preprocess
 from conftest import write_nifti_case
-from amtlib.infer import load_model, predict_cases, predict_nifti, predict_probability
+from amtlib.segmentation.infer import load_model, predict_cases, predict_nifti, predict_probability
 from amtlib.io import affine_from_spacing, load_nifti, save_nifti
-from amtlib.model import ModelConfig, UNet3D
-from amtlib.preprocess import Normalisation, grid_shape, load_case, resample_to_shape, training_normalisation
-from amtlib.train import TrainConfig, _model_blob, save_checkpoint
+from amtlib.segmentation.model import ModelConfig, UNet3D
+from amtlib.segmentation.preprocess import Normalisation, grid_shape, load_case, resample_to_shape, training_normalisation
+from amtlib.segmentation.train import TrainConfig, _model_blob, save_checkpoint
 
 
 def test_one_dice_with_an_explicit_empty_rule():
@@ -27,10 +27,10 @@ def test_one_dice_with_an_explicit_empty_rule():
     b[1, 1, 1] = 1  # 3 voxels, 2 shared
     assert dice(a, b) == pytest.approx(2 * 2 / 6) == voxel_metrics(a, b)["dice"]
     assert dice(a, np.zeros_like(a), both_empty=1.0) == 0.0
-    import amtlib.infer
-    import amtlib.train
+    import amtlib.segmentation.infer
+    import amtlib.segmentation.train
 
-    assert not hasattr(amtlib.infer, "dice") and amtlib.train.dice is dice
+    assert not hasattr(amtlib.segmentation.infer, "dice") and amtlib.segmentation.train.dice is dice
 
 
 def test_normalisation_maps_range_and_clips():

@@ -48,3 +48,29 @@ def test_prune_folder_removes_only_unlisted_cases(tmp_path):
     assert [p.name for p in gone] == ["B.nii.gz"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A.nii.gz", "C.nii.gz", "readme.txt", "sub.nii.gz"]
     assert io.prune_folder(tmp_path / "missing", {"A"}) == []
+
+
+def test_nifti_size_problem_reads_sizes_not_data(tmp_path):
+    """The guard amt predict runs before allocating an image: sizes only, never a false alarm."""
+    import gzip
+
+    import nibabel as nib
+
+    from amtlib.io import nifti_size_problem
+
+    img = nib.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
+    plain, packed = tmp_path / "a.nii", tmp_path / "a.nii.gz"
+    nib.save(img, plain)
+    nib.save(img, packed)
+    assert nifti_size_problem(plain) is None and nifti_size_problem(packed) is None
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(plain.read_bytes()[:-10])
+    assert "truncated: 582 bytes" in nifti_size_problem(cut)
+    # two gzip members (valid, what `cat a.gz b.gz` makes): the trailer holds only the last member's size
+    data = plain.read_bytes()
+    two = tmp_path / "two.nii.gz"
+    two.write_bytes(gzip.compress(data[:300]) + gzip.compress(data[300:]))
+    assert nifti_size_problem(two) is None
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(data[:-10]))
+    assert "truncated" in nifti_size_problem(short)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from amtlib.model import ModelConfig, UNet3D, count_parameters, glorot_init_, layer_table
+from amtlib.segmentation.model import ModelConfig, UNet3D, count_parameters, glorot_init_, layer_table
 
 
 def _expected_params(base: int, blocks: int, levels: int = 4) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from amtlib import paths, progress
-from amtlib.prefetch import Prefetcher
+from amtlib.segmentation.prefetch import Prefetcher
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,8 +99,8 @@ def test_prefetcher_reraises_at_the_failing_item_and_stops():
 
 
 def test_training_with_prefetch_equals_training_without(tmp_path, monkeypatch):
-    import amtlib.train as T
-    from amtlib.preprocess import CaseVolume, Normalisation
+    import amtlib.segmentation.train as T
+    from amtlib.segmentation.preprocess import CaseVolume, Normalisation
 
     rng = np.random.default_rng(0)
     cases = []

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from amtlib import failure, lesions, stats
-from amtlib.augment import AugmentConfig
+from amtlib.segmentation.augment import AugmentConfig
 from amtlib.pipeline import parameter_defaults
-from amtlib.train import PAPER_STATED, TrainConfig
+from amtlib.segmentation.train import PAPER_STATED, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())

@@ -15,10 +15,10 @@ from monai.losses import DiceLoss
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import make_run  # noqa: E402
 
-from amtlib.augment import AugmentConfig, BatchSampler  # noqa: E402
+from amtlib.segmentation.augment import AugmentConfig, BatchSampler  # noqa: E402
 from amtlib.io import load_nifti  # noqa: E402
-from amtlib.preprocess import CaseVolume, Normalisation, foreground_indices  # noqa: E402
-from amtlib.train import (  # noqa: E402
+from amtlib.segmentation.preprocess import CaseVolume, Normalisation, foreground_indices  # noqa: E402
+from amtlib.segmentation.train import (  # noqa: E402
     data_fingerprint,
     TrainConfig,
     build_model,
@@ -231,7 +231,7 @@ def test_optimiser_keeps_the_papers_constant_learning_rate_and_betas(data, tmp_p
 def test_selection_keeps_the_best_of_several_evaluations_when_a_later_one_is_worse(data, tmp_path, monkeypatch):
     """Methods: the model with the best tuning Dice is kept. Evaluations at 3, 6, 9 score 0.2, 0.6, 0.4:
     model.pt must be the iteration-6 model (bit-identical to a run stopped at 6), not the last."""
-    import amtlib.train as tr
+    import amtlib.segmentation.train as tr
 
     scores = iter([0.2, 0.6, 0.4])
     monkeypatch.setattr(tr, "tuning_dice", lambda *a, **k: next(scores))

@@ -1,7 +1,7 @@
 """Background prefetching of training batches: the next batches are cropped and augmented while the
 model trains on the current one (issue 13: on 2 CPU cores about 40% of the loop was batch making).
 
-Each training batch is a pure function of (seed, iteration, rank) (:class:`amtlib.augment.BatchSampler`),
+Each training batch is a pure function of (seed, iteration, rank) (:class:`amtlib.segmentation.augment.BatchSampler`),
 so computing ``fn(i)`` ahead of time in another thread, strictly in order and by one thread only (the
 sampler's MONAI transform is not thread-safe), gives exactly the batches, in exactly the order, of the
 plain loop: a run with a fixed seed is bitwise the same with or without prefetching.

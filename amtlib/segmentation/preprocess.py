@@ -188,6 +188,21 @@ def load_case(
     return case
 
 
+def case_from_array(case_id: str, image: np.ndarray, spacing: Sequence[float], affine: np.ndarray,
+                    target_spacing: Sequence[float] | None = None) -> CaseVolume:
+    """One image without a mask on the training grid, as :func:`load_case` makes it from a NIfTI file.
+
+    ``image``: (z, y, x) HU on its own grid; ``spacing`` (z, y, x) mm; ``affine`` its voxel -> RAS
+    matrix (kept to write predictions back). The same resampling as :func:`load_case`, so a series
+    read from DICOM and the NIfTI file the cohort step wrote of it give the same training-grid volume.
+    """
+    image = np.asarray(image)
+    spacing = tuple(float(s) for s in spacing)
+    image_hu = resample_to_shape(image, grid_shape(image.shape, spacing, target_spacing))
+    return CaseVolume(case_id, image_hu, None, tuple(int(s) for s in image.shape), spacing,  # type: ignore[arg-type]
+                      np.asarray(affine, dtype=np.float64), float(np.nanmin(image)), float(np.nanmax(image)))
+
+
 def load_cases(
     manifest: pd.DataFrame,
     case_ids: Sequence[str],

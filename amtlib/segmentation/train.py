@@ -18,7 +18,7 @@ weights_only=True)``. Resume is keyed on every setting that changes the result
 checkpoint made under other settings or data is not resumed, training starts afresh and says so in
 ``notices.txt`` (shown by ``amt run``) and as a warning.
 
-Multi-GPU: run the CLI under ``torchrun`` (``torchrun --standalone --nproc_per_node=N -m amtlib.train
+Multi-GPU: run the CLI under ``torchrun`` (``torchrun --standalone --nproc_per_node=N -m amtlib.segmentation.train
 --run-dir RUN --config configs/paper.yaml``); each process draws its own ``batch_size`` crops, gradients
 are averaged by DistributedDataParallel, rank 0 evaluates, logs and writes checkpoints.
 """
@@ -26,7 +26,6 @@ are averaged by DistributedDataParallel, rank 0 evaluates, logs and writes check
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import os
@@ -41,15 +40,16 @@ import pandas as pd
 import torch
 from monai.losses import DiceLoss
 
-from amtlib.augment import AugmentConfig, BatchSampler
-from amtlib.infer import MODEL_FORMAT, autocast, autocast_dtype, predict_probability, read_torch_file
+from amtlib.segmentation.augment import AugmentConfig, BatchSampler
+from amtlib.segmentation.infer import (MODEL_FORMAT, autocast, autocast_dtype, predict_probability, read_torch_file,
+                                       write_torch_file)
 from amtlib.metrics import dice
 from amtlib.errors import AmtError, type_problem
-from amtlib.io import append_line, prune_folder, write_bytes, write_csv, write_json
-from amtlib.model import ModelConfig, UNet3D
+from amtlib.io import prune_folder, write_csv, write_json
+from amtlib.segmentation.model import ModelConfig, UNet3D
 from amtlib.paths import add_notice
-from amtlib.prefetch import Prefetcher
-from amtlib.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
+from amtlib.segmentation.prefetch import Prefetcher
+from amtlib.segmentation.preprocess import CaseVolume, Normalisation, load_cases, training_normalisation, warn_empty_masks
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,8 @@ def _dist() -> tuple[int, int]:
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``torch.save`` into memory, then write the bytes atomically (never a half-written file).
-
-    Serialising to a buffer keeps the zip archive's root folder name fixed (``torch.save`` to a path
-    names it after the file, here a random temporary name), so identical states give identical bytes.
-    """
-    buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    return write_bytes(path, buffer.getvalue())
+    """A checkpoint or ``model.pt``, written atomically (:func:`amtlib.segmentation.infer.write_torch_file`)."""
+    return write_torch_file(path, state)
 
 
 def checkpoint_mismatch(blob: Mapping[str, Any], cfg: TrainConfig) -> str:
@@ -586,12 +580,12 @@ def prepare_data(manifest_csv: str | Path, split_csv: str | Path, cfg: TrainConf
 def predict_split_cases(model_path: str | Path, cases: Sequence[CaseVolume], predictions_dir: str | Path,
                         probabilities_dir: str | Path | None, cfg: TrainConfig, progress: bool = True,
                         prune_others: bool = True) -> pd.DataFrame:
-    """Write predictions of ``cases`` with the selected model (see :func:`amtlib.infer.predict_cases`).
+    """Write predictions of ``cases`` with the selected model (see :func:`amtlib.segmentation.infer.predict_cases`).
 
     With ``prune_others`` (default) the folders then hold exactly these cases: predictions left by an
     earlier run on another cohort are deleted (later steps would otherwise see stale files).
     """
-    from amtlib.infer import load_model, predict_cases
+    from amtlib.segmentation.infer import load_model, predict_cases
 
     device = resolve_device(cfg.device, cfg.workers)
     model, meta = load_model(model_path, device)
@@ -607,7 +601,8 @@ def predict_split_cases(model_path: str | Path, cases: Sequence[CaseVolume], pre
 
 
 def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resume: bool = True) -> TrainResult:
-    """The whole of step 03 for a run folder: prepare, train, predict tuning and external-test cases."""
+    """The whole of step 03 for a run folder: prepare, train, write the model card, predict tuning and
+    external-test cases."""
     from amtlib.paths import RunPaths
 
     P = RunPaths(run_dir)
@@ -616,6 +611,9 @@ def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resum
     result = train(data.train, data.tuning, cfg, out, data.norm, resume=resume, progress=progress)
     rank, _ = _dist()
     if rank == 0:
+        from amtlib.segmentation.model_card import write_card
+
+        write_card(run_dir, vars(cfg), cfg.seed)
         predict_split_cases(result.model_path, data.tuning + data.external_test, P.predictions_dir,
                             P.probabilities_dir if cfg.save_probabilities else None, cfg, progress)
     return result
@@ -623,7 +621,6 @@ def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resum
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``amt train``: run step 03 on a run folder with a YAML config (also the ``torchrun`` entry point)."""
-    import yaml
 
     ap = argparse.ArgumentParser(prog="amt train", description="Train the paper's 3D U-Net on a run folder and write predictions.")
     ap.add_argument("--run-dir", required=True, help="run folder holding 01_cohort/manifest.csv and 02_split/split.csv")

@@ -25,7 +25,7 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 from monai.transforms import RandAffined
 
-from amtlib.preprocess import AIR_HU, CaseVolume, Normalisation
+from amtlib.segmentation.preprocess import AIR_HU, CaseVolume, Normalisation
 
 Patch = tuple[int, int, int]
 
