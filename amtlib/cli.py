@@ -114,6 +114,7 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner prints its own progress
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (e.g. cache stats at exit) are noise
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per module copied into each SEG
     parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])

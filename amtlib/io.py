@@ -295,7 +295,9 @@ def save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: str | Path) -> P
         raise ValueError(f"{path}: expected a 3D array, got shape {arr.shape}")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), np.asarray(affine, dtype=np.float64))
+    # the transposed view of a C-ordered (z, y, x) array is the Fortran-ordered (x, y, z) data NIfTI stores:
+    # nibabel writes it without a copy (the same bytes as a contiguous copy, a third of the time)
+    img = nib.Nifti1Image(arr.transpose(2, 1, 0), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     with atomic_path(path) as tmp:

@@ -41,9 +41,9 @@ from amtlib.segmentation.train import TrainConfig, _model_blob, build_model, sav
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def stand_in_model(path: Path) -> Path:
-    """``model.pt`` of the demo architecture (configs/demo.yaml) with untrained weights."""
-    cfg = TrainConfig.from_params(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
+def stand_in_model(path: Path, config: str = "demo") -> Path:
+    """``model.pt`` of a config's architecture (configs/<config>.yaml) with untrained weights."""
+    cfg = TrainConfig.from_params(yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text()))
     torch.manual_seed(0)
     model = build_model(cfg)
     return save_checkpoint(path, _model_blob(model, cfg, Normalisation(-1024.0, 3071.0), 0, float("nan")))
@@ -97,6 +97,9 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--slices", type=int, default=600, help="slices of the peak-memory volume")
     p.add_argument("--no-tta", action="store_true", help="skip the test-time mirroring measurement")
+    p.add_argument("--paper", action="store_true",
+                   help="also the paper's architecture (configs/paper.yaml, native grid) on the CT's 48 central "
+                        "slices: minutes on a CPU, where the forward passes dominate")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,6 +131,14 @@ def main() -> int:
                   f"its floor {tta_floor:.2f} s, {tta / tta_floor:.2f}x)")
         peak = peak_rss_gb(model_path, image, affine, args.slices, work)
         print(f"peak resident memory, 512x512x{args.slices} NIfTI: {peak:.2f} GB (target <= 3 GB)")
+        if args.paper:
+            paper = stand_in_model(work / "paper.pt", "paper")
+            mid = image.shape[0] // 2
+            crop = save_nifti(image[mid - 24: mid + 24].astype(np.int16), affine, work / "lidc48.nii.gz")
+            p_floor = floor_s(paper, image[mid - 24: mid + 24], spacing, affine, 1)
+            p_pred = predict_s(paper, crop, work, 1, format="nifti")
+            print(f"paper architecture (untrained), 512x512x48: floor {p_floor:.1f} s, amt predict {p_pred:.1f} s "
+                  f"({p_pred / p_floor:.2f}x the floor)")
     return 0
 
 

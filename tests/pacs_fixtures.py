@@ -56,12 +56,19 @@ class Orthanc:
     dicom_port: int
     folder: Path
     process: subprocess.Popen
+    certificate: Path | None = None  # behind the TLS front (:func:`tls_front`): its self-signed certificate
 
     aet = "ORTHANC"
 
     @property
     def dicomweb(self) -> str:
+        if self.certificate is not None:
+            return f"https://127.0.0.1:{self.http_port}/dicom-web"
         return f"dicomweb://127.0.0.1:{self.http_port}/dicom-web"
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.certificate else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def dimse(self) -> str:
@@ -70,7 +77,8 @@ class Orthanc:
     def rest(self, method: str, path: str, **kw: Any) -> Any:
         import requests
 
-        r = requests.request(method, f"http://127.0.0.1:{self.http_port}{path}", auth=(USER, PASSWORD), timeout=30, **kw)
+        r = requests.request(method, f"{self.base}{path}", auth=(USER, PASSWORD), timeout=30,
+                             verify=str(self.certificate) if self.certificate else True, **kw)
         r.raise_for_status()
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
 
@@ -88,6 +96,76 @@ class Orthanc:
     def clear(self) -> None:
         for pid in self.rest("GET", "/patients"):
             self.rest("DELETE", f"/patients/{pid}")
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made by openssl: (certificate, key), PEM files in ``folder``."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class TlsFront:
+    """HTTPS in front of a running Orthanc, as a hospital's reverse proxy puts it (Debian's Orthanc 1.10.1
+    crashes on its own HTTPS here): TLS with a self-signed certificate on a free loopback port, each
+    connection piped to Orthanc's plain HTTP port by two threads. ``close()`` stops it."""
+
+    def __init__(self, server: Orthanc, folder: Path) -> None:
+        import ssl
+        import threading
+
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = self_signed(folder)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.target = server.http_port
+        self.view = Orthanc(self.port, server.dicom_port, server.folder, server.process, cert)
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import threading
+
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+        except OSError:  # a client that does not trust the certificate hangs up during the handshake
+            conn.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, tls), daemon=True).start()
+        pipe(tls, upstream)
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
 
 
 def start(folder: Path) -> Orthanc:
@@ -115,7 +193,7 @@ def start(folder: Path) -> Orthanc:
         if proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited at start: {(folder / 'orthanc.log').read_text()[-2000:]}")
         try:
-            requests.get(f"http://127.0.0.1:{http_port}/system", auth=(USER, PASSWORD), timeout=2).raise_for_status()
+            requests.get(f"{server.base}/system", auth=(USER, PASSWORD), timeout=2).raise_for_status()
             return server
         except requests.RequestException:
             time.sleep(0.2)

@@ -473,3 +473,30 @@ def test_a_changed_mask_gets_new_uids_and_the_same_mask_the_same(tmp_path: Path)
     assert uid["c"]["P1"] != uid["a"]["P1"] and uid["c"]["P3"] == uid["a"]["P3"]
     assert export.mask_digest(preds["P1"], geometry["affine"]) == export.mask_digest(preds["P1"].astype(bool), geometry["affine"])
     assert export.mask_digest(changed, geometry["affine"]) != export.mask_digest(preds["P1"], geometry["affine"])
+
+
+def test_ge_empty_character_set_and_missing_accession_number_export(tmp_path: Path) -> None:
+    """Issue 23, items 14-15: real GE series carry SpecificCharacterSet present but empty, and
+    de-identified series often lack AccessionNumber (Type 2). Both are read as DICOM says (the default
+    repertoire; an empty Type 2 value): SEG and RTSTRUCT are written, conformant, the sources untouched."""
+    import hashlib
+
+    files = dicomio.write_ct_series(np.full((4, 16, 16), -500, np.float32), (3.0, 1.0, 1.0), tmp_path / "ct",
+                                    {"PatientID": "GE1", "Manufacturer": "GE MEDICAL SYSTEMS"}, "ge-empty")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SpecificCharacterSet = ""
+        if "AccessionNumber" in ds:
+            del ds.AccessionNumber
+        ds.save_as(f)
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    mask = np.zeros((4, 16, 16), np.uint8)
+    mask[1:3, 4:9, 4:9] = 1
+    written = export.export_case(mask, tmp_path / "ct", tmp_path / "out", "ge-empty")
+    for kind, path in written.items():
+        ds = pydicom.dcmread(path)
+        assert ds.AccessionNumber == "" and ds.PatientID == "GE1", kind
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(path) == [], kind
+    assert an.read_seg(written["seg"], dicomio.read_series(tmp_path / "ct")[1]).sum() == mask.sum()
+    assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == before

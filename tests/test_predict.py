@@ -305,6 +305,8 @@ def test_bad_inputs_are_one_line_and_leave_nothing(trained, tmp_path, capsys):
     fails("--model", str(run), "--input", str(image), "--out", str(busy), expect="holds other files (thesis.docx)")
     assert sorted(p.name for p in busy.iterdir()) == ["thesis.docx"]
     fails("--model", str(run), "--input", str(image), "--out", str(tmp_path / "o4"), "--part", "3/2", expect="--part")
+    fails("--model", str(run), "--input", str(image), "--out", str(tmp_path / "o9"), "--push", "dimse://PACS@127.0.0.1:104",
+          expect="--push: nothing to send")
     err = fails("--model", str(run), "--input", "dicomweb://amt:hunter2@127.0.0.1:1/dicom-web?StudyInstanceUID=1.2",
                 "--out", str(tmp_path / "o5"), expect="credentials in the address are refused")
     assert "hunter2" not in err
@@ -313,7 +315,7 @@ def test_bad_inputs_are_one_line_and_leave_nothing(trained, tmp_path, capsys):
           str(tmp_path / "o6"), expect="cannot reach the PACS")
     fails("--model", str(run), "--input", f"dimse://NOBODY@127.0.0.1:{port}?StudyInstanceUID=1.2.3", "--out",
           str(tmp_path / "o7"), expect="cannot be reached or did not answer")
-    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 4, 5, 6, 7))
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 4, 5, 6, 7, 9))
 
 
 # ------------------------------------------------------------------------------------------ a real PACS
@@ -414,7 +416,7 @@ def test_pacs_bad_inputs_against_a_real_orthanc(trained, tmp_path, pacs_env, cap
                     str(tmp_path / "o2"), "--calling-aet", "STRANGER") == 2
     err = capsys.readouterr().err
     assert "without answering the C-FIND from our AE title STRANGER" in err and "--calling-aet" in err
-    # a store the PACS refuses (its Lua filter): named, and the local files stay
+    # a store the PACS silently drops (its Lua filter): named, and the local files stay
     import pacs_fixtures
 
     study, series, _ = _study(tmp_path / "refuse", run, pacs_env, patient_id=pacs_fixtures.REFUSED_PATIENT)
@@ -423,7 +425,9 @@ def test_pacs_bad_inputs_against_a_real_orthanc(trained, tmp_path, pacs_env, cap
         assert _predict("--model", str(run), "--input", f"{pacs_env.dicomweb}?StudyInstanceUID={study}", "--out", str(out),
                         "--push", protocol) == 2
         err = capsys.readouterr().err
-        assert "seg.dcm" in err and ("refused" in err or "does not find" in err) and "Traceback" not in err, err
+        # Orthanc answers success to both STOW-RS and C-STORE and keeps nothing: only the query finds out
+        assert "seg.dcm" in err and "answered stored but a query does not find the object" in err, err
+        assert "Traceback" not in err
         assert (out / series / "seg.dcm").is_file() and (out / series / "mask.nii.gz").is_file()
     assert pacs_env.find(Modality="SEG") == []
     # a wrong password: refused with HTTP 401, and the password is not printed
@@ -464,3 +468,27 @@ def test_tilted_gantry_series_is_predicted_and_its_seg_is_conformant(trained, tm
         inside[z, : int(round(z * 1.0)), :] = 0  # rows shifted in from outside the acquired slice
     np.testing.assert_array_equal(an.read_seg(seg, geometry) * inside, mask * inside)
     assert dciodvfy_errors(seg) == [] and dciodvfy_errors(out / uid / "rtstruct.dcm") == []
+
+
+def test_https_dicomweb_checks_the_certificate(trained, tmp_path, pacs_env, monkeypatch, capsys):
+    """``https://`` works as ``dicomweb://`` does, here to the real Orthanc behind a TLS front with a
+    self-signed certificate: trusted (REQUESTS_CA_BUNDLE), the round trip runs; untrusted, one line says so."""
+    import pacs_fixtures
+
+    front = pacs_fixtures.TlsFront(pacs_env, tmp_path / "tls")
+    try:
+        run, threshold = trained
+        server = front.view
+        study, series, _ = _study(tmp_path, run, pacs_env)
+        address = f"{server.dicomweb}?StudyInstanceUID={study}"
+        assert address.startswith("https://")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        assert _predict("--model", str(run), "--input", address, "--out", str(tmp_path / "o1")) == 2
+        assert "TLS certificate is not trusted" in capsys.readouterr().err
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.certificate))
+        out = tmp_path / "o2"
+        assert _predict("--model", str(run), "--input", address, "--out", str(out), "--threshold", repr(threshold),
+                        "--push", server.dicomweb) == 0
+        _check_round_trip(server, out, series)
+    finally:
+        front.close()

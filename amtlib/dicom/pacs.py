@@ -184,6 +184,9 @@ class Pacs:
                       403: "ask the PACS administrator for access", 404: "check the address's path and UIDs"}
             raise PacsError(self.name, f"{what}: refused with HTTP {code}",
                             remedy.get(code, "check the PACS's log")) from None  # type: ignore[arg-type]
+        except requests.exceptions.SSLError:
+            raise PacsError(self.name, f"{what}: the PACS's TLS certificate is not trusted or not valid for this host",
+                            "set REQUESTS_CA_BUNDLE to the file of the CA that signed it") from None
         except requests.exceptions.RequestException as exc:
             raise PacsError(self.name, f"{what}: cannot reach the PACS ({type(exc).__name__})",
                             "check the host and port, and that the PACS is running") from None

@@ -611,6 +611,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         from amtlib.dicom.pacs import parse_address
 
         parse_address(args.push)  # a bad push address fails before any work
+        if args.format == "nifti" or _is_nifti(Path(args.input)) or (Path(args.input).is_dir() and nifti_items(Path(args.input))):
+            raise AmtError("--push", "nothing to send: only DICOM input gives SEG/RTSTRUCT (they reference its series)",
+                           "give a DICOM folder or a PACS study, with --format seg, rtstruct or both")
     run = run_predict(args.input, model_path, Path(args.out), {
         "threshold": args.threshold, "overlap": args.overlap, "tta": args.tta, "probabilities": args.probabilities,
         "format": args.format, "min_component_voxels": args.min_component_voxels}, args.device, parse_part(args.part),
