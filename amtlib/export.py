@@ -109,13 +109,27 @@ def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
     for path, uid in zip(geometry["files"], geometry["sop_uids"]):
         sop = uid.partition("#")[0]
         if path not in read:
-            read[path] = pydicom.dcmread(str(path), stop_before_pixels=True)
+            read[path] = _as_the_standard_reads_it(pydicom.dcmread(str(path), stop_before_pixels=True))
         ds = read[path]
         if str(ds.SOPInstanceUID) != sop:
             raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({sop}); "
                               "the source series changed since the cohort was built")
         headers.append(ds)
     return headers
+
+
+def _as_the_standard_reads_it(ds: Any) -> Any:
+    """A source header (in memory; the file is never changed) with two common real-world lapses read as
+    DICOM defines them: a SpecificCharacterSet present but empty (common in GE data) is the default
+    repertoire, so it is dropped; an absent Type 2 patient/study element (AccessionNumber in
+    de-identified series) is present and empty."""
+    if "SpecificCharacterSet" in ds and not [v for v in ([ds.SpecificCharacterSet] if isinstance(ds.SpecificCharacterSet, str)
+                                                          else list(ds.SpecificCharacterSet)) if str(v).strip()]:
+        del ds.SpecificCharacterSet
+    for keyword in _TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
 
 
 def frame_numbers(geometry: dict[str, Any]) -> list[int | None]:
