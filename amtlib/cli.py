@@ -115,6 +115,9 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner prints its own progress
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (e.g. cache stats at exit) are noise
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per module copied into each SEG
+    # the PACS libraries log every request (and a refused connection as ERROR): amt predict's own line names it
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])

@@ -299,6 +299,16 @@ def test_bad_inputs_are_one_line_and_leave_nothing(trained, tmp_path, capsys):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     err = fails("--model", str(run), "--input", str(liar), "--out", str(tmp_path / "o8"), expect="huge.nii.gz", code=1)
     assert "cannot hold" in err and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+    # a DICOM folder with only an MR series: nothing to predict is an error naming what was found
+    mr = tmp_path / "mr"
+    files = _dicom_series(mr, load_nifti(image)[0], "mr-only")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.4", "MR"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.save_as(f)
+    err = fails("--model", str(run), "--input", str(mr), "--out", str(tmp_path / "o10"), expect="no CT series to predict")
+    assert "not_ct" in err and "MR Image Storage" in err and not (tmp_path / "o10").exists()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "thesis.docx").write_text("mine")

@@ -198,6 +198,10 @@ def find_items(source: str, pacs: Any = None) -> list[Item]:
     items = items if items else dicom_items(root)
     if not items:
         raise AmtError(root, "no NIfTI file and no DICOM object in this folder", "give the folder that holds the CT")
+    if all(it.status for it in items):
+        found = "; ".join(f"{it.status}: {it.detail}" for it in items[:3]) + ("; ..." if len(items) > 3 else "")
+        raise AmtError(root, f"no CT series to predict (found {found})",
+                       "give a folder with a CT image series (MR, localizers, SEG and other objects are not predicted)")
     return _checked_ids(items)
 
 
