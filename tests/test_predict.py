@@ -502,3 +502,38 @@ def test_https_dicomweb_checks_the_certificate(trained, tmp_path, pacs_env, monk
         _check_round_trip(server, out, series)
     finally:
         front.close()
+
+
+def test_kill_minus_9_half_way_then_restart_finishes_the_rest(trained, tmp_path):
+    """A real ``kill -9`` of ``amt predict`` part-way through a folder: what finished stays (not predicted
+    again), nothing half-written survives the restart, and the restart predicts the rest."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run, _ = trained
+    src = run / "01_cohort" / "images" / "case005.nii.gz"
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(24):
+        shutil.copy(src, folder / f"ct{i:02d}.nii.gz")
+    out = tmp_path / "pred"
+    proc = subprocess.Popen([sys.executable, "-m", "amtlib.cli", "predict", "--model", str(run), "--input", str(folder),
+                             "--out", str(out), "--tta"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and len([p for p in out.iterdir() if p.name.startswith("ct")]) >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name: (p / "mask.nii.gz").stat().st_mtime_ns for p in out.iterdir() if p.name.startswith("ct")}
+    assert 2 <= len(done) < 24, "the kill came too late to test a restart"
+    assert all((out / name / "prediction.json").is_file() for name in done)  # a case folder is whole or absent
+    assert _predict("--model", str(run), "--input", str(folder), "--out", str(out), "--tta") == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert (table["status"] == "predicted").all() and len(table) == 24
+    assert all((out / name / "mask.nii.gz").stat().st_mtime_ns == t for name, t in done.items())
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]

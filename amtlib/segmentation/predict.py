@@ -585,7 +585,7 @@ def _parser() -> argparse.ArgumentParser:
                     "series at any depth), or a PACS study (dicomweb://HOST:PORT/PATH?StudyInstanceUID=..., "
                     "https://..., dimse://AET@HOST:PORT?StudyInstanceUID=...). Writes OUT/<id>/mask.nii.gz "
                     "(+ seg.dcm, rtstruct.dcm for DICOM input), OUT/predictions.csv and OUT/predict.json. "
-                    f"PACS credentials: ${'{'}AMT_PACS_TOKEN{'}'}, or $AMT_PACS_USER and $AMT_PACS_PASSWORD, or ~/.netrc.")
+                    "PACS credentials: $AMT_PACS_TOKEN, or $AMT_PACS_USER and $AMT_PACS_PASSWORD, or ~/.netrc.")
     p.add_argument("--model", required=True, help="a run folder or its 03_train/model.pt")
     p.add_argument("--input", required=True, help="NIfTI file or folder, DICOM folder, or PACS address")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier amt predict's to resume)")
