@@ -278,6 +278,17 @@ def test_bad_inputs_are_one_line_and_leave_nothing(trained, tmp_path, capsys):
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     fails("--model", str(foreign), "--input", str(image), "--out", str(tmp_path / "o2"), expect="not an amtlib 3D U-Net model")
+    class Payload:  # a pickle that would call print() when loaded unsafely
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "amtlib-unet3d/1", "model": Payload()}, evil)
+    capsys.readouterr()
+    assert _predict("--model", str(evil), "--input", str(image), "--out", str(tmp_path / "o11")) == 2
+    said = capsys.readouterr()
+    assert "evil.pt: not a model file amtlib wrote: it holds Python objects a safe load refuses" in said.err
+    assert "weights_only" not in said.err and "truncated" not in said.err and "payload ran" not in said.out + said.err
     four_d = tmp_path / "in4d" / "cine.nii.gz"
     four_d.parent.mkdir()
     import nibabel as nib

@@ -105,6 +105,11 @@ def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise AmtError(path, f"{what} not found", remedy) from None
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            # a whole file whose pickle asks for Python objects beyond tensors and plain data: amtlib never
+            # writes such a file, and loading it would run code from it (torch's advice is not repeated)
+            raise AmtError(path, f"not a {what} amtlib wrote: it holds Python objects a safe load refuses "
+                           "(loading it could run code from the file)", remedy) from None
         raise AmtError(path, f"unreadable {what}, truncated or corrupt ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''})", remedy) from None
 
