@@ -548,3 +548,27 @@ def test_kill_minus_9_half_way_then_restart_finishes_the_rest(trained, tmp_path)
     assert (table["status"] == "predicted").all() and len(table) == 24
     assert all((out / name / "mask.nii.gz").stat().st_mtime_ns == t for name, t in done.items())
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_credentials_from_netrc_and_none_on_the_command_line(trained, tmp_path, orthanc, monkeypatch):
+    """With no AMT_PACS_* variable set, ~/.netrc answers for the PACS host (requests reads it)."""
+    import pacs_fixtures
+
+    orthanc.clear()
+    run, _ = trained
+    for name in ("AMT_PACS_USER", "AMT_PACS_PASSWORD", "AMT_PACS_TOKEN", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {pacs_fixtures.USER} password {pacs_fixtures.PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    study, series, _ = _study(tmp_path, run, orthanc)
+    out = tmp_path / "pred"
+    assert _predict("--model", str(run), "--input", f"{orthanc.dicomweb}?StudyInstanceUID={study}", "--out", str(out)) == 0
+    assert (out / series / "seg.dcm").is_file()
+    assert pacs_fixtures.PASSWORD not in (out / "predict.json").read_text()
+    netrc.write_text("machine 127.0.0.1 login nobody password wrong\n")
+    assert _predict("--model", str(run), "--input", f"{orthanc.dicomweb}?StudyInstanceUID={study}",
+                    "--out", str(tmp_path / "other")) == 2
