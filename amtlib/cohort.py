@@ -201,10 +201,13 @@ def find_masks(raw_dir: Path, series_uid: str, patient_id: str, n_candidates: in
     when the patient has exactly one candidate series) and the DICOM SEG/RTSTRUCT files that reference
     the series (``annotations``: found in the patient's DICOM folder or in ``masks/``). More than one is
     returned for the caller to refuse as ambiguous: which one is the reference is never guessed."""
+    from amtlib.paths import is_safe_id
+
     folder = raw_dir / "masks"
     keys = [series_uid] + ([patient_id] if n_candidates == 1 else [])
     files: list[Path] = []
-    for key in keys:
+    # an id from the data names a file only when it cannot leave masks/ (a UID "../../x" never does)
+    for key in (k for k in keys if is_safe_id(k)):
         files = [folder / f"{key}{suffix}" for suffix in mk.MASK_SUFFIXES if (folder / f"{key}{suffix}").is_file()]
         if files:
             break

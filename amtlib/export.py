@@ -491,7 +491,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     :class:`ExportError` naming the case for a missing prediction or source series. ``workers`` > 1
     writes cases in that many processes (the same files).
     """
-    from amtlib.paths import RunPaths
+    from amtlib.paths import RunPaths, is_safe_id
 
     P = RunPaths(run_dir)
     out = Path(out_dir) if out_dir else P.export_dir
@@ -527,6 +527,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
         bad = manifest.loc[manifest["series_uid"] == "", "case_id"].tolist()
         raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "
                           "source DICOM series")
+    unsafe = [c for c in manifest["case_id"] if not is_safe_id(c)]
+    if unsafe:  # a case id names a folder under --out: one from an untrusted manifest must not leave it
+        raise ExportError(f"{P.manifest}: case id {unsafe[0][:80]!r} is not a safe folder name (letters, digits, '.', "
+                          f"'_', '-'; at most 128); {len(unsafe)} such case(s) - fix the manifest")
     sources = case_sources(P, manifest, raw_dir)
     if algorithm is None:
         algorithm = Algorithm(model_sha256=sha256_file(P.model) if P.model.is_file() else "")

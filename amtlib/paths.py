@@ -21,6 +21,7 @@ Any step may leave ``<step>/notices.txt``: lines ``amt run`` shows on the termin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,17 @@ STEPS: tuple[str, ...] = (
 )
 
 #: Per-step file of lines for the terminal (see the module docstring).
+#: What an id from data (case id, SeriesInstanceUID, file stem) must look like before it names a file or
+#: folder: letters, digits, '.', '_', '-', starting with a letter or digit, at most 128 characters (a
+#: DICOM UID is at most 64). No separator, no "..", nothing absolute: it cannot leave the output folder.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_safe_id(text: object) -> bool:
+    """Whether ``text`` may name a file or folder inside an output folder (:data:`SAFE_ID`)."""
+    return isinstance(text, str) and bool(SAFE_ID.match(text)) and ".." not in text
+
+
 NOTICES = "notices.txt"
 
 

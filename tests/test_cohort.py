@@ -301,3 +301,26 @@ def test_synthetic_cohort_exclusions_match_the_generators_intent(tmp_path: Path)
     chosen = result.manifest.set_index("patient_id")["series_uid"]
     assert (chosen == expected.loc[chosen.index]).all()
     assert mf.validate_manifest(tmp_path / "01_cohort" / "manifest.csv") == []
+
+
+def test_a_series_uid_never_names_a_file_outside_masks(tmp_path: Path) -> None:
+    """Issue 23, item 2: a SeriesInstanceUID ``../../planted`` must not make the cohort read
+    ``raw/masks/../../planted.nii.gz`` as the case's reference mask (it was read, exit 0, no warning)."""
+    raw = tmp_path / "raw"
+    folder, _ = _write_series(raw, "P01", "s1", "CENTRAL", 1, mask=False)
+    hostile = "../../planted"
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = hostile
+        ds.save_as(f)
+    _, geometry = dicomio.read_series(folder)
+    m = np.zeros(SHAPE, np.uint8)
+    m[1:3, 3:5, 3:5] = 1
+    (raw / "masks").mkdir(parents=True)
+    planted = save_nifti(m, geometry["affine"], (raw / "masks" / f"{hostile}.nii.gz").resolve())
+    assert planted.parent == tmp_path and planted.is_file()  # outside raw/
+    pd.DataFrame([_clinical_row("P01")]).to_csv(raw / "clinical.csv", index=False)
+    result = cohort.build_cohort(raw, tmp_path / "01_cohort", min_age=18)
+    assert result.manifest.empty
+    assert result.exclusions.set_index("patient_id").loc["P01", "reason"] == "no_reference_mask"
+    planted.unlink()

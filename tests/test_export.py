@@ -500,3 +500,25 @@ def test_ge_empty_character_set_and_missing_accession_number_export(tmp_path: Pa
             assert dciodvfy_errors(path) == [], kind
     assert an.read_seg(written["seg"], dicomio.read_series(tmp_path / "ct")[1]).sum() == mask.sum()
     assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == before
+
+
+@pytest.mark.parametrize("case_id", ["../../../escaped", "/tmp/absolute-escape", "a/../../b", ".."])
+def test_a_case_id_from_the_manifest_never_leaves_the_output_folder(tmp_path: Path, case_id: str) -> None:
+    """Issue 23, item 1: a run folder from someone else is untrusted: its manifest's case ids name folders."""
+    run, _ = _fake_run(tmp_path)
+    for name in ("manifest.csv",):
+        table = pd.read_csv(run / "01_cohort" / name)
+        table.loc[0, "case_id"] = case_id
+        table.to_csv(run / "01_cohort" / name, index=False)
+    split = pd.read_csv(run / "02_split" / "split.csv")
+    split.loc[0, "case_id"] = case_id
+    split.to_csv(run / "02_split" / "split.csv", index=False)
+    # the attacker's prediction sits where the case id points, so an unchecked export would find it
+    planted = (run / "03_train" / "predictions" / f"{case_id}.nii.gz").resolve()
+    if str(planted).startswith(str(tmp_path)) and planted.parent.is_dir():
+        (run / "03_train" / "predictions" / "P1.nii.gz").rename(planted)
+    out = tmp_path / "deep" / "er" / "out"
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(export.ExportError, match="is not a safe folder name"):
+        export.export_run(run, out)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before and not Path("/tmp/absolute-escape").exists()

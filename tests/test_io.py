@@ -74,3 +74,12 @@ def test_nifti_size_problem_reads_sizes_not_data(tmp_path):
     short = tmp_path / "short.nii.gz"
     short.write_bytes(gzip.compress(data[:-10]))
     assert "truncated" in nifti_size_problem(short)
+
+
+def test_is_safe_id_accepts_uids_and_stems_and_nothing_that_can_leave_a_folder():
+    from amtlib.paths import is_safe_id
+
+    for ok in ("1.2.840.113619.2.55.3", "derived.0123abcd", "PT0005", "case_01-b", "x" * 128):
+        assert is_safe_id(ok), ok
+    for bad in ("", ".", "..", "../x", "a/b", "/abs", "a\\b", ".hidden", "a..b", "x" * 129, "name with space", "é", None, 5):
+        assert not is_safe_id(bad), bad

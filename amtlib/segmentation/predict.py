@@ -11,7 +11,8 @@ Outputs, in ``--out DIR``:
 
 - ``DIR/<id>/mask.nii.gz``: uint8 0/1 on the input's own grid (a NIfTI input's shape and affine; a
   DICOM series as the cohort step reads it, a tilted gantry resampled); ``<id>`` is the NIfTI file's
-  stem or the SeriesInstanceUID (an id that is not a safe file name is refused, status ``unsafe_id``).
+  stem or the SeriesInstanceUID (an id that is not a safe file name, :func:`amtlib.paths.is_safe_id`, is
+  refused, status ``unsafe_id``).
   ``probability.nii.gz`` with ``--probabilities``; for DICOM input ``seg.dcm`` / ``rtstruct.dcm``
   (``--format``) through :func:`amtlib.export.export_series`, referencing the source series and
   carrying the model's SHA-256; ``prediction.json``, the row below plus what makes it resumable.
@@ -46,6 +47,7 @@ import pandas as pd
 
 from amtlib.errors import AmtError
 from amtlib.io import load_nifti, nifti_size_problem, save_nifti, sha256_file, write_csv, write_json
+from amtlib.paths import is_safe_id
 
 PREDICT_FORMAT = "amtlib-predict/1"
 #: ``--format`` values and the DICOM objects each writes (NIfTI masks are always written).
@@ -67,8 +69,6 @@ STATUSES: dict[str, str] = {
 }
 COLUMNS = ["id", "series_uid", "source", "status", "detail", "volume_ml", "n_components", "max_axial_diameter_mm",
            "seconds", "mask_path", "probability_path", "seg_path", "rtstruct_path", "pushed"]
-#: Folder names an id may take: what a UID or a file stem safely is, and never "." or "..".
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _TMP_PREFIX = ".tmp-"
 _INCOMING = ".incoming-"
@@ -129,7 +129,7 @@ def _checked_ids(items: list[Item]) -> list[Item]:
     for it in items:
         if it.status:
             continue
-        if not SAFE_ID.match(it.id) or it.id in (".", ".."):
+        if not is_safe_id(it.id):
             it.status, it.detail = "unsafe_id", (f"id {it.id[:80]!r} is not a safe folder name (letters, digits, '.', "
                                                  "'_', '-', at most 128); rename the file or fix the UID")
         elif it.id in seen:
@@ -334,7 +334,7 @@ def predict_item(item: Item, predictor: Predictor, out: Path) -> dict[str, Any]:
 def finished_row(out: Path, item: Item, options: Options) -> dict[str, Any] | None:
     """The row of a series already predicted in ``out`` with the same options, else None."""
     record = out / item.id / "prediction.json"
-    if not SAFE_ID.match(item.id) or not record.is_file():
+    if not is_safe_id(item.id) or not record.is_file():
         return None
     try:
         saved = json.loads(record.read_text())
