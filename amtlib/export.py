@@ -49,7 +49,7 @@ import pandas as pd
 from amtlib import __version__
 from amtlib.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicomio import deterministic_uid, shift_mask_slice, slice_shift
-from amtlib.io import atomic_path, load_nifti, sha256_file, write_csv
+from amtlib.io import atomic_path, load_nifti, refuse_link, sha256_file, write_csv
 
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
 SEGMENT_LABEL = "Mediastinal tumour"
@@ -494,7 +494,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     from amtlib.paths import RunPaths, is_safe_id
 
     P = RunPaths(run_dir)
-    out = Path(out_dir) if out_dir else P.export_dir
+    out = refuse_link(Path(out_dir) if out_dir else P.export_dir, "export folder")
     if pred_dir is not None and (algorithm is None or algorithm.ours):
         raise ExportError(f"{pred_dir}: masks of another model need that model's name in the exported objects; "
                           "give it (amt export --algorithm NAME [--algorithm-version V])")
@@ -576,6 +576,7 @@ def _export_job(job: tuple) -> dict[str, Any]:
         mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    refuse_link(out / cid, f"case {cid}'s export folder")
     written = export_case(mask, source_files, out / cid, f"{uid_seed}:{mask_digest(mask, affine)}", formats,
                           algorithm.model_sha256, affine, algorithm=algorithm)
     folder = os.path.commonpath([str(Path(f).parent) for f in source_files])

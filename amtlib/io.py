@@ -65,6 +65,15 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def refuse_link(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` unless it is a symbolic link (an output is never written where a planted link points)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise AmtError(path, f"{what} is a symbolic link (to {os.readlink(path)}); outputs never follow links",
+                       "remove the link, or give a real folder")
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

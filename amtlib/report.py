@@ -292,7 +292,18 @@ def _table(df: pd.DataFrame, verdict_col: str | None = "verdict", css: str = "")
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _figure(path: Path, root: Path) -> str:
+    """A figure inlined as base64, only when it is a real PNG file inside the run folder: a link or a
+    file of another kind under a figure's name (a planted ``fig2_flow.png -> secret.txt``) is named, never embedded."""
+    real = not path.is_symlink() and path.is_file() and path.resolve().is_relative_to(root.resolve())
+    if real:
+        with open(path, "rb") as f:
+            real = f.read(8) == PNG_SIGNATURE
+    if not real:
+        return f"<p class=\"missing\">{_e(path.relative_to(root))}: not embedded (not a PNG file of this run folder)</p>"
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure><img alt="{_e(path.name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(path.relative_to(root))}</figcaption></figure>")
@@ -434,7 +445,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     Raises ValueError when ``run_dir`` has no ``run.json``. Missing steps give ``missing`` rows.
     """
     root = RunPaths(run_dir).root
-    out = Path(out_dir) if out_dir else root / REPORT_DIR
+    out = io.refuse_link(Path(out_dir) if out_dir else root / REPORT_DIR, "report folder")
     summary = run_summary(root)
     comp = paper.compare(regenerated_values(root))
     cls = paper.classify(comp)

@@ -522,3 +522,22 @@ def test_a_case_id_from_the_manifest_never_leaves_the_output_folder(tmp_path: Pa
     with pytest.raises(export.ExportError, match="is not a safe folder name"):
         export.export_run(run, out)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before and not Path("/tmp/absolute-escape").exists()
+
+
+def test_a_link_planted_at_a_case_folder_or_the_export_folder_is_refused(tmp_path: Path) -> None:
+    """Issue 23, item 3: outputs are never written where a planted symbolic link points."""
+    from amtlib.errors import AmtError
+
+    run, _ = _fake_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "P1").symlink_to(elsewhere)
+    with pytest.raises(AmtError, match="case P1's export folder is a symbolic link"):
+        export.export_run(run, out)
+    linked_out = tmp_path / "linked_out"
+    linked_out.symlink_to(elsewhere)
+    with pytest.raises(AmtError, match="export folder is a symbolic link"):
+        export.export_run(run, linked_out)
+    assert list(elsewhere.iterdir()) == []

@@ -572,3 +572,22 @@ def test_credentials_from_netrc_and_none_on_the_command_line(trained, tmp_path, 
     netrc.write_text("machine 127.0.0.1 login nobody password wrong\n")
     assert _predict("--model", str(run), "--input", f"{orthanc.dicomweb}?StudyInstanceUID={study}",
                     "--out", str(tmp_path / "other")) == 2
+
+
+def test_a_link_planted_in_the_output_folder_is_not_written_through(trained, tmp_path, capsys):
+    run, _ = trained
+    images = run / "01_cohort" / "images"
+    out = tmp_path / "pred"
+    assert _predict("--model", str(run), "--input", str(images), "--out", str(out)) == 0
+    import shutil
+
+    shutil.rmtree(out / "case002")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "case002").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert _predict("--model", str(run), "--input", str(images), "--out", str(out)) == 1
+    assert "case002's folder is a symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+    table = pd.read_csv(out / "predictions.csv", dtype={"id": str}).set_index("id")
+    assert table.loc["case002", "status"] == "failed" and (table.drop(index="case002")["status"] == "predicted").all()

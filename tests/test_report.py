@@ -152,3 +152,34 @@ def test_seed_spread_is_shown_when_the_run_has_it(tmp_path):
     assert "This run is one draw" in page and "the U-Net retrained (steps 03-05): seeds 0, 1, 2" in page
     assert "<tr><td>dice</td><td>0.72</td><td>0.81</td><td>0.777</td></tr>" in page  # min, max, mean by hand
     assert "<tr><td>fp_iou0.1</td><td>0.5</td><td>2.09</td><td>1.377</td></tr>" in page
+
+
+def test_only_real_pngs_of_the_run_are_embedded_and_links_are_refused(tmp_path):
+    """Issue 23, items 3-4: a planted ``02_split/fig2_flow.png -> secret.txt`` link, or a text file under a
+    figure's name, is named and never inlined; a ``report`` link is refused instead of written through."""
+    import base64
+
+    from amtlib.errors import AmtError
+
+    run = make_run(tmp_path / "run")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("PATIENT NAME: the secret")
+    (run / "02_split").mkdir(exist_ok=True)
+    (run / "02_split" / "fig2_flow.png").symlink_to(secret)
+    (run / "03_train").mkdir(exist_ok=True)
+    (run / "03_train" / "training_curve.png").write_text("not a png")
+    report.write_report(run)
+    page = (run / "report" / "index.html").read_text()
+    encoded = base64.b64encode(secret.read_bytes()).decode()
+    assert encoded[:20] not in page and "the secret" not in page
+    assert "02_split/fig2_flow.png: not embedded" in page and "03_train/training_curve.png: not embedded" in page
+    assert "data:image/png;base64,iVBOR" in page  # the real PNG of step 07 still is
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import shutil
+
+    shutil.rmtree(run / "report")
+    (run / "report").symlink_to(elsewhere)
+    with pytest.raises(AmtError, match="report folder is a symbolic link"):
+        report.write_report(run)
+    assert list(elsewhere.iterdir()) == []

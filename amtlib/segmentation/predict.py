@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.errors import AmtError
-from amtlib.io import load_nifti, nifti_size_problem, save_nifti, sha256_file, write_csv, write_json
+from amtlib.io import load_nifti, nifti_size_problem, refuse_link, save_nifti, sha256_file, write_csv, write_json
 from amtlib.paths import is_safe_id
 
 PREDICT_FORMAT = "amtlib-predict/1"
@@ -304,7 +304,7 @@ def predict_item(item: Item, predictor: Predictor, out: Path) -> dict[str, Any]:
     del image  # only the training-grid copy is needed from here on
     mask, prob = predictor.mask(case)
     del case
-    final = out / item.id
+    final = refuse_link(out / item.id, f"series {item.id}'s folder")
     tmp = out / f"{_TMP_PREFIX}{item.id}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
