@@ -271,13 +271,17 @@ def load_nifti(path: str | Path, dtype: "np.typing.DTypeLike | None" = None) -> 
     The file stores voxels in nibabel's (i, j, k) = (x, y, z) order; the array returned is transposed to
     amtlib's (z, y, x). ``affine`` is the file's 4x4 voxel (i, j, k) -> RAS mm matrix, unchanged, so that
     :func:`save_nifti` writes the same geometry back. Raises ``ValueError`` naming the file when it is
-    missing, not NIfTI, or not 3D.
+    missing, not NIfTI, too small for the voxels its header claims (:func:`nifti_size_problem`, checked
+    before any allocation), or not 3D.
     """
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
+    problem = nifti_size_problem(path)  # before allocating what the header claims (a 79-byte file can claim 16 GB)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)

@@ -239,3 +239,21 @@ def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys
     pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).assign(manufacturer="SIEMENS", histology="thymoma")
     fig = plot_subgroup_forest(stats.table3(pc, n_resamples=50), ["dice", "recall"])
     assert len(fig.axes) == 2
+
+
+def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocation(folders, tmp_path, capsys):
+    """Issue 23, item 5: a 79-byte .nii.gz whose header claims 2000^3 voxels reached 8 GB resident."""
+    import gzip
+    import resource
+
+    import nibabel as nib
+
+    pred, ref = folders
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 2000))
+    header.set_data_dtype(np.int16)
+    (pred / "a.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4100))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2 and "a.nii.gz" in err and "cannot hold what its header claims 16000000000 bytes" in err
+    assert "Traceback" not in err and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000
