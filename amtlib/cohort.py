@@ -399,7 +399,7 @@ def _no_series_reason(pid: str, dicom_root: Path, scan: Any) -> tuple[str, str]:
         return "unreadable_files", f"{len(bad)} unreadable file(s), e.g. {bad[0]}: {scan.unreadable.set_index('path').loc[bad[0], 'reason']}"
     others = scan.objects[scan.objects["patient_folder"] == pid]
     if len(others):
-        kinds = sorted(set(others["reason"].str.split(" \\(").str[0]))
+        kinds = sorted({f"{r}, modality {m}" if m else r for r, m in zip(others["reason"], others["modality"])})
         return "no_ct_series", f"no CT image series under {dicom_root / pid}; found only {len(others)} other object(s): {'; '.join(kinds)}"
     if not (dicom_root / pid).is_dir():
         return "no_ct_series", f"no folder {dicom_root / pid} (the patient's DICOM goes in dicom/<patient_id>/)"

@@ -222,7 +222,8 @@ class ScanResult:
     ``series``: one row per CT series (:data:`SERIES_COLUMNS`; ``files`` is a tuple of absolute paths,
     ``folder`` the common folder of those files, ``series_uid`` the tag or a derived id
     ``derived.<hash>`` when the tag is blank). ``objects``: non-candidate DICOM objects (``path``,
-    ``patient_folder``, ``sop_class``, ``series_uid``, ``referenced_series_uid``, ``reason``).
+    ``patient_folder``, ``sop_class``, ``series_uid``, ``referenced_series_uid``, ``reason``, ``code``
+    of :data:`NOT_CANDIDATE_CODES`, ``modality``).
     ``unreadable``: files that claim to be DICOM and do not parse (``path``, ``reason``).
     ``skipped``: non-DICOM files (``path``, ``reason``). ``warnings``: (``patient_folder``,
     ``series_uid``, ``kind``, ``detail``), see :data:`WARNING_KINDS`.
@@ -255,7 +256,7 @@ WARNING_KINDS: dict[str, str] = {
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
 }
 
-_OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason", "code"]
+_OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason", "code", "modality"]
 _WARNING_COLUMNS = ["patient_folder", "series_uid", "kind", "detail"]
 
 
@@ -398,7 +399,8 @@ class _Found:
         if reason:
             self.objects.append({"path": where, "patient_folder": patient, "sop_class": _text(ds, "SOPClassUID"),
                                  "series_uid": _text(ds, "SeriesInstanceUID"),
-                                 "referenced_series_uid": referenced_series(ds), "reason": reason, "code": code})
+                                 "referenced_series_uid": referenced_series(ds), "reason": reason, "code": code,
+                                 "modality": _text(ds, "Modality")})
             return
         uid = _text(ds, "SeriesInstanceUID")
         derived = not uid

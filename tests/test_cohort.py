@@ -324,3 +324,19 @@ def test_a_series_uid_never_names_a_file_outside_masks(tmp_path: Path) -> None:
     assert result.manifest.empty
     assert result.exclusions.set_index("patient_id").loc["P01", "reason"] == "no_reference_mask"
     planted.unlink()
+
+
+def test_a_patient_with_only_non_ct_objects_is_excluded_naming_class_and_modality(tmp_path: Path) -> None:
+    """Issue 23, item 18: the exclusion named only "not a CT image" (the SOP class was cut off)."""
+    raw = tmp_path / "raw"
+    folder, _ = _write_series(raw, "P01", "s1", "CENTRAL", 1, mask=False)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.4", "MR"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.save_as(f)
+    pd.DataFrame([_clinical_row("P01")]).to_csv(raw / "clinical.csv", index=False)
+    result = cohort.build_cohort(raw, tmp_path / "01_cohort", min_age=18)
+    row = result.exclusions.set_index("patient_id").loc["P01"]
+    assert row["reason"] == "no_ct_series"
+    assert "not a CT image (MR Image Storage), modality MR" in row["detail"], row["detail"]
