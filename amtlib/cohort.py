@@ -12,6 +12,8 @@ Screened patients are the rows of ``clinical.csv``. Each gets the first failing 
                                  pixel data, no geometry tags), or the patient has only such files
 ``incomplete_or_poor_quality_ct`` no series forms one consistent volume (missing/duplicate slices,
                                  uneven spacing, mixed geometry)
+``single_slice_series``          the series is one slice (a scout-like single image, not a volume;
+                                 its slice spacing could only be invented)
 ``tilted_gantry``                the series is sheared by a tilted gantry and ``tilt_policy`` is
                                  ``exclude`` (with ``resample``, the default, it is resampled)
 ``no_reference_mask``            no mask for any usable series (see *Masks* below)
@@ -72,6 +74,7 @@ REASONS: dict[str, str] = {
     "no_ct_series": "no CT series",
     "unreadable_files": "unreadable DICOM files",
     "incomplete_or_poor_quality_ct": "incomplete or poor-quality CT",
+    "single_slice_series": "a single CT slice, not a volume",
     "tilted_gantry": "tilted gantry (tilt_policy='exclude')",
     "no_reference_mask": "no reference mask",
     "mask_geometry_mismatch": "mask geometry differs from image",
@@ -241,14 +244,6 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
     from amtlib import annotations as an
 
     uid = row["series_uid"]
-    found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)), row.get("_annotations", ()))
-    if not found:
-        keys = f"{uid}" + (f" or {row.get('patient_folder')}" if int(row.get("_n_candidates", 1)) == 1 else "")
-        raise _Unusable("no_reference_mask", f"{raw_dir / 'masks'}: no mask named {keys} with {', '.join(mk.MASK_SUFFIXES)}, "
-                        "and no DICOM SEG or RTSTRUCT referencing the series")
-    if len(found) > 1:
-        raise _Unusable("invalid_reference_mask", f"{len(found)} masks for one series ({', '.join(str(p) for p in found)}); keep one")
-    mask_path = found[0]
     broken = sorted(f for folder in {str(Path(f).parent) for f in row["files"]} for f in unreadable_files.get(folder, []))
     if broken:
         # a file that claims to be DICOM and does not parse may be a slice of this series: never guess
@@ -263,6 +258,18 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
             raise _Unusable("tilted_gantry", text) from None
         unreadable = any(m in text for m in FILE_LEVEL_MARKERS)
         raise _Unusable("unreadable_files" if unreadable else "incomplete_or_poor_quality_ct", text) from None
+    if volume.shape[0] < 2:
+        raise _Unusable("single_slice_series", f"{row['folder']}: one slice of {volume.shape[2]}x{volume.shape[1]} pixels, "
+                        "not a volume (its slice spacing is unknown); give the whole series")
+    # the CT is checked before its mask, in the order of REASONS (a broken CT without a mask is unreadable_files)
+    found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)), row.get("_annotations", ()))
+    if not found:
+        keys = f"{uid}" + (f" or {row.get('patient_folder')}" if int(row.get("_n_candidates", 1)) == 1 else "")
+        raise _Unusable("no_reference_mask", f"{raw_dir / 'masks'}: no mask named {keys} with {', '.join(mk.MASK_SUFFIXES)}, "
+                        "and no DICOM SEG or RTSTRUCT referencing the series")
+    if len(found) > 1:
+        raise _Unusable("invalid_reference_mask", f"{len(found)} masks for one series ({', '.join(str(p) for p in found)}); keep one")
+    mask_path = found[0]
     warnings = []
     tag = geometry.get("gantry_tilt_tag_deg", float("nan"))
     if not geometry.get("tilt_deg", 0.0) and np.isfinite(tag) and abs(tag) > 0.05:

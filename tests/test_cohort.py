@@ -340,3 +340,26 @@ def test_a_patient_with_only_non_ct_objects_is_excluded_naming_class_and_modalit
     row = result.exclusions.set_index("patient_id").loc["P01"]
     assert row["reason"] == "no_ct_series"
     assert "not a CT image (MR Image Storage), modality MR" in row["detail"], row["detail"]
+
+
+def test_a_single_slice_series_is_excluded_with_its_own_reason_and_never_given_a_spacing(tmp_path: Path) -> None:
+    """Issue 23, item 17: a single CT slice became a 1-slice volume with an invented 1.0 mm spacing."""
+    raw = tmp_path / "raw"
+    folder = raw / "dicom" / "P01" / "one"
+    dicomio.write_ct_series(np.zeros((1, 8, 8), np.float32), SPACING, folder, {"PatientID": "P01", "InstitutionName": "CENTRAL"}, 7)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.SliceThickness
+        ds.save_as(f)
+    _write_series(raw, "P02", "one", "CENTRAL", 8, mask=False)
+    single = raw / "dicom" / "P02" / "single"
+    dicomio.write_ct_series(np.zeros((1, 8, 8), np.float32), SPACING, single, {"PatientID": "P02", "InstitutionName": "INST-001"}, 9)
+    pd.DataFrame([_clinical_row("P01"), _clinical_row("P02")]).to_csv(raw / "clinical.csv", index=False)
+    result = cohort.build_cohort(raw, tmp_path / "01_cohort", min_age=18)
+    reasons = result.exclusions.set_index("patient_id")["reason"].to_dict()
+    assert reasons["P01"] == "single_slice_series"
+    assert "one slice of 8x8 pixels" in result.exclusions.set_index("patient_id").loc["P01", "detail"]
+    # P02's preferred series (the referral's) is the single slice; it falls back to the central series, which has no
+    # mask here: excluded with the preferred series' reason, as the series rule says
+    assert reasons["P02"] == "single_slice_series" and result.manifest.empty
+    assert result.flow["excluded_by_reason"]["single_slice_series"] >= 1  # Fig 2 counts it under its own reason
