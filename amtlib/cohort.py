@@ -4,6 +4,8 @@ Paper section: *Inclusion and exclusion criteria* (Fig. 2) and *Patient characte
 Screened patients are the rows of ``clinical.csv``. Each gets the first failing reason of, in order:
 
 ==============================  ================================================================
+``unusable_patient_id``          the patient id (the case id, a file name) is not a safe name:
+                                 letters, digits, '.', '_', '-', at most 128 (``paths.is_safe_id``)
 ``missing_clinical_data``        age, sex, histology, institution or pathology flag empty
 ``age_below_minimum``            age < ``min_age`` (18 years in the paper)
 ``not_pathologically_confirmed`` ``pathology_confirmed`` is false
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 CENTRAL = "CENTRAL"
 #: Exclusion reasons in the order they are tested (first failing reason wins), with display labels.
 REASONS: dict[str, str] = {
+    "unusable_patient_id": "patient id unusable as a file name",
     "missing_clinical_data": "missing demographic or clinical data",
     "age_below_minimum": "age below minimum",
     "not_pathologically_confirmed": "not pathologically confirmed",
@@ -132,6 +135,12 @@ def clinical_reason(row: pd.Series, min_age: float = 18) -> tuple[str, str] | No
     Paper section: Inclusion and exclusion criteria. A non-numeric age or an unrecognised
     ``pathology_confirmed`` value counts as missing data.
     """
+    from amtlib.paths import is_safe_id
+
+    pid = str(row.get("patient_id", ""))
+    if pid and not is_safe_id(pid):  # it names the case's files: a 245-character id failed the whole step
+        return "unusable_patient_id", (f"patient id {pid[:40]!r}{'...' if len(pid) > 40 else ''} ({len(pid)} characters) "
+                                       "is not a safe file name; rename the patient folder and clinical.csv row")
     empty = [c for c in ("age", "sex", "histology", "institution", "pathology_confirmed") if str(row.get(c, "")).strip() == ""]
     if empty:
         return "missing_clinical_data", f"empty {', '.join(empty)}"
@@ -242,6 +251,7 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
 def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
     """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
     from amtlib import annotations as an
+    from amtlib.paths import is_safe_id
 
     uid = row["series_uid"]
     broken = sorted(f for folder in {str(Path(f).parent) for f in row["files"]} for f in unreadable_files.get(folder, []))
@@ -299,7 +309,7 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
         warnings.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))
     anatomy = None
     anat_path = raw_dir / "anatomy" / f"{uid}.nii.gz"
-    if anat_path.is_file():
+    if is_safe_id(uid) and anat_path.is_file():
         anat, anat_affine = _load_mask(anat_path)
         if anat.shape == volume.shape and np.allclose(anat_affine, geometry["affine"], atol=options["atol_mm"]):
             anatomy = anat

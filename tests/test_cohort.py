@@ -363,3 +363,22 @@ def test_a_single_slice_series_is_excluded_with_its_own_reason_and_never_given_a
     # mask here: excluded with the preferred series' reason, as the series rule says
     assert reasons["P02"] == "single_slice_series" and result.manifest.empty
     assert result.flow["excluded_by_reason"]["single_slice_series"] >= 1  # Fig 2 counts it under its own reason
+
+
+def test_a_long_patient_folder_or_series_uid_excludes_that_patient_not_the_cohort(tmp_path: Path) -> None:
+    """Issue 23, item 13: a 245-character patient folder or a 1,000-character SeriesInstanceUID failed the
+    whole cohort step (File name too long) instead of excluding that patient."""
+    raw = tmp_path / "raw"
+    long_pid = "P" * 245
+    _write_series(raw, long_pid, "s1", "CENTRAL", 1, mask=False)
+    folder, _ = _write_series(raw, "P02", "s1", "CENTRAL", 2, mask=False)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = "1." + "2" * 998
+        ds.save_as(f)
+    _write_series(raw, "P03", "s1", "CENTRAL", 3)
+    pd.DataFrame([_clinical_row(long_pid), _clinical_row("P02"), _clinical_row("P03")]).to_csv(raw / "clinical.csv", index=False)
+    result = cohort.build_cohort(raw, tmp_path / "01_cohort", min_age=18)
+    reasons = result.exclusions.set_index("patient_id")["reason"].to_dict()
+    assert reasons == {long_pid: "unusable_patient_id", "P02": "no_reference_mask"}
+    assert result.manifest["case_id"].tolist() == ["P03"]
