@@ -123,9 +123,10 @@ def _as_the_standard_reads_it(ds: Any) -> Any:
     DICOM defines them: a SpecificCharacterSet present but empty (common in GE data) is the default
     repertoire, so it is dropped; an absent Type 2 patient/study element (AccessionNumber in
     de-identified series) is present and empty."""
-    if "SpecificCharacterSet" in ds and not [v for v in ([ds.SpecificCharacterSet] if isinstance(ds.SpecificCharacterSet, str)
-                                                          else list(ds.SpecificCharacterSet)) if str(v).strip()]:
-        del ds.SpecificCharacterSet
+    if "SpecificCharacterSet" in ds:
+        values = ds.SpecificCharacterSet
+        if not any(str(v).strip() for v in ([values] if isinstance(values, str) else values)):
+            del ds.SpecificCharacterSet
     for keyword in _TYPE2:
         if keyword not in ds:
             setattr(ds, keyword, "")

@@ -73,13 +73,11 @@ def build_card(meta: Mapping[str, Any], manifest_csv: str | Path | None, split_c
     }
 
 
-def attach_card(model_path: str | Path, card: Mapping[str, Any]) -> Path:
-    """Write ``card`` into ``model.pt`` (atomic; the weights and every other entry unchanged)."""
-    from amtlib.segmentation.infer import read_torch_file, write_torch_file
+def attach_card(model_path: str | Path, blob: Mapping[str, Any], card: Mapping[str, Any]) -> Path:
+    """Write ``blob`` (``model.pt`` as read) back with ``card`` in it (atomic; every other entry unchanged)."""
+    from amtlib.segmentation.infer import write_torch_file
 
-    blob = read_torch_file(model_path, "model file", "re-run notebook 03_train")
-    blob["card"] = dict(card)
-    return write_torch_file(model_path, blob)
+    return write_torch_file(model_path, {**blob, "card": dict(card)})
 
 
 def evaluation_headline(run_dir: str | Path) -> dict[str, str]:
@@ -173,7 +171,7 @@ def write_card(run_dir: str | Path, config: Mapping[str, Any] | None = None, see
     blob = read_torch_file(model_path, "model file", "re-run notebook 03_train")
     meta = {k: v for k, v in blob.items() if k != "model"}
     card = build_card(meta, P.manifest, P.split_csv, config, seed)
-    attach_card(model_path, card)
+    attach_card(model_path, blob, card)
     return write_text(model_path.parent / "model_card.md", render(card, sha256_file(model_path), meta))
 
 

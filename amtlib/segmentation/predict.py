@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.errors import AmtError
-from amtlib.io import load_nifti, nifti_size_problem, refuse_link, save_nifti, sha256_file, write_csv, write_json
+from amtlib.io import load_nifti, refuse_link, save_nifti, sha256_file, write_csv, write_json
 from amtlib.paths import is_safe_id
 
 PREDICT_FORMAT = "amtlib-predict/1"
@@ -213,14 +213,13 @@ def _volume(item: Item) -> tuple[np.ndarray, tuple[float, float, float], np.ndar
     from amtlib.dicomio import DicomSeriesError, read_series
 
     if item.kind == "nifti":
-        problem = nifti_size_problem(item.source)  # before allocating what the header claims
-        if problem:
-            raise _Skip("unreadable", f"{problem}; re-export the file")
-        try:
+        try:  # load_nifti checks the file's size against its header before allocating
             image, spacing, affine = load_nifti(item.source, dtype=np.float32)
         except ValueError as exc:
-            raise _Skip("not_3d" if "expected a 3D volume" in str(exc) else "unreadable",
-                        f"{str(exc).split(': ', 1)[-1]}; give one 3D CT volume per file") from None
+            problem = str(exc).split(": ", 1)[-1]
+            if "expected a 3D volume" in problem:
+                raise _Skip("not_3d", f"{problem}; give one 3D CT volume per file") from None
+            raise _Skip("unreadable", f"{problem}; re-export the file") from None
         return image, spacing, affine, None
     try:
         image, geometry = read_series(list(item.files), tilt_policy="resample")
@@ -237,16 +236,22 @@ class _Skip(Exception):
         self.code, self.detail = code, detail
 
 
+def _components(mask: np.ndarray) -> tuple[tuple[slice, ...] | None, np.ndarray, np.ndarray]:
+    """(bounding box, 26-connected labels inside it, voxels per label with 0 the background) of a mask."""
+    from amtlib import lesions
+
+    box = lesions.bounding_box(mask)
+    if box is None:
+        return None, np.zeros(0, np.int64), np.zeros(1, np.int64)
+    labels, k = lesions.label_components(mask[box])
+    return box, labels, np.bincount(labels.ravel(), minlength=k + 1)
+
+
 def lesion_summary(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
     """``volume_ml``, ``n_components`` (the evaluation's lesion rule) and ``max_axial_diameter_mm`` of a mask."""
     from amtlib import lesions
 
-    n = 0
-    box = lesions.bounding_box(mask)
-    if box is not None:
-        labels, k = lesions.label_components(mask[box])
-        sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-        n = int((sizes >= lesions.MIN_PRED_VOXELS).sum())
+    n = int((_components(mask)[2][1:] >= lesions.MIN_PRED_VOXELS).sum())
     voxel_ml = float(np.prod(spacing)) / 1000.0
     return {"volume_ml": round(float(mask.sum()) * voxel_ml, 4), "n_components": n,
             "max_axial_diameter_mm": round(lesions.max_axial_diameter_mm(mask, tuple(spacing)), 3)}  # type: ignore[arg-type]
@@ -254,15 +259,16 @@ def lesion_summary(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]
 
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """The mask without 26-connected components under ``min_voxels`` voxels (0: unchanged)."""
-    if min_voxels <= 0 or not mask.any():
+    if min_voxels <= 0:
         return mask
-    from amtlib import lesions
-
-    labels, k = lesions.label_components(mask)
-    sizes = np.bincount(labels.ravel(), minlength=k + 1)
+    box, labels, sizes = _components(mask)
+    if box is None:
+        return mask
     keep = sizes >= min_voxels
     keep[0] = False
-    return keep[labels].astype(np.uint8)
+    out = np.zeros_like(mask, dtype=np.uint8)
+    out[box] = keep[labels]
+    return out
 
 
 @dataclass
@@ -321,7 +327,7 @@ def predict_item(item: Item, predictor: Predictor, out: Path) -> dict[str, Any]:
             written = export_series(mask, geometry, tmp, seed, predictor.options.formats, algorithm=Algorithm(model_sha256=sha))
             row.update({f"{k}_path": f"{item.id}/{p.name}" for k, p in written.items()})
         row["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(tmp / "prediction.json", {"row": row, "options": asdict(predictor.options), "study_uid": item.study_uid})
+        write_json(tmp / "prediction.json", {"row": row, "options": options_record(predictor.options), "study_uid": item.study_uid})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -329,6 +335,11 @@ def predict_item(item: Item, predictor: Predictor, out: Path) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return row
+
+
+def options_record(options: Options) -> dict[str, Any]:
+    """The options as ``predict.json`` and each ``prediction.json`` store them (lists, not tuples)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}
 
 
 def finished_row(out: Path, item: Item, options: Options) -> dict[str, Any] | None:
@@ -340,9 +351,7 @@ def finished_row(out: Path, item: Item, options: Options) -> dict[str, Any] | No
         saved = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-    saved_options = saved.get("options", {})
-    saved_options["formats"] = tuple(saved_options.get("formats", ()))
-    if saved_options != asdict(options) | {"formats": tuple(options.formats)}:
+    if saved.get("options") != options_record(options):
         return None
     row = dict(saved.get("row", {}))
     return row if row.get("status") == "predicted" else None
@@ -471,9 +480,14 @@ def _pending(items: list[Item], part: tuple[int, int]) -> list[Item]:
     return [it for i, it in enumerate(todo) if i % n == k - 1]
 
 
+def _incoming(out: Path, item: Item) -> Path:
+    """The hidden folder of ``out`` a PACS series is retrieved into (by this process; see :func:`clear_leftovers`)."""
+    return out / f"{_INCOMING}{item.id[:40]}.{os.getpid()}"
+
+
 def _retrieve(pacs: Any, item: Item, out: Path) -> Item:
     """A PACS series fetched into a hidden folder of ``out`` and read as a DICOM folder (its CT series)."""
-    folder = out / f"{_INCOMING}{item.id[:40]}.{os.getpid()}"
+    folder = _incoming(out, item)
     shutil.rmtree(folder, ignore_errors=True)
     pacs.retrieve_series(item.study_uid, item.series_uid, folder)
     series = [it for it in dicom_items(folder) if not it.status and it.series_uid == item.series_uid]
@@ -483,10 +497,12 @@ def _retrieve(pacs: Any, item: Item, out: Path) -> Item:
 
 
 def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, Any], device: str = "auto",
-                part: tuple[int, int] = (1, 1), calling_aet: str = "AMT", say: Any = print, warn: Any = None) -> Run:
+                part: tuple[int, int] = (1, 1), calling_aet: str = "AMT", say: Any = print, warn: Any = None,
+                push: bool = False) -> Run:
     """Find the series of ``source``, predict the pending ones of ``part`` into ``out``, write the table.
 
     ``say`` prints progress; ``warn`` (default: standard error) gets one line per series not predicted.
+    ``push``: results go to a PACS afterwards, so input without a DICOM series is refused before any work.
     """
     warn = warn or (lambda line: print(line, file=sys.stderr))
     from amtlib.dicom.pacs import Pacs, is_pacs_address, parse_address
@@ -512,20 +528,25 @@ def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, 
     record = {"format": PREDICT_FORMAT, "model": {"path": str(model_path), "sha256": sha, "format": meta.get("format"),
                                                   "iteration": meta.get("iteration"), "tuning_dice": meta.get("tuning_dice"),
                                                   "card": meta.get("card")},
-              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+              "options": options_record(options),
               "input": shown, "versions": _versions()}
     check_out(out, record)
     items = find_items(source, pacs)
+    if push and all(it.kind == "nifti" for it in items):
+        raise _nothing_to_push()
     out.mkdir(parents=True, exist_ok=True)
     clear_leftovers(out)
     if not (out / "predict.json").is_file():
         write_json(out / "predict.json", record)
     run = Run(out, items)
     todo = _pending(items, part)
-    fresh = [it for it in todo if finished_row(out, it, options) is None]
+    fresh = []
     for it in todo:
-        if it not in fresh:
-            run.rows[it.id] = finished_row(out, it, options)  # type: ignore[assignment]
+        done = finished_row(out, it, options)
+        if done is None:
+            fresh.append(it)
+        else:
+            run.rows[it.id] = done
     skipped = sum(1 for it in items if it.status)
     say(f"amt predict: {len(items) - skipped} series to predict in {shown}"
         + (f" ({skipped} listed, not predicted)" if skipped else "")
@@ -551,8 +572,7 @@ def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, 
             warn(f"amt predict: {it.source}: {describe(exc)}")
         finally:
             if it.kind == "pacs":
-                for p in out.glob(f"{_INCOMING}{it.id[:40]}.{os.getpid()}"):
-                    shutil.rmtree(p, ignore_errors=True)
+                shutil.rmtree(_incoming(out, it), ignore_errors=True)
     run.table = write_table(out, items, run.rows, options)
     return run
 
@@ -576,6 +596,11 @@ def push_results(run: Run, address: str, calling_aet: str, say: Any = print) -> 
     write_csv(run.out / "predictions.csv", run.table, index=False)
     say(f"amt predict: {sent} object(s) stored in {pacs.name} and confirmed by query")
     return sent
+
+
+def _nothing_to_push() -> AmtError:
+    return AmtError("--push", "nothing to send: only DICOM input gives SEG/RTSTRUCT (they reference its series)",
+                    "give a DICOM folder or a PACS study, with --format seg, rtstruct or both")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -615,13 +640,12 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         from amtlib.dicom.pacs import parse_address
 
         parse_address(args.push)  # a bad push address fails before any work
-        if args.format == "nifti" or _is_nifti(Path(args.input)) or (Path(args.input).is_dir() and nifti_items(Path(args.input))):
-            raise AmtError("--push", "nothing to send: only DICOM input gives SEG/RTSTRUCT (they reference its series)",
-                           "give a DICOM folder or a PACS study, with --format seg, rtstruct or both")
+        if args.format == "nifti":
+            raise _nothing_to_push()
     run = run_predict(args.input, model_path, Path(args.out), {
         "threshold": args.threshold, "overlap": args.overlap, "tta": args.tta, "probabilities": args.probabilities,
         "format": args.format, "min_component_voxels": args.min_component_voxels}, args.device, parse_part(args.part),
-        args.calling_aet)
+        args.calling_aet, push=bool(args.push))
     assert run.table is not None
     counts = run.table["status"].value_counts().to_dict()
     print("amt predict: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; table {run.out / 'predictions.csv'}")
