@@ -36,7 +36,7 @@ Case ids equal patient ids (one case per patient; stable and traceable to the so
 Patients and series. The patient is the folder under ``dicom/`` (the documented layout); a blank
 PatientID tag, or one that differs from the folder, is a warning in ``warnings.csv``, not an
 exclusion. Series are grouped by SeriesInstanceUID across the patient's sub-folders (blank UIDs: by
-folder, with a derived id); files are read by content (see :mod:`amtlib.dicomio`): non-DICOM files are
+folder, with a derived id); files are read by content (see :mod:`amtlib.dicom.dicomio`): non-DICOM files are
 skipped with a warning, and SEG, RTSTRUCT, SR, localizers and derived images are not image candidates.
 
 Masks. ``masks/<SeriesInstanceUID><ext>`` or, when the patient has exactly one candidate series,
@@ -59,7 +59,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib import dicomio
+from amtlib.dicom import dicomio
 from amtlib import manifest as mf
 from amtlib import masks as mk
 from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
@@ -83,7 +83,7 @@ REASONS: dict[str, str] = {
     "mask_geometry_mismatch": "mask geometry differs from image",
     "invalid_reference_mask": "mask not binary or empty",
 }
-#: Phrases of :func:`amtlib.dicomio.check_series` messages that mean a broken file (reason
+#: Phrases of :func:`amtlib.dicom.dicomio.check_series` messages that mean a broken file (reason
 #: ``unreadable_files``) rather than an inconsistent volume (``incomplete_or_poor_quality_ct``).
 FILE_LEVEL_MARKERS: tuple[str, ...] = ("unreadable file", " truncated", "cannot be decoded", "could not be decoded",
                                        "has no pixel data", " lacks ", "samples per pixel")
@@ -228,8 +228,8 @@ def find_masks(raw_dir: Path, series_uid: str, patient_id: str, n_candidates: in
 
 def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str]]:
     """SEG and RTSTRUCT files by the SeriesInstanceUID they reference: those of the DICOM tree
-    (``objects`` of :func:`amtlib.dicomio.scan_tree`) and any DICOM file in ``masks/`` (by content)."""
-    from amtlib import annotations as an
+    (``objects`` of :func:`amtlib.dicom.dicomio.scan_tree`) and any DICOM file in ``masks/`` (by content)."""
+    from amtlib.dicom import annotations as an
     index: dict[str, list[str]] = {}
     kinds = set(an.KIND_OF_CLASS)
     for row in objects.itertuples():
@@ -250,7 +250,7 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
 
 def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
     """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
-    from amtlib import annotations as an
+    from amtlib.dicom import annotations as an
     from amtlib.paths import is_safe_id
 
     uid = row["series_uid"]
@@ -444,7 +444,7 @@ def build_cohort(
     ``sources.json`` (case id -> series UID and source files in slice order, for DICOM export) and
     ``cohort_flow.json``. Patient folders absent from ``clinical.csv`` are ignored with a warning (they
     were not screened). ``workers`` > 1 scans and converts patients in parallel processes. ``tilt_policy``,
-    ``accept_derived``, ``mask_label`` and ``mask_tolerance_mm`` are described in :mod:`amtlib.dicomio`
+    ``accept_derived``, ``mask_label`` and ``mask_tolerance_mm`` are described in :mod:`amtlib.dicom.dicomio`
     and :mod:`amtlib.masks`; none of them changes what is read silently (each use is in warnings.csv).
     """
     if tilt_policy not in dicomio.TILT_POLICIES:

@@ -6,7 +6,7 @@ flip (affine diag(-dx, +dy, dz)), an axis permutation, or a 3D Slicer NRRD/``.se
 is accepted when its voxel centres coincide with the image's (within ``tolerance_mm``) after a
 permutation and flips of its axes; it is then reoriented onto the image's (z, y, x) array. It is never
 resampled: a mask on another grid is refused with the largest distance in mm between its voxel centres
-and the image's. DICOM SEG and RTSTRUCT are read by :mod:`amtlib.annotations`.
+and the image's. DICOM SEG and RTSTRUCT are read by :mod:`amtlib.dicom.annotations`.
 
 Labels: a mask must hold only 0 and 1 unless ``label`` names the tumour label (an integer value, or
 the segment name of a ``.seg.nrrd``); other values are never guessed.
@@ -96,7 +96,7 @@ def read_mask_file(path: str | Path) -> LoadedMask:
     path = Path(path)
     suffix = mask_suffix(path)
     if not suffix:
-        raise MaskError(f"{path}: not a mask format read here ({', '.join(MASK_SUFFIXES)}; DICOM SEG/RTSTRUCT via amtlib.annotations)")
+        raise MaskError(f"{path}: not a mask format read here ({', '.join(MASK_SUFFIXES)}; DICOM SEG/RTSTRUCT via amtlib.dicom.annotations)")
     try:
         loaded = _read_nifti(path) if suffix.startswith(".nii") else _read_nrrd(path)
     except MaskError:
@@ -152,7 +152,7 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
                        label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM) -> tuple[np.ndarray, bool]:
     """Read a NIfTI/NRRD mask and place it on the image's (z, y, x) grid; return ``(mask, reoriented)``.
 
-    ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicomio.read_series`
+    ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicom.dicomio.read_series`
     gives). The mask is uint8 0/1: the file's voxels equal to ``label`` (an int, or a ``.seg.nrrd``
     segment name), or, with ``label=None``, the file must hold only 0 and 1. ``reoriented`` is True when
     the file's axes were permuted or flipped to match. Raises :class:`MaskError` naming the file: not

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amtlib import evaluate, lesions
+from amtlib.evaluation import evaluate, lesions
 from amtlib.io import affine_from_spacing, load_nifti, save_nifti
 
 SPACING = (5.0, 0.7, 0.7)

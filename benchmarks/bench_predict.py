@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from amtlib import fetch
-from amtlib.dicomio import write_ct_series
+from amtlib.dicom.dicomio import write_ct_series
 from amtlib.io import load_nifti, save_nifti
 from amtlib.segmentation import infer
 from amtlib.segmentation.predict import run_predict

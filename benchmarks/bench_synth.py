@@ -64,7 +64,7 @@ def montage(raw_dir: Path, out_png: Path, n_cases: int = 8) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from amtlib.dicomio import read_series
+    from amtlib.dicom.dicomio import read_series
     from amtlib.figures import REFERENCE_COLOUR, save_figure, show_slice
     from amtlib.io import load_nifti
 

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from amtlib import dicomio
+from amtlib.dicom import dicomio
 
 INSTALL_HINT = ("dciodvfy not found: install the Debian/Ubuntu package dicom3tools "
                 "(`apt-get install dicom3tools`; .ci/run does this) to run the DICOM conformance checks")

@@ -1,4 +1,4 @@
-"""Tests for amtlib.annotations: SEG written by highdicom directly and RTSTRUCT built by hand with pydicom
+"""Tests for amtlib.dicom.annotations: SEG written by highdicom directly and RTSTRUCT built by hand with pydicom
 from known polygons, on an oblique, row-flipped, anisotropic series, imported to the expected masks."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from matplotlib.path import Path as MplPath
 from pydicom.sequence import Sequence as Seq
 from pydicom.sr.codedict import codes
 
-from amtlib import annotations as an
-from amtlib import dicomio
+from amtlib.dicom import annotations as an
+from amtlib.dicom import dicomio
 from dicom_fixtures import SHAPE, pixel_to_lps, tilted_ball_series, write_oblique_series
 
 RTSTRUCT = an.RTSTRUCT_STORAGE
@@ -76,7 +76,7 @@ def test_every_annotation_class_the_scan_names_is_read() -> None:
 
 
 def _highdicom_seg(sources: list, masks: dict[str, np.ndarray], path: Path, fractional: bool = False) -> Path:
-    """A SEG written with highdicom directly (not through amtlib.export): one segment per label."""
+    """A SEG written with highdicom directly (not through amtlib.dicom.export): one segment per label."""
     algo = hd.AlgorithmIdentificationSequence(name="test", family=codes.cid7162.ArtificialIntelligence, version="1")
     descs = [hd.seg.SegmentDescription(i + 1, label, codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
                                        "AUTOMATIC", algo) for i, label in enumerate(masks)]
@@ -197,7 +197,7 @@ def test_corrupt_or_wrong_files_get_a_reason(series, tmp_path: Path) -> None:
 
 def _hand_rtstruct(sources: list, rois: dict[str, list[tuple[int, list[tuple[float, float]]]]], path: Path,
                    series_uid: str | None = None) -> Path:
-    """An RTSTRUCT built by hand with pydicom (independent of amtlib.export): polygons given in pixel
+    """An RTSTRUCT built by hand with pydicom (independent of amtlib.dicom.export): polygons given in pixel
     coordinates (column x, row y) per slice k, converted to LPS mm by the test design's formula."""
     first = sources[0]
     ds = pydicom.Dataset()

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import audit, paper, stats
+from amtlib import audit, paper
+from amtlib.evaluation import stats
 from amtlib.audit import CONSISTENT, INCONSISTENT, CANNOT_TELL
 
 

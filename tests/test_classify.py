@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import classify as clf
-from amtlib import cnn2d, fusion, histology as hist
+from amtlib.classify import arms as clf
+from amtlib.classify import cnn2d, fusion, histology as hist
 
 
 def test_icc31_by_hand():

@@ -13,7 +13,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from amtlib import cohort, dicomio
+from amtlib import cohort
+from amtlib.dicom import dicomio
 from amtlib import manifest as mf
 from amtlib.io import load_nifti, save_nifti
 

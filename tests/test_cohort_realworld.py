@@ -18,7 +18,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from amtlib import cohort, dicomio, export
+from amtlib import cohort
+from amtlib.dicom import dicomio, export
 from amtlib.io import load_nifti, save_nifti
 from test_cohort import tree_hash
 from test_annotations import _highdicom_labelmap, _highdicom_seg

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from amtlib import dicomio
+from amtlib.dicom import dicomio
 from amtlib.phantom import synthesize_cohort
 from dicom_fixtures import dciodvfy_errors, require_dciodvfy
 

@@ -1,4 +1,4 @@
-"""``amt evaluate`` on another model's DICOM SEG / RTSTRUCT predictions (amtlib.dicom_predictions): the
+"""``amt evaluate`` on another model's DICOM SEG / RTSTRUCT predictions (amtlib.dicom.predictions): the
 scores equal those of the same masks given as NIfTI; files are paired by the series they reference,
 whatever their names; a DICOM folder with the manifest works like sources.json; bad input is named."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import dicom_predictions as dp
-from amtlib import dicomio, export
+from amtlib.dicom import predictions as dp
+from amtlib.dicom import dicomio, export
 from amtlib.cli import main as amt_main
 from amtlib.io import load_nifti, save_nifti
 from test_export import _fake_run

@@ -18,7 +18,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from amtlib import dicomio, masks
+from amtlib import masks
+from amtlib.dicom import dicomio
 from amtlib.io import save_nifti
 from dicom_fixtures import tilted_ball_series
 

@@ -1,4 +1,4 @@
-"""Tests for amtlib.dicomio: roundtrip, geometry against SimpleITK, a real scanner file, defect checks."""
+"""Tests for amtlib.dicom.dicomio: roundtrip, geometry against SimpleITK, a real scanner file, defect checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from amtlib import dicomio
+from amtlib.dicom import dicomio
 from amtlib.io import load_nifti
 
 META = {

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import evaluate, lesions, paper
+from amtlib import paper
+from amtlib.evaluation import evaluate, lesions
 from amtlib.io import affine_from_spacing, save_nifti
 
 SHAPE = (4, 16, 16)
@@ -200,7 +201,7 @@ def test_run_cases_reads_manifest_split_and_predictions(tmp_path):
 
 
 def test_score_case_equals_full_volume_computation_on_random_masks():
-    from amtlib.metrics import voxel_metrics
+    from amtlib.evaluation.metrics import voxel_metrics
 
     rng = np.random.default_rng(3)
     for _ in range(5):
@@ -224,7 +225,7 @@ def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys
     import matplotlib
 
     matplotlib.use("Agg")
-    from amtlib import stats
+    from amtlib.evaluation import stats
     from amtlib.figures.evaluation import plot_froc, plot_subgroup_forest
 
     pred, ref = folders

@@ -1,4 +1,4 @@
-"""Tests for amtlib.export: SEG and RTSTRUCT round trips on an oblique, row-flipped, anisotropic series,
+"""Tests for amtlib.dicom.export: SEG and RTSTRUCT round trips on an oblique, row-flipped, anisotropic series,
 read back with pydicom alone in world mm, dciodvfy, deterministic UIDs, the run export and the CLI."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pandas as pd
 import pydicom
 import pytest
 
-from amtlib import annotations as an
-from amtlib import dicomio, export
+from amtlib.dicom import annotations as an
+from amtlib.dicom import dicomio, export
 from amtlib.cli import main as amt_main
 from amtlib.io import save_nifti
-from amtlib.metrics import voxel_metrics
+from amtlib.evaluation.metrics import voxel_metrics
 from dicom_fixtures import (SHAPE, SPACING, dciodvfy_errors, oblique_axes, require_dciodvfy, tilted_ball_series,
                             write_oblique_series)
 

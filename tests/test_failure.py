@@ -1,4 +1,4 @@
-"""Tests of amtlib.failure (groups, categories, attribution), its figures, and notebook 06 end to end."""
+"""Tests of amtlib.evaluation.failure (groups, categories, attribution), its figures, and notebook 06 end to end."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import failure
+from amtlib.evaluation import failure
 from amtlib.figures import failure as ffig
 from amtlib.io import affine_from_spacing, save_nifti
 

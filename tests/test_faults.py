@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import make_run  # noqa: E402
 
-from amtlib import cli, evaluate, lesions, pipeline  # noqa: E402
+from amtlib import cli, pipeline  # noqa: E402
+from amtlib.evaluation import evaluate, lesions
 from amtlib import manifest as mf  # noqa: E402
 from amtlib.errors import AmtError, type_problem  # noqa: E402
 from amtlib.io import affine_from_spacing, save_nifti, sha256_file, write_text  # noqa: E402

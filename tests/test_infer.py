@@ -16,7 +16,7 @@ from amtlib.segmentation.train import TrainConfig, _model_blob, save_checkpoint
 def test_one_dice_with_an_explicit_empty_rule():
     """metrics.dice is the Dice of training (selection), inference and evaluation: the same number as
     the evaluation's voxel_metrics, with the both-empty case chosen by the caller."""
-    from amtlib.metrics import dice, voxel_metrics
+    from amtlib.evaluation.metrics import dice, voxel_metrics
 
     a = np.zeros((2, 3, 3), np.uint8)
     b = np.zeros_like(a)

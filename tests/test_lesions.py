@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from amtlib import lesions, stats
-from amtlib.lesions import IOU_THRESHOLDS, detection_counts, lesion_iou_from_masks, match_lesions, max_axial_diameter_mm
+from amtlib.evaluation import lesions, stats
+from amtlib.evaluation.lesions import IOU_THRESHOLDS, detection_counts, lesion_iou_from_masks, match_lesions, max_axial_diameter_mm
 
 SHAPE = (1, 14, 40)
 

@@ -15,12 +15,12 @@ def test_every_entry_resolves():
 
 def test_every_function_citing_the_paper_has_an_entry():
     cited = mm.cited_functions()
-    assert "amtlib.lesions:match_lesions" in cited and "amtlib.stats:table3" in cited
+    assert "amtlib.evaluation.lesions:match_lesions" in cited and "amtlib.evaluation.stats:table3" in cited
     assert mm.uncovered() == []
 
 
 def test_a_broken_entry_is_reported():
-    bad = (mm.Entry("s", "x", "amtlib.lesions:no_such_function", ("tests/test_lesions.py::test_gone",), "05_froc", "no such cell("),
+    bad = (mm.Entry("s", "x", "amtlib.evaluation.lesions:no_such_function", ("tests/test_lesions.py::test_gone",), "05_froc", "no such cell("),
            mm.Entry("s", "x", "amtlib.nope:f", (), "", ""))
     problems = mm.unresolved(bad)
     assert any("has no no_such_function" in p for p in problems)
@@ -30,8 +30,8 @@ def test_a_broken_entry_is_reported():
 
 
 def test_uncovered_names_a_cited_function_without_entry():
-    entries = tuple(e for e in mm.ENTRIES if e.function != "amtlib.lesions:match_lesions")
-    assert mm.uncovered(entries) == ["amtlib.lesions:match_lesions"]
+    entries = tuple(e for e in mm.ENTRIES if e.function != "amtlib.evaluation.lesions:match_lesions")
+    assert mm.uncovered(entries) == ["amtlib.evaluation.lesions:match_lesions"]
 
 
 def test_docs_methods_map_is_up_to_date():
@@ -41,6 +41,6 @@ def test_docs_methods_map_is_up_to_date():
 
 def test_table_points_at_the_notebook_cell():
     t = mm.table().set_index("function")
-    assert t.loc["amtlib.stats:froc_curve", "notebook"] == "05_froc"
-    assert t.loc["amtlib.stats:froc_curve", "cell"].startswith("cell ")
+    assert t.loc["amtlib.evaluation.stats:froc_curve", "notebook"] == "05_froc"
+    assert t.loc["amtlib.evaluation.stats:froc_curve", "cell"].startswith("cell ")
     assert list(mm.table().columns) == list(mm.COLUMNS)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from amtlib.metrics import confusion_counts, metrics_from_counts, voxel_metrics
+from amtlib.evaluation.metrics import confusion_counts, metrics_from_counts, voxel_metrics
 
 
 def test_exact_fractions_on_a_phantom():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import dicomio
+from amtlib.dicom import dicomio
 from amtlib.io import load_nifti
 from amtlib.paper import reported
 from amtlib.phantom import (
@@ -216,7 +216,7 @@ def test_reference_mean_hu_does_not_depend_on_tumour_size() -> None:
 
 
 def test_low_contrast_tumour_keeps_its_attenuation_in_a_thymic_bed() -> None:
-    from amtlib.failure import tumour_contrast_hu
+    from amtlib.evaluation.failure import tumour_contrast_hu
 
     design = dict(histology="thymoma", size_bin="small", slice_thickness_mm=5.0, fov_mm=360, vendor="siemens",
                   effusion=False, abut_aorta=False, low_contrast=True)

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from amtlib.cli import main as amt
-from amtlib.dicomio import write_ct_series
+from amtlib.dicom.dicomio import write_ct_series
 from amtlib.io import load_nifti
 from amtlib.paths import RunPaths
 from amtlib.segmentation import infer
@@ -462,8 +462,8 @@ def test_pacs_bad_inputs_against_a_real_orthanc(trained, tmp_path, pacs_env, cap
 def test_tilted_gantry_series_is_predicted_and_its_seg_is_conformant(trained, tmp_path):
     """TotalSegmentator 610: tilted-gantry CTs refused. Here the series is read onto an orthogonal grid
     (as the cohort step reads it), predicted, and its SEG lies on the acquired slices."""
-    from amtlib import annotations as an
-    from amtlib.dicomio import read_series
+    from amtlib.dicom import annotations as an
+    from amtlib.dicom.dicomio import read_series
     from dicom_fixtures import dciodvfy_errors, tilted_ball_series
 
     run, _ = trained

@@ -1,4 +1,4 @@
-"""Tests of amtlib.radiomics: pyradiomics on analytic phantoms, failure records, group statistics."""
+"""Tests of amtlib.evaluation.radiomics: pyradiomics on analytic phantoms, failure records, group statistics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from amtlib import paper
-from amtlib import radiomics as rad
+from amtlib.evaluation import radiomics as rad
 from conftest import write_nifti_case
 
 REPORTED = Path(__file__).resolve().parents[1] / "amtlib" / "data" / "reported_values.yaml"
@@ -60,7 +60,7 @@ def test_features_without_diagnostics_and_with_a_reused_extractor_are_the_same()
     fresh extractor with diagnostics on, and the diagnostics entries present only when asked for."""
     from radiomics import featureextractor
 
-    from amtlib import classify as clf
+    from amtlib.classify import arms as clf
 
     rng = np.random.default_rng(4)
     mask = _sphere((20, 24, 24), (20.0, 24.0, 24.0), 9.0, (2.0, 2.0, 2.0))

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtlib import cli, lesions, paper, report, stats
+from amtlib import cli, paper, report
+from amtlib.evaluation import lesions, stats
 
 VENDORS = ["CANON_MEC", "GE MEDICAL SYSTEMS", "SIEMENS", "FUJIFILM", "Philips"]
 HISTOLOGY = ["thymoma", "thymic_carcinoma", "lymphoma", "thymic_cyst", "teratoma"]

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from amtlib import roc
+from amtlib.classify import roc
 
 
 def test_auc_equals_sklearn_with_ties():

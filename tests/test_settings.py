@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from amtlib import failure, lesions, stats
+from amtlib.evaluation import failure, lesions, stats
 from amtlib.segmentation.augment import AugmentConfig
 from amtlib.pipeline import parameter_defaults
 from amtlib.segmentation.train import PAPER_STATED, TrainConfig

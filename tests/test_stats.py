@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from amtlib import lesions, paper, stats
+from amtlib import paper
+from amtlib.evaluation import lesions, stats
 
 
 def test_mean_sd_ci_drops_and_counts_nan():

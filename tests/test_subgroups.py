@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amtlib import lesions, paper, subgroups
+from amtlib import paper, subgroups
+from amtlib.evaluation import lesions
 from amtlib.phantom.render import size_bin as design_size_class
 
 

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from amtlib import roc
+from amtlib.classify import roc
 
 
 def plot_roc(scores: pd.DataFrame, title: str = "", reported: dict[str, tuple[float, float]] | None = None) -> plt.Figure:

@@ -72,7 +72,7 @@ def plot_froc(froc: pd.DataFrame, mark_threshold: float = 0.5, label_thresholds:
 def plot_subgroup_forest(table: pd.DataFrame, columns: Sequence[str], titles: Sequence[str] | None = None) -> "plt.Figure":
     """Forest plot per column: regenerated mean and 95% CI beside the paper's, one row per subgroup.
 
-    ``table`` is :func:`amtlib.stats.table3` or :func:`~amtlib.stats.table4` output (``{c}_mean``,
+    ``table`` is :func:`amtlib.evaluation.stats.table3` or :func:`~amtlib.evaluation.stats.table4` output (``{c}_mean``,
     ``{c}_ci_low``, ``{c}_ci_high``). Subgroups without cases show the paper's value only.
     """
     n = len(table)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from amtlib.failure import CaseVolumes, structure_mask
+from amtlib.evaluation.failure import CaseVolumes, structure_mask
 from amtlib.figures import ARROW_COLOUR, PREDICTION_COLOUR, REFERENCE_COLOUR, show_slice
 
 #: Group colours of the box plots (bottom = failures, top = successes).
@@ -260,7 +260,7 @@ def figure5(best: pd.DataFrame, load: Callable[[str], CaseVolumes], extra_views_
 
 
 def figure6(examples: pd.DataFrame, table: pd.DataFrame, load: Callable[[str], CaseVolumes], ncols: int = 3) -> plt.Figure:
-    """Paper Fig 6: one axial view per failure example (:func:`amtlib.failure.select_examples`).
+    """Paper Fig 6: one axial view per failure example (:func:`amtlib.evaluation.failure.select_examples`).
 
     ``table`` supplies each case's Dice. The title names the category and, for over-segmentation, the
     structure the false positives lie in; an arrowhead points at the error on the shown slice (the

@@ -35,7 +35,7 @@ import multiprocessing as mp
 import numpy as np
 import pandas as pd
 
-from amtlib.dicomio import write_ct_series
+from amtlib.dicom.dicomio import write_ct_series
 from amtlib.io import atomic_path, save_nifti, write_csv, write_text
 from amtlib.progress import track
 from amtlib.phantom.backgrounds import (

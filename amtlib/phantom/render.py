@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from amtlib.lesions import bounding_box
-from amtlib.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
+from amtlib.evaluation.lesions import bounding_box
+from amtlib.evaluation.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
 from amtlib.subgroups import size_class
 from amtlib.phantom.backgrounds import (
     AORTA, CAVITY, HEART, LUNG_CODES, SOFT_TISSUE, STERNUM, TUMOUR_ALLOWED, VESSEL_CODES, Background,
@@ -60,7 +60,7 @@ def size_bin(diameter_mm: float) -> str:
 
 
 def max_axial_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """The evaluation's maximum axial diameter (:func:`amtlib.lesions.max_axial_diameter_mm`), 0 if empty."""
+    """The evaluation's maximum axial diameter (:func:`amtlib.evaluation.lesions.max_axial_diameter_mm`), 0 if empty."""
     return float(np.nan_to_num(lesion_max_axial_diameter_mm(mask, spacing)))
 
 

@@ -89,7 +89,7 @@ def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
 
     The one rule for every prediction the package writes (step 03 and ``amt predict``); the paper
     scores this mask directly (voxel metrics) and counts lesions on it after removing components
-    under 10 voxels (:mod:`amtlib.lesions`). ``threshold`` must lie strictly between 0 and 1.
+    under 10 voxels (:mod:`amtlib.evaluation.lesions`). ``threshold`` must lie strictly between 0 and 1.
     """
     thr = float(threshold)
     if not 0.0 < thr < 1.0:

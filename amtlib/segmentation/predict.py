@@ -2,7 +2,7 @@
 
 Paper: the model is meant to be clinically applicable; this applies the selected ``model.pt`` of a
 run (step 03) to series it has never seen, exactly as step 03 predicts the external test: the same
-readers (:func:`amtlib.dicomio.read_series`, :func:`amtlib.io.load_nifti`), the same training-grid
+readers (:func:`amtlib.dicom.dicomio.read_series`, :func:`amtlib.io.load_nifti`), the same training-grid
 resampling (:func:`~amtlib.segmentation.preprocess.case_from_array`), the same sliding window and
 the same threshold rule (:func:`~amtlib.segmentation.infer.binarize`). So on the demo's external-test
 images it writes the masks step 03 wrote, voxel for voxel.
@@ -14,11 +14,11 @@ Outputs, in ``--out DIR``:
   stem or the SeriesInstanceUID (an id that is not a safe file name, :func:`amtlib.paths.is_safe_id`, is
   refused, status ``unsafe_id``).
   ``probability.nii.gz`` with ``--probabilities``; for DICOM input ``seg.dcm`` / ``rtstruct.dcm``
-  (``--format``) through :func:`amtlib.export.export_series`, referencing the source series and
+  (``--format``) through :func:`amtlib.dicom.export.export_series`, referencing the source series and
   carrying the model's SHA-256; ``prediction.json``, the row below plus what makes it resumable.
 - ``DIR/predictions.csv``: one row per series found (:data:`COLUMNS`); ``status`` is ``predicted`` or
   a code of :data:`STATUSES`, ``detail`` the message. Lesion columns follow the evaluation's rule
-  (components of at least :data:`amtlib.lesions.MIN_PRED_VOXELS` voxels, 26-connected);
+  (components of at least :data:`amtlib.evaluation.lesions.MIN_PRED_VOXELS` voxels, 26-connected);
   ``max_axial_diameter_mm`` is that of the whole mask (NaN when empty), as the size subgroups measure it.
 - ``DIR/predict.json``: the model's identity and card, the options, the package versions.
 
@@ -148,7 +148,7 @@ def nifti_items(root: Path) -> list[Item]:
 
 def dicom_items(root: Path) -> list[Item]:
     """Every CT series under a DICOM folder (any depth, any names) plus one row per object kind not predicted."""
-    from amtlib.dicomio import scan_tree
+    from amtlib.dicom.dicomio import scan_tree
 
     scan = scan_tree(root, patient_level=False)
     items = [Item(str(r["series_uid"]), str(r["series_uid"]), str(r["folder"]), "dicom", tuple(r["files"]))
@@ -210,7 +210,7 @@ def find_items(source: str, pacs: Any = None) -> list[Item]:
 
 def _volume(item: Item) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray, dict[str, Any] | None]:
     """(HU (z, y, x), spacing (z, y, x) mm, affine, DICOM geometry or None) of an item; AmtError when unusable."""
-    from amtlib.dicomio import DicomSeriesError, read_series
+    from amtlib.dicom.dicomio import DicomSeriesError, read_series
 
     if item.kind == "nifti":
         try:  # load_nifti checks the file's size against its header before allocating
@@ -238,7 +238,7 @@ class _Skip(Exception):
 
 def _components(mask: np.ndarray) -> tuple[tuple[slice, ...] | None, np.ndarray, np.ndarray]:
     """(bounding box, 26-connected labels inside it, voxels per label with 0 the background) of a mask."""
-    from amtlib import lesions
+    from amtlib.evaluation import lesions
 
     box = lesions.bounding_box(mask)
     if box is None:
@@ -249,7 +249,7 @@ def _components(mask: np.ndarray) -> tuple[tuple[slice, ...] | None, np.ndarray,
 
 def lesion_summary(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
     """``volume_ml``, ``n_components`` (the evaluation's lesion rule) and ``max_axial_diameter_mm`` of a mask."""
-    from amtlib import lesions
+    from amtlib.evaluation import lesions
 
     n = int((_components(mask)[2][1:] >= lesions.MIN_PRED_VOXELS).sum())
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -298,7 +298,7 @@ class Predictor:
 
 def predict_item(item: Item, predictor: Predictor, out: Path) -> dict[str, Any]:
     """Predict one series into ``out/<id>/`` (whole or not at all); returns its row."""
-    from amtlib.export import Algorithm, export_series, mask_digest
+    from amtlib.dicom.export import Algorithm, export_series, mask_digest
 
     t0 = time.perf_counter()
     image, spacing, affine, geometry = _volume(item)

@@ -43,7 +43,7 @@ from monai.losses import DiceLoss
 from amtlib.segmentation.augment import AugmentConfig, BatchSampler
 from amtlib.segmentation.infer import (MODEL_FORMAT, autocast, autocast_dtype, predict_probability, read_torch_file,
                                        write_torch_file)
-from amtlib.metrics import dice
+from amtlib.evaluation.metrics import dice
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import prune_folder, write_csv, write_json
 from amtlib.segmentation.model import ModelConfig, UNet3D
@@ -255,7 +255,7 @@ def build_model(cfg: TrainConfig) -> UNet3D:
 def tuning_dice(model: torch.nn.Module, cases: Sequence[CaseVolume], norm: Normalisation, cfg: TrainConfig,
                 device: torch.device) -> float:
     """Mean Dice over ``cases`` of the thresholded sliding-window prediction, on the training grid (the
-    model-selection criterion, Methods: best tuning Dice). :func:`amtlib.metrics.dice` with both
+    model-selection criterion, Methods: best tuning Dice). :func:`amtlib.evaluation.metrics.dice` with both
     masks empty counted as 1.0 (see its empty rule)."""
     scores = []
     for c in cases:

@@ -94,7 +94,7 @@ CT_IMAGE_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
 }
-#: SOP classes of annotations that can become reference masks (read by :mod:`amtlib.annotations`).
+#: SOP classes of annotations that can become reference masks (read by :mod:`amtlib.dicom.annotations`).
 ANNOTATION_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
     "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from amtlib.classify import TET_WINDOW_HU, largest_component
+from amtlib.classify.arms import TET_WINDOW_HU, largest_component
 from amtlib.io import load_nifti
 
 
@@ -171,7 +171,7 @@ def _load_weights(model, path: str) -> int:
     match = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not match:
         raise ValueError(f"{p}: no tensor matches the network's names and shapes (e.g. {next(iter(own))}); "
-                         "export the weights of amtlib.cnn2d.make_network with the same widths")
+                         "export the weights of amtlib.classify.cnn2d.make_network with the same widths")
     own.update(match)
     model.load_state_dict(own)
     return len(match)

@@ -1,11 +1,11 @@
 """Evaluate predicted masks against reference masks: per-case metrics, lesion counts, FROC, Tables 3-4.
 
 Paper: Evaluation (voxel-wise and lesion-wise metrics). This module is the file-facing edge of
-:mod:`amtlib.metrics`, :mod:`amtlib.lesions` and :mod:`amtlib.stats`: it pairs ``<case_id>.nii.gz``
+:mod:`amtlib.evaluation.metrics`, :mod:`amtlib.evaluation.lesions` and :mod:`amtlib.evaluation.stats`: it pairs ``<case_id>.nii.gz``
 files, checks them, scores each case once (components labelled once, every IoU threshold matched on
 the small IoU matrix) and writes the tables. It needs nothing else from the pipeline, so it scores any
 model's masks (``amt evaluate --pred DIR --ref DIR --out DIR``), NIfTI or, with ``--sources``, DICOM
-SEG/RTSTRUCT paired to cases by the series they reference (:mod:`amtlib.dicom_predictions`).
+SEG/RTSTRUCT paired to cases by the series they reference (:mod:`amtlib.dicom.predictions`).
 
 Bad input is reported, never silently dropped: a reference without prediction is scored as an empty
 prediction (``pred_missing`` is True) with a warning that counts them; a prediction folder in which no
@@ -39,9 +39,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib import io, lesions, stats, subgroups
+from amtlib import io, subgroups
+from amtlib.evaluation import lesions, stats
 from amtlib.errors import AmtError
-from amtlib.metrics import metrics_from_counts
+from amtlib.evaluation.metrics import metrics_from_counts
 
 
 #: ``per_case.csv`` columns (docs/architecture.md), then ``pred_missing``; metadata columns follow.
@@ -151,7 +152,7 @@ def load_pair(
 
     ``label`` is the tumour label of the prediction, ``ref_label`` that of the reference (None: 0/1).
     With ``pred_sources`` (the files of the CT series it references) the prediction is a DICOM SEG or
-    RTSTRUCT, read onto that series' grid (:func:`amtlib.dicom_predictions.read_prediction`; ``segment``
+    RTSTRUCT, read onto that series' grid (:func:`amtlib.dicom.predictions.read_prediction`; ``segment``
     names the segment or ROI). A missing prediction (``pred_path`` None) is an empty mask. Raises
     ``ValueError`` naming the case when the geometries differ and ``resample_pred`` is False.
     """
@@ -160,7 +161,7 @@ def load_pair(
     if pred_path is None:
         return np.zeros_like(ref, dtype=bool), ref, spacing
     if pred_sources:
-        from amtlib.dicom_predictions import read_prediction
+        from amtlib.dicom.predictions import read_prediction
 
         pred, pred_aff = read_prediction(pred_path, pred_sources, segment)
     else:
@@ -194,7 +195,7 @@ def evaluate_cases(
     Paper: Evaluation. Cases run in ``workers`` processes with a tqdm bar. Columns of ``cases`` named in
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
     order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
-    A ``pred_sources`` column (lists of CT files, from :func:`amtlib.dicom_predictions.pair_predictions`)
+    A ``pred_sources`` column (lists of CT files, from :func:`amtlib.dicom.predictions.pair_predictions`)
     marks DICOM SEG/RTSTRUCT predictions; ``segment`` names their tumour segment or ROI.
     """
     from amtlib.progress import Progress
@@ -512,7 +513,7 @@ def _cli(argv: list[str]) -> int:
                            "give --sources (the cohort's sources.json or the DICOM folder of the CT series)")
         stale = claim_out_dir(out)
         if args.sources is not None:
-            from amtlib import dicom_predictions
+            from amtlib.dicom import predictions as dicom_predictions
 
             refs = reference_files(args.ref)
             table = pd.read_csv(args.clinical, dtype={"case_id": str, "series_uid": str}) if args.clinical else None

@@ -14,7 +14,7 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
   contour per connected outline per slice, each point in LPS mm on the slice plane and referencing its
   slice (or its frame of a multi-frame source). Outlines run along the 0.5 level between tumour and
   background pixel centres, so rasterising them with the pixel-centre rule of
-  :func:`amtlib.annotations.read_rtstruct` gives the mask back (holes are inner contours, filled
+  :func:`amtlib.dicom.annotations.read_rtstruct` gives the mask back (holes are inner contours, filled
   even-odd). Why not rt-utils: it is lightly maintained, pins OpenCV for contouring and has no test
   of the world geometry it writes; building the few RTSTRUCT modules here with pydicom is short, and
   the tests validate them with dciodvfy and read them back.
@@ -23,7 +23,7 @@ Structure Sets). ``amt export`` is :func:`cli_main`; notebook 09 calls :func:`ex
 Both objects copy the Patient and General Study modules of the source series (as DICOM requires) and
 nothing else of it; their own series, equipment ("amtlib") and UIDs are new. Another model's masks
 (``amt export --pred DIR --algorithm NAME``) are written under that model's name and version
-(:class:`Algorithm`). UIDs are deterministic: :func:`amtlib.dicomio.deterministic_uid` of the run,
+(:class:`Algorithm`). UIDs are deterministic: :func:`amtlib.dicom.dicomio.deterministic_uid` of the run,
 the case id, the mask's content (:func:`mask_digest`) and the object kind, so re-exporting the same
 masks gives the same UIDs and a changed mask new ones (a PACS keeps the first object under a UID);
 with ``SOURCE_DATE_EPOCH`` set (:func:`creation_time`) the dates are fixed too and a re-export is
@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from amtlib import __version__
-from amtlib.annotations import RTSTRUCT_STORAGE, voxel_to_lps
-from amtlib.dicomio import deterministic_uid, shift_mask_slice, slice_shift
+from amtlib.dicom.annotations import RTSTRUCT_STORAGE, voxel_to_lps
+from amtlib.dicom.dicomio import deterministic_uid, shift_mask_slice, slice_shift
 from amtlib.io import atomic_path, load_nifti, refuse_link, sha256_file, write_csv
 
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
@@ -192,7 +192,7 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
     ``sources``: slice headers in z order (:func:`read_source_headers`). UIDs derive from
     ``uid_seed``. ``algorithm``: who made the mask (default: this package's model with
     ``model_sha256``). On a tilted-gantry series (read resampled) each frame is the grid slice moved
-    back onto its acquired slice (:func:`amtlib.dicomio.shift_mask_slice`; exact for whole-pixel
+    back onto its acquired slice (:func:`amtlib.dicom.dicomio.shift_mask_slice`; exact for whole-pixel
     shifts, else up to the outline pixels). Raises :class:`ExportError` for a mask off the series grid
     or not 0/1.
     """
@@ -402,10 +402,10 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
     ``algorithm``: who made the mask (default this package's model, :class:`Algorithm`).
 
     ``source``: the CT series the mask was predicted on, a folder or its files (read with
-    :func:`amtlib.dicomio.read_series`; a tilted gantry resampled as the cohort reads it). ``affine``: the mask's NIfTI
+    :func:`amtlib.dicom.dicomio.read_series`; a tilted gantry resampled as the cohort reads it). ``affine``: the mask's NIfTI
     voxel -> RAS matrix, checked against the series' within ``atol_mm``. Returns ``{format: path}``.
     """
-    from amtlib.dicomio import DicomSeriesError, read_series
+    from amtlib.dicom.dicomio import DicomSeriesError, read_series
 
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
@@ -423,7 +423,7 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
 
 def export_series(mask: np.ndarray, geometry: dict[str, Any], out_dir: str | Path, uid_seed: str,
                   formats: Sequence[str] = FORMATS, model_sha256: str = "", algorithm: Algorithm | None = None) -> dict[str, Path]:
-    """As :func:`export_case`, on a series already read (``geometry`` from :func:`amtlib.dicomio.read_series`,
+    """As :func:`export_case`, on a series already read (``geometry`` from :func:`amtlib.dicom.dicomio.read_series`,
     whose files must still be in place): writes ``seg.dcm`` and/or ``rtstruct.dcm`` into ``out_dir``."""
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
@@ -442,7 +442,7 @@ def export_series(mask: np.ndarray, geometry: dict[str, Any], out_dir: str | Pat
 
 def find_series_files(dicom_root: str | Path, series_uids: Sequence[str]) -> dict[str, list[str]]:
     """SeriesInstanceUID -> its files under ``dicom_root`` (headers only), for the UIDs asked."""
-    from amtlib.dicomio import scan_tree
+    from amtlib.dicom.dicomio import scan_tree
 
     series = scan_tree(dicom_root).series
     rows = series[series["series_uid"].isin(set(series_uids))]
@@ -590,11 +590,11 @@ def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_case
     """Read the first ``n_cases`` exported cases back onto their source series and compare with the prediction.
 
     One row per (case, format): ``dice`` (NaN when both masks are empty) and ``identical`` (voxel for
-    voxel). Uses :func:`amtlib.annotations.read_seg` / :func:`~amtlib.annotations.read_rtstruct`.
+    voxel). Uses :func:`amtlib.dicom.annotations.read_seg` / :func:`~amtlib.dicom.annotations.read_rtstruct`.
     """
-    from amtlib.annotations import read_rtstruct, read_seg
-    from amtlib.dicomio import read_series
-    from amtlib.metrics import voxel_metrics
+    from amtlib.dicom.annotations import read_rtstruct, read_seg
+    from amtlib.dicom.dicomio import read_series
+    from amtlib.evaluation.metrics import voxel_metrics
     from amtlib.paths import RunPaths
 
     P = RunPaths(run_dir)

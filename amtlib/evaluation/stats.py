@@ -28,8 +28,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from amtlib.reported import format_cell, reported
-from amtlib.lesions import FP_DEFINITION, check_fp_definition
-from amtlib.metrics import VOXEL_METRICS
+from amtlib.evaluation.lesions import FP_DEFINITION, check_fp_definition
+from amtlib.evaluation.metrics import VOXEL_METRICS
 from amtlib.subgroups import subgroup_label, subgroup_masks
 
 #: Subgroups with fewer cases than this are flagged ``small_n``.
@@ -218,7 +218,7 @@ def table4(
     ``lesion_counts`` table. Columns: ``subgroup, label, n, n_reported, small_n, n_ref_lesions``, then
     for metric ``m`` in (sensitivity, fp_per_scan) and threshold ``t``: ``m_iou{t}`` (formatted),
     ``m_iou{t}_reported`` and ``m_iou{t}_mean/_sd/_ci_low/_ci_high``, plus ``tp/fp/fn_iou{t}``.
-    ``fp_definition`` (``unmatched`` or ``no_overlap``) picks the FP column, see :mod:`amtlib.lesions`.
+    ``fp_definition`` (``unmatched`` or ``no_overlap``) picks the FP column, see :mod:`amtlib.evaluation.lesions`.
     """
     case_ids, thr_all, tp, fp, fn = counts_arrays(counts, fp_definition)
     cols = []

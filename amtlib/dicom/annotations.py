@@ -2,7 +2,7 @@
 
 Paper section: Data collection (reference masks drawn by radiologists; hospitals keep them as DICOM SEG
 or RTSTRUCT). Pure readers: each takes the file and the ``geometry`` of the CT series it must annotate
-(the dict of :func:`amtlib.dicomio.read_series`) and returns a ``uint8`` (z, y, x) 0/1 mask on that
+(the dict of :func:`amtlib.dicom.dicomio.read_series`) and returns a ``uint8`` (z, y, x) 0/1 mask on that
 grid. Nothing is written and the input file is never modified.
 
 - :func:`annotation_kind` tells ``"seg"``, ``"rtstruct"`` or ``None`` by content (SOP Class UID), not
@@ -14,7 +14,7 @@ grid. Nothing is written and the input file is never modified.
   SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
   a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). On a
   series resampled from a tilted gantry the frames lie on the acquired (sheared) slices: each slice
-  of the mask is moved onto the reader's grid as the image was (:func:`amtlib.dicomio.shift_mask_slice`).
+  of the mask is moved onto the reader's grid as the image was (:func:`amtlib.dicom.dicomio.shift_mask_slice`).
 - :func:`read_rtstruct` (pydicom): the contours of one ROI (by name, case-insensitive) are rasterised in
   world coordinates: every contour point (LPS mm) goes through the inverse of the series' voxel -> LPS
   matrix, each contour lands on the slice it lies on (within ``slice_tol`` of a slice), and the
@@ -43,7 +43,7 @@ from typing import Any, Iterable
 import numpy as np
 from pydicom.multival import MultiValue
 
-from amtlib.dicomio import shift_mask_slice, slice_shift
+from amtlib.dicom.dicomio import shift_mask_slice, slice_shift
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 #: DICOM 2024's label-map SEG: one frame per slice, pixel values are segment numbers.
 LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-#: Annotation kind of each SOP class read here (:data:`amtlib.dicomio.ANNOTATION_CLASSES` names them).
+#: Annotation kind of each SOP class read here (:data:`amtlib.dicom.dicomio.ANNOTATION_CLASSES` names them).
 KIND_OF_CLASS: dict[str, str] = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 #: Fractional segments: a pixel is tumour when its fraction is at least this.
 FRACTIONAL_THRESHOLD = 0.5
@@ -69,7 +69,7 @@ def voxel_to_lps(geometry: dict[str, Any]) -> np.ndarray:
     """4x4 matrix mapping a voxel index (x = column, y = row, z = slice, 1) to LPS mm.
 
     Built from ``origin``, ``direction`` (columns = x, y, z axes in LPS) and ``spacing`` (z, y, x) of a
-    :func:`amtlib.dicomio.read_series` geometry.
+    :func:`amtlib.dicom.dicomio.read_series` geometry.
     """
     direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
     dz, dy, dx = (float(s) for s in geometry["spacing"])

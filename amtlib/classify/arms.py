@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.manifest import CLASSIFIER_COLUMNS
-from amtlib.radiomics import Params, extract_images, radiomics_params
+from amtlib.evaluation.radiomics import Params, extract_images, radiomics_params
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def fit_radiomics_svm(
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from amtlib.roc import youden_threshold
+    from amtlib.classify.roc import youden_threshold
 
     y = np.asarray(y).astype(int)
     names = [c for c in feature_names(train) if train[c].notna().all() and np.isfinite(train[c]).all()]

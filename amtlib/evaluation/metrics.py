@@ -7,9 +7,9 @@ TP = |pred AND ref|, FP = |pred AND NOT ref|, FN = |NOT pred AND ref|:
     precision = TP / (TP + FP)        recall = TP / (TP + FN)
 
 A ratio whose denominator is 0 is NaN (e.g. precision of an empty prediction, every metric of a case
-where both masks are empty); :mod:`amtlib.stats` leaves NaN out of means and reports how many it left
+where both masks are empty); :mod:`amtlib.evaluation.stats` leaves NaN out of means and reports how many it left
 out. The raw network output is scored: the small-component filter of the lesion-wise analysis
-(:mod:`amtlib.lesions`) does not apply here.
+(:mod:`amtlib.evaluation.lesions`) does not apply here.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from amtlib import classify as clf
-from amtlib import cnn2d, roc
+from amtlib.classify import arms as clf
+from amtlib.classify import cnn2d, roc
 from amtlib.manifest import CLASSIFIER_COLUMNS, read_manifest
 from amtlib.paths import RunPaths
 from amtlib.split import source_raw_dir

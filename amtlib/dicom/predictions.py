@@ -3,7 +3,7 @@
 Paper: Evaluation (the same metrics for any model's masks). Clinical AI products hand their masks over
 as DICOM SEG or RTSTRUCT, named as their tool names them. Each file found under the prediction folder
 (any depth, any name; told apart by content) is paired with a case through the CT series it
-references (SeriesInstanceUID), and read onto that series' grid with :mod:`amtlib.annotations` (the
+references (SeriesInstanceUID), and read onto that series' grid with :mod:`amtlib.dicom.annotations` (the
 same readers the cohort uses for reference annotations, tilted gantries included).
 
 Where the series are (``sources``):
@@ -54,7 +54,7 @@ def load_sources(sources: str | Path, clinical: pd.DataFrame | None = None) -> d
     if clinical is None or not {"case_id", "series_uid"} <= set(clinical.columns):
         raise AmtError(path, "a DICOM folder needs the case of each series",
                        "give --clinical with case_id and series_uid columns (the cohort's manifest.csv has them)")
-    from amtlib.dicomio import scan_tree
+    from amtlib.dicom.dicomio import scan_tree
 
     series = scan_tree(path).series
     files = {str(r["series_uid"]): list(r["files"]) for _, r in series.iterrows()}
@@ -65,7 +65,7 @@ def load_sources(sources: str | Path, clinical: pd.DataFrame | None = None) -> d
 def find_predictions(pred_dir: str | Path, kind: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Every SEG/RTSTRUCT under ``pred_dir``: ``path, kind, series_uid`` (sorted by path), and the
     files that are not such objects (hidden files are skipped). ``kind`` keeps one kind only."""
-    from amtlib.annotations import annotation_header
+    from amtlib.dicom.annotations import annotation_header
 
     if kind is not None and kind not in KINDS:
         raise AmtError("--dicom-kind", f"{kind!r} is not a kind of prediction object", f"use one of {', '.join(KINDS)}")
@@ -140,8 +140,8 @@ def read_prediction(path: str | Path, source_files: Sequence[str], segment: str 
     only one. The series is read as the cohort reads it (a tilted gantry resampled). Raises
     :class:`AmtError` naming the file when it cannot be read onto that grid.
     """
-    from amtlib.annotations import AnnotationError, read_annotation
-    from amtlib.dicomio import DicomSeriesError, read_series
+    from amtlib.dicom.annotations import AnnotationError, read_annotation
+    from amtlib.dicom.dicomio import DicomSeriesError, read_series
 
     try:
         _, geometry = read_series(list(source_files), tilt_policy="resample")

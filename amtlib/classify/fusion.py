@@ -4,8 +4,8 @@ Related fusion paper (``dmfn_fusion`` in reported_values.yaml): a CT-only CNN, a
 model and a fusion network (image features and an MLP of the CTC level and clinical variables,
 concatenated before the classifier). Here on the package's own cohort and split: training cases fit
 every model (tabular inputs standardised with training statistics), the external test set (unseen
-institutions) is scored once. Binary: 1 = malignant (:data:`amtlib.classify.BENIGN_HISTOLOGIES`
-benign); multi-class: :data:`amtlib.classify.HISTOLOGY_CLASSES`. Binary calls use the Youden
+institutions) is scored once. Binary: 1 = malignant (:data:`amtlib.classify.arms.BENIGN_HISTOLOGIES`
+benign); multi-class: :data:`amtlib.classify.arms.HISTOLOGY_CLASSES`. Binary calls use the Youden
 threshold of the training scores, multi-class calls the largest probability.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib import classify as clf
-from amtlib import cnn2d, roc
+from amtlib.classify import arms as clf
+from amtlib.classify import cnn2d, roc
 from amtlib.paths import RunPaths
 
 NEEDED_08: tuple[str, ...] = ("ctc_level",)

@@ -1,0 +1,11 @@
+"""The evaluation layer: the paper's voxel-wise and lesion-wise metrics, their tables and the failure analysis.
+
+    metrics    voxel-wise Dice, IoU, sensitivity, precision per case (Table 3)
+    lesions    connected components, size filter, one-to-one matching, the IoU-sweep FROC (Fig 4, Table 4)
+    stats      case bootstrap, mean ± SD (95% CI), the subgroup tables
+    evaluate   ``amt evaluate``: any model's masks against the references, per case and per table
+    failure    top/bottom Dice groups, failure categories, anatomy attribution (step 06)
+    radiomics  shape and first-order features of the reference masks, group comparisons (step 06)
+
+Imports only from the data and ground layers, and never needs torch (tests/test_architecture.py).
+"""
