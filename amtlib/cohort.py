@@ -294,7 +294,9 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
             mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
                                                      tolerance_mm=options["mask_tolerance_mm"])
         else:
-            mask = an.read_annotation(mask_path, geometry, label=options["mask_label"])
+            notes: list[tuple[str, str]] = []
+            mask = an.read_annotation(mask_path, geometry, label=options["mask_label"], notes=notes)
+            warnings += notes
             if not mask.any():
                 raise _Unusable("invalid_reference_mask", f"{mask_path}: no tumour voxel in the chosen segment/ROI")
             warnings.append(("mask_from_annotation", f"{mask_path}: {an.annotation_kind(mask_path)} rasterised onto the series grid"))
@@ -302,8 +304,7 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
         reason = "mask_geometry_mismatch" if "does not coincide" in str(exc) else "invalid_reference_mask"
         raise _Unusable(reason, str(exc)) from None
     except an.AnnotationError as exc:
-        grid = ("lies on no slice", "references no slice", "frames are", "orientation", "pixel spacing", "off the")
-        reason = "mask_geometry_mismatch" if any(g in str(exc) for g in grid) else "invalid_reference_mask"
+        reason = "mask_geometry_mismatch" if exc.reason == an.OFF_GRID else "invalid_reference_mask"
         raise _Unusable(reason, str(exc)) from None
     if reoriented:
         warnings.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))

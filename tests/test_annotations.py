@@ -3,6 +3,7 @@ from known polygons, on an oblique, row-flipped, anisotropic series, imported to
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -342,3 +343,84 @@ def test_seg_frame_of_a_multiframe_source_is_found_by_uid_and_frame_number(serie
     multi = {**geometry, "sop_uids": tuple(f"{u}#1" for u in geometry["sop_uids"])}
     np.testing.assert_array_equal(an.read_seg(tmp_path / "mf2.dcm", multi), mask)
     np.testing.assert_array_equal(an.read_seg(tmp_path / "mf2.dcm", geometry), mask)  # single-frame naming too
+
+
+# ------------------------------------------------------------------ annotations that would be misread (issue 23, 6-8)
+
+
+def test_seg_frames_naming_an_undefined_segment_are_refused(series, tmp_path: Path) -> None:
+    """Frames pointing to a segment number the SEG never defines were dropped: half a reference kept, exit 0."""
+    _, geometry, sources = series
+    tumour = np.zeros(SHAPE, np.uint8)
+    tumour[1:4, 5:12, 6:15] = 1
+    path = _highdicom_seg(sources, {"Tumour": tumour}, tmp_path / "one.dcm")
+    ds = pydicom.dcmread(path)
+    frames = ds.PerFrameFunctionalGroupsSequence
+    assert len(frames) == 3  # one frame per tumour slice
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" in shared:  # one segment: highdicom names it once for all frames
+        for item in frames:
+            item.SegmentIdentificationSequence = copy.deepcopy(shared.SegmentIdentificationSequence)
+        del shared.SegmentIdentificationSequence
+    frames[1].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 7
+    ds.save_as(tmp_path / "undefined.dcm")
+    with pytest.raises(an.AnnotationError, match=r"undefined.dcm: 1 frame\(s\) \(e.g. frame 2\) reference segment 7, "
+                                                 r"which the SEG does not define \(segments \[1\]\)") as err:
+        an.read_seg(tmp_path / "undefined.dcm", geometry)
+    assert err.value.reason == an.INVALID
+    np.testing.assert_array_equal(an.read_seg(path, geometry), tumour)  # the intact file still reads whole
+
+
+def test_label_map_values_naming_no_segment_are_refused(series, tmp_path: Path) -> None:
+    _, geometry, sources = series
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2, 3:6, 3:6] = 1
+    labels[3, 3:6, 3:6] = 2
+    path = _highdicom_labelmap(sources, labels, ["Tumour", "Heart"], tmp_path / "lm.dcm")
+    ds = pydicom.dcmread(path)
+    keep = [item for item in ds.SegmentSequence if int(item.SegmentNumber) != 2]  # segment 2's pixels stay
+    ds.SegmentSequence = Seq(keep)
+    ds.save_as(tmp_path / "lm_cut.dcm")
+    with pytest.raises(an.AnnotationError, match=r"lm_cut.dcm: pixel values \[2\] name no segment"):
+        an.read_seg(tmp_path / "lm_cut.dcm", geometry)
+
+
+@pytest.mark.parametrize("value", [0, None])
+def test_fractional_seg_without_a_positive_maximum_is_refused(series, tmp_path: Path, value) -> None:
+    """MaximumFractionalValue 0 was read as 1, so a stored 78 (39 % of 200) counted as tumour."""
+    _, geometry, sources = series
+    frac = np.zeros(SHAPE, np.float32)
+    frac[2, 4, 4:8] = [0.3, 0.39, 0.5, 0.9]
+    path = _highdicom_seg(sources, {"Tumour": frac}, tmp_path / "frac.dcm", fractional=True)
+    ds = pydicom.dcmread(path)
+    if value is None:
+        del ds.MaximumFractionalValue
+    else:
+        ds.MaximumFractionalValue = value
+    ds.save_as(tmp_path / "bad_max.dcm")
+    with pytest.raises(an.AnnotationError, match=r"bad_max.dcm: FRACTIONAL SEG with MaximumFractionalValue"):
+        an.read_seg(tmp_path / "bad_max.dcm", geometry)
+
+
+def test_rtstruct_contours_enclosing_nothing_are_noted(series, tmp_path: Path) -> None:
+    """A 2-point contour vanished without a word; an OPEN contour's warning reached only the log."""
+    _, geometry, sources = series
+    path = _hand_rtstruct(sources, {"GTV": [(1, _rect(2.5, 3.5, 6.5, 7.5)), (2, _rect(2.5, 3.5, 6.5, 7.5)),
+                                            (3, _rect(2.5, 3.5, 6.5, 7.5))]}, tmp_path / "rs.dcm")
+    ds = pydicom.dcmread(path)
+    contours = ds.ROIContourSequence[0].ContourSequence
+    contours[1].ContourData = contours[1].ContourData[:6]  # truncated to 2 points
+    contours[1].NumberOfContourPoints = 2
+    contours[2].ContourGeometricType = "OPEN_PLANAR"
+    ds.save_as(tmp_path / "odd.dcm")
+    notes: list[tuple[str, str]] = []
+    mask = an.read_annotation(tmp_path / "odd.dcm", geometry, "GTV", notes=notes)
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[1, 4:8, 3:7] = 1  # only the intact contour on slice 1
+    np.testing.assert_array_equal(mask, expected)
+    assert [k for k, _ in notes] == ["contour_degenerate", "contour_not_closed"]
+    assert "odd.dcm: contour 2 of ROI 1 has 2 point(s)" in notes[0][1]
+    assert "odd.dcm: contour 3 of ROI 1 is OPEN_PLANAR" in notes[1][1]
+    clean: list[tuple[str, str]] = []
+    an.read_rtstruct(path, geometry, "GTV", notes=clean)
+    assert clean == []

@@ -6,6 +6,7 @@ naming the file or series and the tag or problem; the input tree is never modifi
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -126,6 +127,17 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
     sources = sorted((pydicom.dcmread(p) for p in folder.iterdir()), key=lambda d: int(d.InstanceNumber))
     _highdicom_labelmap(sources, _truth(), ["Tumour"], folder / "LABELMAP.dcm")
     patient("R17")
+    # R18: an RTSTRUCT whose tumour ROI also holds an OPEN contour and a 2-point one: used, both in warnings.csv
+    folder, geom = _series(raw, "R18", "ct", "R18")
+    written = export.export_case(_truth(), folder, base / "tmp18", "R18", formats=["rtstruct"])
+    rs = pydicom.dcmread(written["rtstruct"])
+    contours = rs.ROIContourSequence[0].ContourSequence
+    open_contour, two_points = copy.deepcopy(contours[0]), copy.deepcopy(contours[0])
+    open_contour.ContourGeometricType = "OPEN_PLANAR"
+    two_points.ContourData, two_points.NumberOfContourPoints = list(two_points.ContourData[:6]), 2
+    contours.extend([open_contour, two_points])  # contours 5 and 6 after the 4 of the truth
+    rs.save_as(folder / "RS.R18")
+    patient("R18")
     # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
     folder, geom = _series(raw, "R06", "s", "R06")
     aff = geom["affine"].copy()
@@ -217,7 +229,9 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
             ("R04", "not_image_candidates"), ("R05", "gantry_tilt_resampled"), ("R06", "mask_reoriented"),
             ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag"),
             ("R16", "gantry_tilt_resampled"), ("R16", "mask_from_annotation"), ("R17", "mask_from_annotation"),
-            ("R17", "not_image_candidates")} <= kinds
+            ("R17", "not_image_candidates"), ("R18", "contour_not_closed"), ("R18", "contour_degenerate")} <= kinds
+    r18 = " | ".join(w[w.patient_id == "R18"].detail)
+    assert "RS.R18: contour 5 of ROI 1 is OPEN_PLANAR" in r18 and "RS.R18: contour 6 of ROI 1 has 2 point(s)" in r18
     assert ("R05", "gantry_tilt_tag") not in kinds
     r04 = " | ".join(w[(w.patient_id == "R04") & (w.kind == "not_image_candidates")].detail)
     assert "RT Structure Set Storage" in r04 and "localizer/scout" in r04 and "derived or secondary" in r04
@@ -244,7 +258,7 @@ def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
     raw, _, result, _ = realworld
     out = Path(result.paths["manifest"]).parent
     man = result.manifest.set_index("case_id")
-    for pid in ("R02", "R03", "R04", "R06", "R12", "R13", "R17"):
+    for pid in ("R02", "R03", "R04", "R06", "R12", "R13", "R17", "R18"):
         mask, _, _ = load_nifti(out / man.loc[pid, "mask_path"])
         np.testing.assert_array_equal(mask, _truth(), err_msg=pid)
     assert man.loc["R02", "series_uid"].startswith("derived.") and man.loc["R03", "patient_id"] == "R03"

@@ -10,7 +10,8 @@ grid. Nothing is written and the input file is never modified.
 - :func:`read_seg` (highdicom): BINARY segments as stored, FRACTIONAL ones thresholded at 0.5 of the
   maximum fractional value (fraction >= 0.5 is tumour), LABELMAP ones (Label Map Segmentation Storage,
   DICOM 2024) by their pixel value, which is the segment number. The segment is chosen by label (case-
-  insensitive) or number; ``None`` takes the only one. A frame is placed on the slice whose
+  insensitive) or number; ``None`` takes the only one. A frame (or label-map value) naming a segment
+  the SEG does not define, and a FRACTIONAL SEG without a positive MaximumFractionalValue, are refused. A frame is placed on the slice whose
   SOPInstanceUID it references, else on the slice at its ImagePositionPatient (which must coincide with
   a slice origin within ``atol_mm`` and have the series' orientation, pixel spacing and size). On a
   series resampled from a tilted gantry the frames lie on the acquired (sheared) slices: each slice
@@ -23,8 +24,9 @@ grid. Nothing is written and the input file is never modified.
   the polygon; a centre exactly on an edge counts as inside on edges bounding the polygon towards lower
   column (left) and lower row (top) indices and outside on the others (the half-open scanline rule,
   so two polygons sharing an edge never both claim its pixels); contour points are snapped to 1e-4
-  pixel first, so a point written on a pixel centre counts as on it. Contours of POINT/OPEN types are
-  ignored with a warning.
+  pixel first, so a point written on a pixel centre counts as on it. Contours of POINT/OPEN types and
+  closed ones of fewer than 3 points enclose nothing: they are left out with a note the caller keeps
+  (the cohort's ``warnings.csv``).
 
 :func:`read_annotation` reads either kind (by content); :func:`referenced_series_uid` names the series
 an object annotates, for matching files to series before reading any pixels.
@@ -57,8 +59,31 @@ KIND_OF_CLASS: dict[str, str] = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg"
 FRACTIONAL_THRESHOLD = 0.5
 
 
+#: Reason codes of :class:`AnnotationError` (the cohort maps them to its exclusion reasons; messages may change).
+OFF_GRID = "off_grid"
+INVALID = "invalid"
+
+
 class AnnotationError(ValueError):
-    """A SEG/RTSTRUCT that cannot give a mask for the series; the message names the file and the fix."""
+    """A SEG/RTSTRUCT that cannot give a mask for the series; the message names the file and the fix.
+
+    ``reason``: :data:`OFF_GRID` when the object lies on another grid (frames or contours off the
+    series' slices, another size, orientation or spacing), else :data:`INVALID`.
+    """
+
+    def __init__(self, message: str, reason: str = INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (str(self), self.reason))
+
+
+def _note(notes: list[tuple[str, str]] | None, kind: str, detail: str) -> None:
+    """A reading decision the caller must see (``warnings.csv``): logged, and kept in ``notes`` when given."""
+    log.warning("%s", detail)
+    if notes is not None:
+        notes.append((kind, detail))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,7 +234,7 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     plane = item.get("PlanePositionSequence") or (shared.get("PlanePositionSequence") if shared else None)
     if not plane:
         raise AnnotationError(f"{path}: frame {index + 1} references no slice of the series and has no position; "
-                              "export the SEG from this series")
+                              "export the SEG from this series", reason=OFF_GRID)
     pos = np.array([float(v) for v in plane[0].ImagePositionPatient])
     x, y, z = lps_to_voxel(geometry, pos)[0]
     k = int(round(z))
@@ -218,7 +243,7 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x - sx, y - sy, z - k]))
     if not 0 <= k < geometry["shape"][0] or off_mm.max() > atol_mm:
         raise AnnotationError(f"{path}: frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
-                              f"series (nearest slice {k}, {off_mm.max():.3g} mm off); the SEG is on another grid")
+                              f"series (nearest slice {k}, {off_mm.max():.3g} mm off); the SEG is on another grid", reason=OFF_GRID)
     return k
 
 
@@ -226,7 +251,7 @@ def _check_seg_grid(path: Path, seg: Any, geometry: dict[str, Any], atol_mm: flo
     nz, ny, nx = geometry["shape"]
     if (int(seg.Rows), int(seg.Columns)) != (ny, nx):
         raise AnnotationError(f"{path}: frames are {seg.Rows}x{seg.Columns} pixels, the series' slices {ny}x{nx}; "
-                              "the SEG is on another grid")
+                              "the SEG is on another grid", reason=OFF_GRID)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
     orient = shared.get("PlaneOrientationSequence") if shared else None
@@ -234,13 +259,53 @@ def _check_seg_grid(path: Path, seg: Any, geometry: dict[str, Any], atol_mm: flo
         iop = np.array([float(v) for v in orient[0].ImageOrientationPatient])
         if not np.allclose(iop, np.r_[direction[:, 0], direction[:, 1]], atol=1e-4):
             raise AnnotationError(f"{path}: orientation {iop.round(4).tolist()} differs from the series'; "
-                                  "the SEG is on another grid")
+                                  "the SEG is on another grid", reason=OFF_GRID)
     measures = shared.get("PixelMeasuresSequence") if shared else None
     if measures and "PixelSpacing" in measures[0]:
         spacing = np.array([float(v) for v in measures[0].PixelSpacing])
         if not np.allclose(spacing, geometry["spacing"][1:], atol=atol_mm):
             raise AnnotationError(f"{path}: pixel spacing {spacing.tolist()} mm differs from the series' "
-                                  f"{list(geometry['spacing'][1:])}; the SEG is on another grid")
+                                  f"{list(geometry['spacing'][1:])}; the SEG is on another grid", reason=OFF_GRID)
+
+
+def _check_segment_numbers(path: Path, seg: Any, frames: np.ndarray, kind: str, shared: Any) -> None:
+    """Refuse frames (or label-map values) naming a segment the SEG does not define: they would be dropped
+    silently (a reference losing part of its tumour, a prediction scoring Dice 0)."""
+    defined = {int(s.SegmentNumber) for s in seg.SegmentSequence}
+    if kind == "LABELMAP":
+        values = {int(v) for v in np.unique(frames)} - defined - {0}
+        if values:
+            raise AnnotationError(f"{path}: pixel values {sorted(values)[:5]} name no segment of this label map "
+                                  f"(segments {sorted(defined)}); re-export the SEG from its tool")
+        return
+    undefined: dict[int, list[int]] = {}
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ident = item.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
+        if not ident:
+            raise AnnotationError(f"{path}: frame {i + 1} names no segment (no SegmentIdentificationSequence); "
+                                  "re-export the SEG from its tool")
+        number = int(ident[0].ReferencedSegmentNumber)
+        if number not in defined:
+            undefined.setdefault(number, []).append(i + 1)
+    if undefined:
+        number, where = next(iter(undefined.items()))
+        raise AnnotationError(f"{path}: {sum(map(len, undefined.values()))} frame(s) (e.g. frame {where[0]}) reference "
+                              f"segment {number}, which the SEG does not define (segments {sorted(defined)}); "
+                              "re-export the SEG from its tool")
+
+
+def _max_fractional_value(path: Path, seg: Any) -> float:
+    """MaximumFractionalValue of a FRACTIONAL SEG (Type 1: the value meaning a fraction of 1); refused when
+    absent or not positive, since any guess would move the 0.5 threshold."""
+    value = seg.get("MaximumFractionalValue", None)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise AnnotationError(f"{path}: FRACTIONAL SEG with MaximumFractionalValue {value!r} (must be a positive "
+                              "number, the stored value of a fraction of 1); re-export the SEG from its tool")
+    return number
 
 
 def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | None = None,
@@ -271,13 +336,14 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
     if frames.ndim == 2:
         frames = frames[None]
     kind = str(seg.SegmentationType)
-    max_value = float(seg.get("MaximumFractionalValue", 1) or 1)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+    _check_segment_numbers(path, seg, frames, kind, shared)
+    max_value = _max_fractional_value(path, seg) if kind == "FRACTIONAL" else 1.0
     slice_of_uid = {uid: k for k, uid in enumerate(geometry.get("sop_uids", ()))}
     mask = np.zeros(tuple(geometry["shape"]), dtype=np.uint8)
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         if kind != "LABELMAP":  # a label map holds every segment in each frame, as its pixel values
-            ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+            ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")  # checked above
             if int(ident[0].ReferencedSegmentNumber) != number:
                 continue
         k = _frame_slice(path, item, shared, i, geometry, slice_of_uid, atol_mm)
@@ -347,15 +413,17 @@ def fill_polygons_even_odd(polygons: list[np.ndarray], shape_yx: tuple[int, int]
 
 
 def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = None,
-                  slice_tol: float = 0.1) -> np.ndarray:
+                  slice_tol: float = 0.1, notes: list[tuple[str, str]] | None = None) -> np.ndarray:
     """One ROI of an RT Structure Set rasterised to a ``uint8`` (z, y, x) 0/1 mask on ``geometry``.
 
     Paper section: Data collection (reference masks). ``roi``: ROI name (case-insensitive) or ``None``
     for the only ROI. Each CLOSED_PLANAR contour (LPS mm) is mapped to voxel coordinates; it must be
     planar on one slice (every point within ``slice_tol`` slices of the same slice index) and that
     slice inside the series. Contours of a slice are filled together by the even-odd rule, pixel
-    centres inside (module docstring). An ROI without contours gives an all-zero mask. Raises
-    :class:`AnnotationError` (module docstring).
+    centres inside (module docstring). An ROI without contours gives an all-zero mask. Contours that
+    enclose nothing are skipped with a note (``notes``, as ``(kind, detail)``, and the log): an OPEN or
+    POINT contour (``contour_not_closed``) and a closed one of fewer than 3 points
+    (``contour_degenerate``). Raises :class:`AnnotationError` (module docstring).
     """
     path = Path(path)
     ds = _dcmread(path)
@@ -371,9 +439,14 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
         for i, contour in enumerate(contours):
             kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
             if kind != "CLOSED_PLANAR":
-                log.warning("%s: contour %d is %s, not CLOSED_PLANAR; ignored", path, i + 1, kind)
+                _note(notes, "contour_not_closed", f"{path}: contour {i + 1} of ROI {number} is {kind}, not "
+                      "CLOSED_PLANAR; it encloses no area and was left out")
                 continue
             points = np.array([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            if len(points) < 3:
+                _note(notes, "contour_degenerate", f"{path}: contour {i + 1} of ROI {number} has {len(points)} point(s); "
+                      "it encloses no area and was left out (check the structure set: a truncated contour loses its voxels)")
+                continue
             # snapped to 1e-4 pixel: a point written on a pixel centre (up to the Decimal String
             # precision of ContourData) is exactly on it, so the edge rule applies deterministically
             vox = np.round(lps_to_voxel(geometry, points), 4)
@@ -382,7 +455,7 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
                 raise AnnotationError(
                     f"{path}: contour {i + 1} of ROI {number} (first point {points[0].round(2).tolist()} mm LPS) lies on "
                     f"no slice of the series (slice index {vox[:, 2].min():.2f}..{vox[:, 2].max():.2f}); "
-                    "the structure set belongs to another grid")
+                    "the structure set belongs to another grid", reason=OFF_GRID)
             per_slice.setdefault(k, []).append(vox[:, :2])
     except AnnotationError:
         raise
@@ -395,14 +468,15 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
     return mask
 
 
-def read_annotation(path: str | Path, geometry: dict[str, Any], label: str | int | None = None) -> np.ndarray:
+def read_annotation(path: str | Path, geometry: dict[str, Any], label: str | int | None = None,
+                    notes: list[tuple[str, str]] | None = None) -> np.ndarray:
     """Mask of a SEG or RTSTRUCT, whichever ``path`` holds (by content): :func:`read_seg` with
-    ``segment=label`` or :func:`read_rtstruct` with ``roi=label``. Raises :class:`AnnotationError` for
-    any other file."""
+    ``segment=label`` or :func:`read_rtstruct` with ``roi=label`` (its ``notes``). Raises
+    :class:`AnnotationError` for any other file."""
     path = Path(path)
     kind = annotation_kind(path)
     if kind == "seg":
         return read_seg(path, geometry, label)
     if kind == "rtstruct":
-        return read_rtstruct(path, geometry, None if label is None else str(label))
+        return read_rtstruct(path, geometry, None if label is None else str(label), notes=notes)
     raise AnnotationError(f"{path}: neither a DICOM SEG nor an RTSTRUCT; give a segmentation or structure set file")

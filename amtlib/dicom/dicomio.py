@@ -254,6 +254,9 @@ WARNING_KINDS: dict[str, str] = {
     "gantry_tilt_resampled": "tilted gantry: resampled to an orthogonal grid",
     "gantry_tilt_tag": "GantryDetectorTilt recorded but the positions are not sheared: read as positioned",
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
+    "mask_from_annotation": "reference mask rasterised from a DICOM SEG or RTSTRUCT onto the series grid",
+    "contour_not_closed": "an RTSTRUCT contour is OPEN or POINT: it encloses no area and was left out",
+    "contour_degenerate": "an RTSTRUCT contour has fewer than 3 points: it encloses no area and was left out",
 }
 
 _OBJECT_COLUMNS = ["path", "patient_folder", "sop_class", "series_uid", "referenced_series_uid", "reason", "code", "modality"]
