@@ -1,20 +1,9 @@
 """The ``amt`` command: ``run`` (the notebook pipeline) and the commands of each module.
 
-    amt run       execute the numbered notebooks with papermill into a run folder
-    amt fetch     download and checksum the public chest CTs used by the demo cohort
-    amt synth     generate the synthetic demo cohort (DICOM + masks + clinical table)
-    amt manifest  validate a cohort manifest (see data_manifest/)
-    amt evaluate  score predicted masks against reference masks (Table 3, Fig 4, Table 4)
-    amt train     train the 3D U-Net on a run folder (also the torchrun entry for several GPUs)
-    amt export    write a run's predictions as DICOM SEG / RTSTRUCT referencing the source series
-    amt predict   segment new CTs (NIfTI, DICOM folder, PACS) with a trained model; --push to a PACS
-    amt model-card  print what a trained model is, was trained on and is for
-    amt report    the reviewer's report of a run folder: report/index.html, comparison/audit/methods CSVs
-
-Each subcommand other than ``run`` is handled by ``cli_main(argv)`` of the module that owns it.
-Every subcommand runs under one guard (amtlib.errors.run_guarded): bad input is one line naming the
-file, the problem and the remedy, without a traceback (exit 2); Ctrl-C is one line (exit 130).
-``amt --debug COMMAND ...`` (or AMT_DEBUG=1) shows the traceback too.
+Each subcommand other than ``run`` is the ``cli_main(argv)`` of the module that owns it (see
+:data:`DELEGATED`). Every subcommand runs under one guard (amtlib.errors.run_guarded): bad input is one
+line naming the file, the problem and the remedy, without a traceback (exit 2); Ctrl-C is one line (exit
+130). ``amt --debug COMMAND ...`` (or AMT_DEBUG=1) shows the traceback too.
 """
 
 from __future__ import annotations
@@ -25,8 +14,20 @@ import logging
 import sys
 from typing import Sequence
 
-from amtlib import errors
+from amtlib import __version__, errors
+from amtlib.clihelp import HelpFormatter, examples
 from amtlib.errors import debug_requested, run_guarded
+
+#: What ``amt --help`` says first (plain words: the commands are listed once, by argparse).
+DESCRIPTION = (
+    "Regenerate the analyses of Takemura et al., Sci Rep 2026 (3D U-Net segmentation of anterior mediastinal "
+    "tumours in chest CT) and the two related papers, from a cohort to the reviewer's report. The run command executes "
+    "the numbered notebooks into a run folder; the other commands are single steps you can use on their own. "
+    "Bad input gives one line naming the file, the problem and what to do (exit 2); --debug adds the traceback.")
+EXAMPLES = examples(
+    "amt run --config configs/demo.yaml --out runs/demo   # the whole demo (what make demo runs)",
+    "amt report --run runs/demo                          # then open runs/demo/report/index.html",
+    "amt COMMAND --help                                  # the options and an example of one command")
 
 #: subcommand -> (module owning it, one-line help). A new subcommand is one entry here plus
 #: ``cli_main(argv) -> int`` in its module, raising ``amtlib.errors.AmtError`` for bad input.
@@ -46,7 +47,11 @@ DELEGATED: dict[str, tuple[str, str]] = {
 def _run_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
-        help="execute the pipeline notebooks",
+        help="execute the pipeline notebooks into a run folder",
+        formatter_class=HelpFormatter,
+        epilog=examples("amt run                                         # configs/demo.yaml into runs/demo",
+                        "amt run --config configs/demo.yaml --only 04    # re-run one step from the earlier ones",
+                        "amt run -p train_iterations=500 --out runs/quick --from 03"),
         description=(
             "Execute the numbered notebooks in notebooks/ in order with papermill. Parameters come from "
             "the YAML config plus -p overrides; each notebook receives the keys its parameters cell "
@@ -118,11 +123,10 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     # the PACS libraries log every request (and a refused connection as ERROR): amt predict's own line names it
     logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-    parser = argparse.ArgumentParser(prog="amt", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="amt", description=DESCRIPTION, formatter_class=HelpFormatter, epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"amt (amtlib) {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     _run_parser(sub)
     for name, (_, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)

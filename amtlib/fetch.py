@@ -263,7 +263,11 @@ def fetch_scanner_files(cache_dir: str | Path | None = None) -> dict[str, Path]:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``amt fetch``: download and verify the demo backgrounds into the cache."""
-    parser = argparse.ArgumentParser(prog="amt fetch", description=__doc__.splitlines()[0])
+    from amtlib.clihelp import HelpFormatter, examples
+
+    parser = argparse.ArgumentParser(prog="amt fetch", description=__doc__.splitlines()[0], formatter_class=HelpFormatter,
+                                     epilog=examples("amt fetch                  # the demo's public CTs, checked by SHA-256",
+                                                     "amt fetch --scanner-files  # also the scanner DICOM files the tests read"))
     parser.add_argument("--cache-dir", default=None, help="cache folder (default $AMT_CACHE or ~/.cache/amtlib)")
     parser.add_argument("--scanner-files", action="store_true",
                         help="also fetch the real scanner DICOM files the tests read (pydicom-data, about 34 MB)")

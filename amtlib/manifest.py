@@ -363,9 +363,15 @@ def schema_records() -> list[dict[str, object]]:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``amt manifest validate FILE``: print every problem; exit 0 when valid, 1 when not, 2 on usage."""
-    parser = argparse.ArgumentParser(prog="amt manifest", description="Check a cohort manifest (schema in data_manifest/).")
+    from amtlib.clihelp import HelpFormatter, examples
+
+    parser = argparse.ArgumentParser(prog="amt manifest", description="Check a cohort manifest (schema in data_manifest/).",
+                                     formatter_class=HelpFormatter,
+                                     epilog=examples("amt manifest validate data_manifest/template.csv --input --no-files"))
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="check schema, files, checksums and mask geometry",
+    v = sub.add_parser("validate", help="check schema, files, checksums and mask geometry", formatter_class=HelpFormatter,
+                       epilog=examples("amt manifest validate runs/demo/01_cohort/manifest.csv",
+                                       "amt manifest validate mycohort/manifest.csv --input   # a template you filled in"),
                        description="Check a manifest: columns and values, unique ids, files exist, SHA-256 "
                                    "match, mask geometry = image geometry, masks 0/1.")
     v.add_argument("file", help="manifest CSV (paths inside are relative to its folder)")

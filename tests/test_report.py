@@ -76,7 +76,7 @@ def written(tmp_path_factory):
 def test_report_files_and_every_reported_key(written):
     root, paths = written
     assert sorted(p.name for p in (root / "report").iterdir()) == [
-        "audit.csv", "comparison.csv", "index.html", "methods_map.csv", "summary.json"]
+        "audit.csv", "checklist.csv", "comparison.csv", "index.html", "methods_map.csv", "summary.json"]
     comp = pd.read_csv(paths["comparison"])
     page = paths["index"].read_text()
     for key in paper.reported_leaves():
@@ -91,7 +91,8 @@ def test_regenerated_values_are_read_from_the_run(written):
     assert comp.loc["cohort_flow.external_test.cases", "regenerated"] == "10"
     assert comp.loc["table2.canon_medical_systems", "regenerated"] == "2"  # external cases 20-29, every fifth vendor
     assert comp.loc["table1.histology_counts.teratoma.external_testing", "regenerated"] == "2"
-    assert comp.loc["cohort_flow.external_test_slice_thickness_mm", "verdict"] == paper.AGREE
+    # a generated cohort is built with the paper's 5 mm: agreement there is the design, not evidence
+    assert comp.loc["cohort_flow.external_test_slice_thickness_mm", "verdict"] == paper.AS_DESIGNED
     assert comp.loc["training.optimizer.beta2", "verdict"] == paper.AGREE
     assert comp.loc["table3.overall.n", "verdict"] == paper.DIFFER
     # steps 03 and 06 did not run: their numbers are missing, not failures
@@ -133,7 +134,7 @@ def test_page_is_self_contained_and_shows_other_steps(written):
     page = paths["index"].read_text()
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not load anything from the network"
     assert "07_histology" in page and "data:image/png;base64," in page
-    assert page.count("<h2") == 5
+    assert page.count("<h2") == 6
 
 
 def test_cli(written, tmp_path, capsys):
@@ -150,7 +151,7 @@ def test_seed_spread_is_shown_when_the_run_has_it(tmp_path):
     assert "This run is one draw" not in report.write_report(root)["index"].read_text()
     pd.DataFrame({"seed": [0, 1, 2], "dice": [0.80, 0.72, 0.81], "fp_iou0.1": [1.54, 2.09, 0.50]}).to_csv(root / "seed_spread.csv", index=False)
     page = report.write_report(root)["index"].read_text()
-    assert "This run is one draw" in page and "the U-Net retrained (steps 03-05): seeds 0, 1, 2" in page
+    assert "This run is one draw: the U-Net retrained (steps 03-05) with seeds 0, 1, 2" in page
     assert "<tr><td>dice</td><td>0.72</td><td>0.81</td><td>0.777</td></tr>" in page  # min, max, mean by hand
     assert "<tr><td>fp_iou0.1</td><td>0.5</td><td>2.09</td><td>1.377</td></tr>" in page
 

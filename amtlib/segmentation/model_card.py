@@ -181,7 +181,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
 
     from amtlib.segmentation.infer import load_model
 
-    p = argparse.ArgumentParser(prog="amt model-card", description="Print the model card of a run folder or a model.pt.")
+    from amtlib.clihelp import HelpFormatter, examples
+
+    p = argparse.ArgumentParser(prog="amt model-card", description="Print the model card of a run folder or a model.pt.",
+                                formatter_class=HelpFormatter, epilog=examples("amt model-card runs/demo"))
     p.add_argument("model", help="a run folder or its 03_train/model.pt")
     args = p.parse_args(argv)
     model_path, run = resolve_model(args.model)

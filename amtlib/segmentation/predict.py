@@ -604,8 +604,12 @@ def _nothing_to_push() -> AmtError:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from amtlib.clihelp import HelpFormatter, examples
+
     p = argparse.ArgumentParser(
-        prog="amt predict",
+        prog="amt predict", formatter_class=HelpFormatter,
+        epilog=examples("amt predict --model runs/demo --input new_patient.nii.gz --out pred/",
+                        "amt predict --model runs/demo --input /media/cdrom --out pred/ --format seg"),
         description="Segment new CTs with a trained model: a NIfTI file or folder, a DICOM folder (every CT "
                     "series at any depth), or a PACS study (dicomweb://HOST:PORT/PATH?StudyInstanceUID=..., "
                     "https://..., dimse://AET@HOST:PORT?StudyInstanceUID=...). Writes OUT/<id>/mask.nii.gz "

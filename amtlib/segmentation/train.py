@@ -622,12 +622,18 @@ def run_step(run_dir: str | Path, cfg: TrainConfig, progress: bool = True, resum
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``amt train``: run step 03 on a run folder with a YAML config (also the ``torchrun`` entry point)."""
 
-    ap = argparse.ArgumentParser(prog="amt train", description="Train the paper's 3D U-Net on a run folder and write predictions.")
+    from amtlib.clihelp import HelpFormatter, examples
+
+    ap = argparse.ArgumentParser(prog="amt train", description="Train the paper's 3D U-Net on a run folder and write predictions.",
+                                 formatter_class=HelpFormatter,
+                                 epilog=examples("amt train --run-dir runs/demo --config configs/demo.yaml --set train_iterations=500",
+                                                 "torchrun --standalone --nproc_per_node=4 -m amtlib.segmentation.train "
+                                                 "--run-dir runs/paper --config configs/paper.yaml"))
     ap.add_argument("--run-dir", required=True, help="run folder holding 01_cohort/manifest.csv and 02_split/split.csv")
     ap.add_argument("--config", help="flat YAML config (train_* keys, device, seed, workers)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (YAML values)")
     ap.add_argument("--no-resume", action="store_true", help="ignore checkpoints/last.pt and start afresh")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress lines")
     args = ap.parse_args(argv)
     params: dict[str, Any] = {}
     if args.config:
