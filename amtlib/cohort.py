@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from amtlib.workers import process_pool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -490,7 +490,7 @@ def build_cohort(
     from amtlib.progress import track  # cases done and ETA, as plain lines under papermill
 
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             # small chunks: results (and the progress line) arrive steadily, not in bursts of 1/8 of the cohort
             results = list(track(pool.map(_process_star, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))),
                                  len(jobs), "cohort", "patient"))

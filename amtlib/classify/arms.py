@@ -24,7 +24,7 @@ Labels are 0/1 with 1 the positive class (high risk; malignant).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from amtlib.workers import process_pool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -224,7 +224,7 @@ def extract_roi_table(rois: pd.DataFrame, params: Params, workers: int = 1, wind
     other columns are carried; rows keep input order."""
     jobs = [(str(r.case_id), str(r.image_path), str(r.mask_path), params, tuple(window_hu)) for r in rois.itertuples(index=False)]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             results = list(pool.map(_extract_star, jobs, chunksize=2))
     else:
         results = [_extract_star(j) for j in jobs]

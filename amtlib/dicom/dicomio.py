@@ -314,9 +314,9 @@ def scan_tree(root: str | Path, patient_level: bool = True, accept_derived: bool
         by_patient[rel[0] if patient_level else ""].append(path)
     jobs = [(patient, files, accept_derived) for patient, files in by_patient.items()]
     if workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from amtlib.workers import process_pool
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             parts = list(pool.map(_scan_patient, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     else:
         parts = [_scan_patient(job) for job in jobs]

@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import math
-from concurrent.futures import ProcessPoolExecutor
+from amtlib.workers import process_pool
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -188,7 +188,7 @@ def extract_features(cases: pd.DataFrame, params: Params, workers: int = 1, prog
     jobs = [(str(r.case_id), str(r.image_path), str(r.mask_path), params) for r in cases.itertuples(index=False)]
     bar = dict(total=len(jobs), desc="radiomics", unit="case", enabled=progress)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             results = list(track(pool.map(_extract_row, jobs), **bar))
     else:
         results = [_extract_row(job) for job in track(jobs, **bar)]

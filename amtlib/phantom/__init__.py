@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from amtlib.workers import process_pool
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +236,7 @@ def synthesize_cohort(
              for row in design.to_dict("records")]
     if workers > 1:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with process_pool(workers, mp_context=ctx) as pool:
             results = list(track(pool.map(_make_patient, tasks, chunksize=2), len(tasks), "synthesis", "patient"))
     else:
         results = list(track(map(_make_patient, tasks), len(tasks), "synthesis", "patient"))
