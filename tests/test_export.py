@@ -203,12 +203,16 @@ def test_export_run_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert check["format"].tolist() == ["seg", "seg"] and check["identical"].all() and (check["dice"] == 1).all()
     out = tmp_path / "cli_out"
     assert amt_main(["export", "--run", str(run), "--split", "all", "--format", "rtstruct", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["P1", "P2", "P3", "export.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".amt.lock", "P1", "P2", "P3", "export.csv"]  # the lock is empty
+    assert (out / ".amt.lock").stat().st_size == 0
     assert (out / "P2" / "rtstruct.dcm").is_file() and not (out / "P2" / "seg.dcm").exists()
     (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
-    assert amt_main(["export", "--run", str(run), "--format", "seg", "--out", str(tmp_path / "o2")]) == 2
+    assert amt_main(["export", "--run", str(run), "--format", "seg", "--out", str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
-    assert "amt export: case P3: prediction" in err and "P3.nii.gz not found" in err
+    assert "amt export: case P3: prediction" in err and "P3.nii.gz not found" in err and "1 case(s) failed" in err
+    assert (tmp_path / "o2" / "P1" / "seg.dcm").is_file()  # the case before it was written, and its row says so
+    rows = pd.read_csv(tmp_path / "o2" / "export.csv", dtype=str, keep_default_na=False).set_index("case_id")
+    assert rows.loc["P1", "status"] == "written" and rows.loc["P3", "status"] == "failed"
 
 
 def test_export_run_in_worker_processes_writes_the_same_cases(tmp_path: Path) -> None:
@@ -229,8 +233,9 @@ def test_export_run_in_worker_processes_writes_the_same_cases(tmp_path: Path) ->
                     for d in ("serial", "parallel")}
         assert contours["serial"] == contours["parallel"] and contours["serial"][0]
     (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
-    with pytest.raises(export.ExportError, match="case P3: prediction"):
-        export.export_run(run, tmp_path / "p3", workers=2)
+    table = export.export_run(run, tmp_path / "p3", workers=2).set_index("case_id")
+    assert table["status"].to_dict() == {"P1": "written", "P3": "failed"}  # one case fails, not the batch
+    assert table.loc["P3", "detail"].startswith("prediction ") and "P3.nii.gz not found" in table.loc["P3", "detail"]
 
 
 def test_export_run_names_a_missing_source_series(tmp_path: Path) -> None:
@@ -238,8 +243,9 @@ def test_export_run_names_a_missing_source_series(tmp_path: Path) -> None:
     manifest = pd.read_csv(run / "01_cohort" / "manifest.csv")
     manifest.loc[0, "series_uid"] = "1.2.3.999"
     manifest.to_csv(run / "01_cohort" / "manifest.csv", index=False)
-    with pytest.raises(export.ExportError, match="case P1: source series 1.2.3.999 not found under the raw DICOM folder"):
-        export.export_run(run)
+    table = export.export_run(run).set_index("case_id")
+    assert table.loc["P1", "status"] == "failed" and table.loc["P3", "status"] == "written"
+    assert table.loc["P1", "detail"].startswith("source series 1.2.3.999 not found under the raw DICOM folder")
 
 
 def test_export_run_takes_source_files_from_the_cohort_sources_json(tmp_path: Path) -> None:
@@ -534,10 +540,126 @@ def test_a_link_planted_at_a_case_folder_or_the_export_folder_is_refused(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "P1").symlink_to(elsewhere)
-    with pytest.raises(AmtError, match="case P1's export folder is a symbolic link"):
-        export.export_run(run, out)
+    table = export.export_run(run, out).set_index("case_id")
+    assert table.loc["P1", "status"] == "failed" and "case P1's export folder is a symbolic link" in table.loc["P1", "detail"]
+    assert (out / "P1").is_symlink() and (out / "P3" / "seg.dcm").is_file()
     linked_out = tmp_path / "linked_out"
     linked_out.symlink_to(elsewhere)
     with pytest.raises(AmtError, match="export folder is a symbolic link"):
         export.export_run(run, linked_out)
     assert list(elsewhere.iterdir()) == []
+
+
+# ---------------------------------------------- one bad case never sinks the batch; stale and concurrent outputs
+# (issue 23 items 9-11 and 21)
+
+
+def _edit_series(folder: Path, **tags: object) -> None:
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        for keyword, value in tags.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        ds.save_as(path)
+
+
+@pytest.mark.parametrize("fmt", ["seg", "rtstruct", "both"])
+def test_a_source_without_frame_of_reference_fails_its_case_only(tmp_path: Path, capsys, fmt: str) -> None:
+    """SEG stopped the whole export at such a case, naming none; RTSTRUCT was an AttributeError traceback."""
+    run, preds = _fake_run(tmp_path)
+    _edit_series(run / "00_data" / "raw" / "dicom" / "P1" / "s1", FrameOfReferenceUID=None)
+    out = tmp_path / "out"
+    assert amt_main(["export", "--run", str(run), "--split", "all", "--format", fmt, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "amt export: case P1: " in err and "has no FrameOfReferenceUID" in err and "1 case(s) failed" in err
+    assert "Traceback" not in err
+    rows = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False).set_index("case_id")
+    assert rows["status"].to_dict() == {"P1": "failed", "P2": "written", "P3": "written"}
+    assert not (out / "P1").exists() and (out / "P3").is_dir()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".amt.lock"]  # no partial folder left
+
+
+def test_a_source_with_an_invalid_uid_is_refused_by_name(tmp_path: Path) -> None:
+    run, _ = _fake_run(tmp_path)
+    _edit_series(run / "00_data" / "raw" / "dicom" / "P3" / "s1", StudyInstanceUID="1.2.840.abc")
+    table = export.export_run(run, tmp_path / "out").set_index("case_id")
+    assert table.loc["P3", "status"] == "failed"
+    assert "StudyInstanceUID '1.2.840.abc' is not a valid DICOM UID" in table.loc["P3", "detail"]
+    assert table.loc["P1", "status"] == "written"
+
+
+def test_a_second_export_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
+    from amtlib.errors import AmtError
+    from amtlib.io import folder_lock
+
+    run, _ = _fake_run(tmp_path)
+    out = tmp_path / "out"
+    with folder_lock(out):  # the first export, still writing
+        with pytest.raises(AmtError, match=r"out: in use by another amt run"):
+            export.export_run(run, out)
+    assert sorted(p.name for p in out.iterdir()) == [".amt.lock"]
+
+
+def test_an_export_replaces_what_an_earlier_one_wrote_there(tmp_path: Path) -> None:
+    run, _ = _fake_run(tmp_path)
+    out = tmp_path / "out"
+    export.export_run(run, out, split=None)  # P1, P2, P3, both formats
+    (out / "notes").mkdir()
+    (out / "notes" / "read_me.txt").write_text("the user's own")
+    export.export_run(run, out, split="external_test", formats=["seg"])  # P1 and P3, SEG only
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["P1", "P3", "export.csv", "notes"]
+    assert sorted(p.name for p in (out / "P1").iterdir()) == ["seg.dcm"]  # the old rtstruct.dcm went with its folder
+    assert (out / "notes" / "read_me.txt").read_text() == "the user's own"
+
+
+def test_what_a_killed_export_left_is_removed_first(tmp_path: Path) -> None:
+    run, _ = _fake_run(tmp_path)
+    out = tmp_path / "out"
+    export.export_run(run, out)
+    (out / "P1" / ".seg.k2j4q.dcm").write_bytes(b"half a SEG")  # an older export's atomic temporary
+    (out / ".P3.partial-x81").mkdir()  # this export's partial folder
+    (out / ".P3.partial-x81" / "seg.dcm").write_bytes(b"half")
+    (out / ".export.3k.csv").write_text("case_id\n")
+    export.export_run(run, out)
+    assert sorted(p.name for p in out.rglob(".*")) == [".amt.lock"]
+
+
+def test_a_full_disk_stops_the_export_with_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    run, _ = _fake_run(tmp_path)
+
+    def full(ds, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "write_dataset", full)
+    out = tmp_path / "out"
+    assert amt_main(["export", "--run", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"amt export: error: {out / 'P1'}: cannot write (No space left on device); free disk space or "
+                   "choose a writable folder (--out), then run again"]
+    assert not (out / "export.csv").exists() and not (out / "P1").exists()
+
+
+def test_debug_shows_the_traceback_of_a_failed_case(tmp_path: Path, capsys) -> None:
+    run, _ = _fake_run(tmp_path)
+    (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
+    assert amt_main(["--debug", "export", "--run", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "P3.nii.gz not found" in err
+
+
+def test_seg_pixel_measures_are_short_decimal_strings(tmp_path: Path) -> None:
+    """A 10 mm series at z = 12.7 mm gave SpacingBetweenSlices '10.0000000000000' (17 characters elsewhere)."""
+    vol = np.full((3, 8, 9), -50.0)
+    folder = tmp_path / "s"
+    dicomio.write_ct_series(vol, (10.0, 0.7, 0.7), folder, {"PatientID": "P"}, "ds", origin=(0.0, 0.0, 12.7))
+    mask = np.zeros((3, 8, 9), np.uint8)
+    mask[1, 2:5, 2:5] = 1
+    seg = pydicom.dcmread(export.export_case(mask, folder, tmp_path / "o", "ds", formats=["seg"])["seg"])
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert str(measures.SpacingBetweenSlices) == "10" and str(measures.SliceThickness) == "10"
+    assert all(len(str(v)) <= 16 for e in seg.iterall() if e.VR == "DS"
+               for v in (e.value if isinstance(e.value, (list, pydicom.multival.MultiValue)) else [e.value]))

@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
+import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +52,10 @@ import pandas as pd
 from amtlib import __version__
 from amtlib.dicom.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicom.dicomio import deterministic_uid, shift_mask_slice, slice_shift
-from amtlib.io import atomic_path, load_nifti, refuse_link, sha256_file, write_csv
+from amtlib.errors import AmtError
+from amtlib.io import atomic_path, folder_lock, load_nifti, refuse_link, sha256_file, write_csv
+
+log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("seg", "rtstruct")
 SEGMENT_LABEL = "Mediastinal tumour"
@@ -64,7 +70,13 @@ PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
 #: Of those, the Type 2 ones (present, possibly empty).
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
-_EXPORT_COLUMNS = ("case_id", "series_uid", "source_folder", "n_voxels", "seg_path", "rtstruct_path")
+_EXPORT_COLUMNS = ("case_id", "series_uid", "status", "detail", "source_folder", "n_voxels", "seg_path", "rtstruct_path")
+#: ``status`` of a row of ``export.csv``: the case's files were written, or its ``detail`` says why not.
+STATUSES: tuple[str, ...] = ("written", "failed")
+#: Files an export writes into a case folder: a folder holding nothing else is an earlier export's.
+CASE_FILES: frozenset[str] = frozenset({"seg.dcm", "rtstruct.dcm"})
+#: errno values that stop a whole export (no later case can be written either): disk full, quota, read-only.
+_FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class ExportError(ValueError):
@@ -110,12 +122,33 @@ def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
         sop = uid.partition("#")[0]
         if path not in read:
             read[path] = _as_the_standard_reads_it(pydicom.dcmread(str(path), stop_before_pixels=True))
+            _check_source_uids(path, read[path])
         ds = read[path]
         if str(ds.SOPInstanceUID) != sop:
             raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({sop}); "
                               "the source series changed since the cohort was built")
         headers.append(ds)
     return headers
+
+
+#: UIDs of a source slice that the exported objects copy or reference (Type 1 in both).
+SOURCE_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                                "FrameOfReferenceUID")
+
+
+def _check_source_uids(path: str | Path, ds: Any) -> None:
+    """Refuse a source whose UIDs cannot be referenced: absent, empty or not a valid UID (digits and dots,
+    at most 64 characters). Exported objects would otherwise carry them with only a pydicom warning."""
+    from pydicom.uid import UID
+
+    for keyword in SOURCE_UIDS:
+        value = str(ds.get(keyword, "") or "")
+        if not value:
+            raise ExportError(f"{path}: the source slice has no {keyword}; a SEG or RTSTRUCT must reference it, so "
+                              "the series cannot be exported (restore the tag from the original export)")
+        if not UID(value).is_valid:
+            raise ExportError(f"{path}: {keyword} {value[:70]!r} is not a valid DICOM UID (digits and dots, at most "
+                              "64 characters); the series cannot be referenced (restore the original UIDs)")
 
 
 def _as_the_standard_reads_it(ds: Any) -> Any:
@@ -238,7 +271,19 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
     for elem in seg.iterall():
         if elem.keyword == "DimensionOrganizationUID":
             elem.value = dim_uid
-    return _stamp_seg(seg, creation_time())
+    return _stamp_seg(_tidy_pixel_measures(seg), creation_time())
+
+
+def _tidy_pixel_measures(seg: Any) -> Any:
+    """SliceThickness and SpacingBetweenSlices of the SEG's Pixel Measures rounded to 1e-6 mm and written in
+    the shortest Decimal String: highdicom derives the spacing from float positions, which gave values like
+    ``10.0000000000000`` (or, in other versions, 17 characters, over the 16 that DS allows)."""
+    from pydicom.valuerep import DSfloat
+
+    for elem in seg.iterall():
+        if elem.keyword in ("SpacingBetweenSlices", "SliceThickness") and elem.value not in (None, ""):
+            elem.value = DSfloat(f"{round(float(elem.value), 6):.6f}".rstrip("0").rstrip(".") or "0", auto_format=True)
+    return seg
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,14 +533,56 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     (default: the run's ``raw_dir`` setting, else ``00_data/raw``). Writes
     ``out_dir/<case_id>/seg.dcm`` and/or ``rtstruct.dcm`` (default ``out_dir``: ``RUN/09_export``) and
     ``out_dir/export.csv``. UIDs derive from the run folder's name, the case id and the mask's content
-    (:func:`mask_digest`): the same mask gives the same files, another mask new UIDs. Raises
-    :class:`ExportError` naming the case for a missing prediction or source series. ``workers`` > 1
-    writes cases in that many processes (the same files).
+    (:func:`mask_digest`): the same mask gives the same files, another mask new UIDs.
+
+    Each case on its own: one that cannot be written (no prediction, no source series, a source the
+    objects cannot reference) is a row with ``status`` ``failed`` and its ``detail``, and the others are
+    written (:func:`failed_cases` counts them). A full or read-only disk stops the export. The folder is
+    locked while it is written (a second export into it is refused); each case folder is replaced whole;
+    what an interrupted export left (hidden partial folders) is removed first, and case folders of an
+    earlier export into the same folder that this one does not write are removed after. Raises
+    :class:`ExportError` for a run that cannot be exported at all. ``workers`` > 1 writes cases in that
+    many processes (the same files).
     """
-    from amtlib.paths import RunPaths, is_safe_id
+    from amtlib.paths import RunPaths
 
     P = RunPaths(run_dir)
     out = refuse_link(Path(out_dir) if out_dir else P.export_dir, "export folder")
+    manifest, pred_root = _cases_to_export(P, split, pred_dir, algorithm)
+    creation_time()  # a bad SOURCE_DATE_EPOCH stops the export here, not once per case
+    sources = case_sources(P, manifest, raw_dir)
+    if algorithm is None:
+        algorithm = Algorithm(model_sha256=sha256_file(P.model) if P.model.is_file() else "")
+    remedy = "run step 03_train (prediction) first" if pred_dir is None else "give a mask for every case of the split"
+    jobs = [(case["case_id"], case["series_uid"], pred_root / f"{case['case_id']}.nii.gz", sources.get(case["case_id"]),
+             out, f"{P.root.name}:{case['case_id']}", tuple(formats), algorithm, remedy)
+            for _, case in manifest.sort_values("case_id").iterrows()]
+    with folder_lock(out):
+        _remove_partial_folders(out)
+        if workers > 1 and len(jobs) > 1:
+            from amtlib.workers import process_pool
+
+            with process_pool(workers) as pool:
+                rows = list(pool.map(_export_job, jobs))
+        else:
+            rows = [_export_job(job) for job in jobs]
+        _remove_earlier_cases(out, keep={job[0] for job in jobs})
+        table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
+        write_csv(out / "export.csv", table)
+    return table
+
+
+def failed_cases(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an :func:`export_run` table whose case was not written."""
+    return table[table["status"] != "written"]
+
+
+def _cases_to_export(P: Any, split: str | None, pred_dir: str | Path | None,
+                     algorithm: Algorithm | None) -> tuple[pd.DataFrame, Path]:
+    """The manifest rows to export and the folder of their masks; :class:`ExportError` when the run
+    cannot be exported at all (no prediction folder, manifest or split; unsafe case ids; NIfTI input)."""
+    from amtlib.paths import is_safe_id
+
     if pred_dir is not None and (algorithm is None or algorithm.ours):
         raise ExportError(f"{pred_dir}: masks of another model need that model's name in the exported objects; "
                           "give it (amt export --algorithm NAME [--algorithm-version V])")
@@ -532,30 +619,63 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     if unsafe:  # a case id names a folder under --out: one from an untrusted manifest must not leave it
         raise ExportError(f"{P.manifest}: case id {unsafe[0][:80]!r} is not a safe folder name (letters, digits, '.', "
                           f"'_', '-'; at most 128); {len(unsafe)} such case(s) - fix the manifest")
-    sources = case_sources(P, manifest, raw_dir)
-    if algorithm is None:
-        algorithm = Algorithm(model_sha256=sha256_file(P.model) if P.model.is_file() else "")
-    jobs = []
-    for _, case in manifest.sort_values("case_id").iterrows():
-        cid, uid = case["case_id"], case["series_uid"]
-        pred_path = pred_root / f"{cid}.nii.gz"
-        if not pred_path.is_file():
-            remedy = "run step 03_train (prediction) first" if pred_dir is None else "give a mask for every case of the split"
-            raise ExportError(f"case {cid}: prediction {pred_path} not found; {remedy}")
-        if cid not in sources:
-            raise ExportError(f"case {cid}: source series {uid} not found under the raw DICOM folder; "
-                              "set raw_dir to the cohort the run was built from")
-        jobs.append((cid, uid, pred_path, sources[cid], out, f"{P.root.name}:{cid}", tuple(formats), algorithm))
-    if workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+    return manifest, pred_root
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_export_job, jobs))
-    else:
-        rows = [_export_job(job) for job in jobs]
-    table = pd.DataFrame(rows, columns=list(_EXPORT_COLUMNS))
-    write_csv(out / "export.csv", table)
-    return table
+
+#: Hidden folders a case is written into before it replaces its folder (and the folder it replaces).
+_PARTIAL, _REPLACED = ".partial-", ".replaced-"
+
+
+def _remove_partial_folders(out: Path) -> None:
+    """Remove what an interrupted export left in ``out``: hidden partial or replaced case folders and hidden
+    temporary files (a PACS upload of the folder must never pick them up)."""
+    for path in out.glob(".*"):
+        if path.name == ".amt.lock":
+            continue
+        if path.is_dir() and not path.is_symlink() and (_PARTIAL in path.name or _REPLACED in path.name):
+            shutil.rmtree(path)
+        elif path.is_file() and path.name.startswith((".export.", ".seg.", ".rtstruct.")):
+            path.unlink()
+    for case in out.iterdir():
+        if case.is_dir() and not case.is_symlink() and not case.name.startswith("."):
+            for tmp in case.glob(".*.dcm"):  # an older export's atomic temporary, e.g. .seg.k2j4.dcm
+                if tmp.name.startswith((".seg.", ".rtstruct.")):
+                    tmp.unlink()
+
+
+def _remove_earlier_cases(out: Path, keep: set[str]) -> None:
+    """Remove case folders of an earlier export that this one did not write: folders holding nothing but
+    export files (:data:`CASE_FILES`). Anything else is left, with a warning."""
+    for case in sorted(out.iterdir()):
+        if not case.is_dir() or case.is_symlink() or case.name.startswith(".") or case.name in keep:
+            continue
+        names = {p.name for p in case.iterdir()}
+        if names and names <= CASE_FILES:
+            shutil.rmtree(case)
+        else:
+            log.warning("%s: not a case of this export and not only export files; left as it is", case)
+
+
+def _write_case_folder(out: Path, cid: str, write: Any) -> dict[str, Path]:
+    """Call ``write(folder)`` on a hidden partial folder, then put it in place of ``out/cid`` (whole or not
+    at all: files of a format not written this time do not survive). Returns the paths in their place."""
+    import tempfile
+
+    target = refuse_link(out / cid, f"case {cid}'s export folder")
+    partial = Path(tempfile.mkdtemp(prefix=f".{cid}{_PARTIAL}", dir=out))
+    try:
+        written = write(partial)
+        if target.exists():
+            replaced = Path(tempfile.mkdtemp(prefix=f".{cid}{_REPLACED}", dir=out))
+            os.replace(target, replaced / cid)
+            os.replace(partial, target)
+            shutil.rmtree(replaced)
+        else:
+            os.replace(partial, target)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    return {kind: target / path.name for kind, path in written.items()}
 
 
 def mask_digest(mask: np.ndarray, affine: np.ndarray) -> str:
@@ -571,17 +691,38 @@ def mask_digest(mask: np.ndarray, affine: np.ndarray) -> str:
 
 
 def _export_job(job: tuple) -> dict[str, Any]:
-    """One case of :func:`export_run`: read the prediction, write its files, return its row."""
-    cid, uid, pred_path, source_files, out, uid_seed, formats, algorithm = job
+    """One case of :func:`export_run`: read the prediction, write its folder, return its row (``failed``
+    with the reason when the case cannot be written; a full or read-only disk stops the whole export)."""
+    from amtlib import errors
+
+    cid, uid, pred_path, source_files, out, uid_seed, formats, algorithm, remedy = job
+    row = {"case_id": cid, "series_uid": uid, "status": "failed", "detail": "", "source_folder": "", "n_voxels": "",
+           "seg_path": "", "rtstruct_path": ""}
     try:
+        if not pred_path.is_file():
+            raise ExportError(f"prediction {pred_path} not found; {remedy}")
+        if not source_files:
+            raise ExportError(f"source series {uid} not found under the raw DICOM folder; "
+                              "set raw_dir to the cohort the run was built from")
+        row["source_folder"] = os.path.commonpath([str(Path(f).parent) for f in source_files])
         mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from None
-    refuse_link(out / cid, f"case {cid}'s export folder")
-    written = export_case(mask, source_files, out / cid, f"{uid_seed}:{mask_digest(mask, affine)}", formats,
-                          algorithm.model_sha256, affine, algorithm=algorithm)
-    folder = os.path.commonpath([str(Path(f).parent) for f in source_files])
-    return {"case_id": cid, "series_uid": uid, "source_folder": folder, "n_voxels": int(mask.sum()),
+        written = _write_case_folder(out, cid, lambda folder: export_case(
+            mask, source_files, folder, f"{uid_seed}:{mask_digest(mask, affine)}", formats, algorithm.model_sha256,
+            affine, algorithm=algorithm))
+    except OSError as exc:
+        if exc.errno in _FATAL_ERRNOS:
+            raise AmtError(out / cid, f"cannot write ({exc.strerror})",
+                           "free disk space or choose a writable folder (--out), then run again") from None
+        if errors.DEBUG:
+            raise
+        row["detail"] = f"{exc.filename or pred_path}: {exc.strerror or exc}"
+        return row
+    except Exception as exc:  # one case's bad source or mask is that case's row, never the batch's end
+        if errors.DEBUG:
+            raise
+        row["detail"] = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        return row
+    return {**row, "status": "written", "n_voxels": int(mask.sum()),
             "seg_path": str(written["seg"].relative_to(out)) if "seg" in written else "",
             "rtstruct_path": str(written["rtstruct"].relative_to(out)) if "rtstruct" in written else ""}
 
@@ -599,7 +740,8 @@ def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_case
 
     P = RunPaths(run_dir)
     out = Path(out_dir) if out_dir else P.export_dir
-    table = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False).head(n_cases)
+    table = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False)
+    table = table[table["status"] == "written"].head(n_cases)
     sources = case_sources(P, table, None)
     rows = []
     for _, case in table.iterrows():
@@ -643,14 +785,17 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--algorithm", default=None, help="with --pred: the name of the model that made them (written into the objects)")
     p.add_argument("--algorithm-version", default="unspecified", help="with --pred: that model's version")
     args = p.parse_args(argv)
-    try:
-        if args.algorithm is not None and args.pred is None:
-            raise ExportError("--algorithm names another model's masks; give them with --pred DIR")
-        algorithm = Algorithm(args.algorithm, args.algorithm_version) if args.algorithm is not None else None
-        table = export_run(args.run, args.out, None if args.split == "all" else args.split,
-                           parse_formats(args.format), args.raw_dir, args.workers, args.pred, algorithm)
-    except (ExportError, ValueError) as exc:
-        print(f"amt export: {exc}", file=sys.stderr)
-        return 2
-    print(f"exported {len(table)} case(s) to {Path(args.out) if args.out else Path(args.run) / '09_export'}")
+    if args.algorithm is not None and args.pred is None:
+        raise ExportError("--algorithm names another model's masks; give them with --pred DIR")
+    algorithm = Algorithm(args.algorithm, args.algorithm_version) if args.algorithm is not None else None
+    table = export_run(args.run, args.out, None if args.split == "all" else args.split,
+                       parse_formats(args.format), args.raw_dir, args.workers, args.pred, algorithm)
+    out = Path(args.out) if args.out else Path(args.run) / "09_export"
+    failed = failed_cases(table)
+    print(f"exported {len(table) - len(failed)} of {len(table)} case(s) to {out}")
+    for row in failed.itertuples():
+        print(f"amt export: case {row.case_id}: {row.detail}", file=sys.stderr)
+    if len(failed):
+        print(f"amt export: {len(failed)} case(s) failed (status and reason in {out / 'export.csv'})", file=sys.stderr)
+        return 1
     return 0
