@@ -48,8 +48,14 @@ smoke: $(STAMP)
 
 # Lab serves the project root (so runs/<name>/notebooks/, the executed copies, are in its file browser)
 # and opens on notebooks/; a notebook's relative run_dir ("runs/demo") resolves against the project root.
+# Its kernels (tools/jupyter/kernels/python3) record each step a notebook runs in that run folder's
+# run.json (amtlib.pipeline.load_ipython_extension). As root (usual in containers) Jupyter needs
+# --allow-root, added here with a line that says so.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks
+	@if [ -n "$(LAB_ROOT_FLAG)" ]; then echo "make lab: running as root, so JupyterLab starts with --allow-root"; fi
+	JUPYTER_PATH="$(CURDIR)/tools/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" $(BIN)/jupyter lab $(LAB_ROOT_FLAG) \
+		--ServerApp.root_dir="$(CURDIR)" --ServerApp.default_url=/lab/tree/notebooks
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

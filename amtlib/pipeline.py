@@ -683,3 +683,89 @@ def _show_notices(path: Path, entry: dict[str, Any], say: Any) -> None:
         entry["notices"] = lines
         for line in lines:
             say(line)
+
+
+# ------------------------------------------------------------------------- notebooks run in JupyterLab
+#
+# `make lab` starts kernels with this module as an IPython extension (tools/jupyter/kernels/python3):
+# after each cell, a notebook NN_step.ipynb that has written into its run folder's step folder records
+# that execution in run.json, so the report and a later `amt run` know the step's files are not those
+# of the recorded `amt run`.
+
+#: The fingerprint of a step last executed in JupyterLab: never equal to a computed one, so the next
+#: ``amt run`` executes that step (and the steps after it) again with the config's parameters.
+LAB_FINGERPRINT = "jupyterlab"
+
+
+def _newest_mtime(folder: Path, depth: int = 2) -> float:
+    """Newest modification time of the files under ``folder`` (``depth`` levels; 0.0 when none)."""
+    newest = 0.0
+    stack = [(folder, 0)]
+    while stack:
+        d, level = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_file(follow_symlinks=False):
+                newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
+            elif e.is_dir(follow_symlinks=False) and level < depth:
+                stack.append((Path(e.path), level + 1))
+    return newest
+
+
+def record_interactive_run(run_dir: str | Path, step: str, parameters: Mapping[str, Any], notebook: str = "",
+                           started: str | None = None) -> bool:
+    """Record in ``run_dir/run.json`` that ``step`` was just executed outside ``amt run`` (JupyterLab).
+
+    The step's entry becomes ``status: ok``, ``executed_in: jupyterlab``, the notebook's path, its
+    parameters (JSON values only), ``started``/``ended`` and :data:`LAB_FINGERPRINT`. Returns False and
+    writes nothing when ``run_dir`` has no run.json or an ``amt run`` is running on it.
+    """
+    run_dir = Path(run_dir)
+    record = _read_record(run_dir)
+    if not record or record.get("status") == "running":
+        return False
+    params = {}
+    for k, v in parameters.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        params[k] = v
+    now = _now()
+    record.setdefault("steps", {})[step] = {"status": "ok", "executed_in": "jupyterlab", "notebook": notebook,
+                                            "fingerprint": LAB_FINGERPRINT, "parameters": params,
+                                            "started": started or now, "ended": now}
+    record["changed_in_jupyterlab"] = now
+    write_json(run_dir / "run.json", record)
+    return True
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """IPython extension (``--ext=amtlib.pipeline``, as ``make lab`` starts kernels): record each step a
+    notebook of ``notebooks/`` writes into, after the cell that wrote it (:func:`record_interactive_run`)."""
+    from amtlib.paths import STEPS, project_path
+
+    notebook = os.environ.get("JPY_SESSION_NAME", "")  # the notebook's path, set by jupyter_server per kernel
+    step = Path(notebook).stem
+    if step not in STEPS or "PAPERMILL_INPUT_PATH" in os.environ:
+        return
+    t0, started = time.time(), _now()
+    keys = [k for k in notebook_parameters(NOTEBOOKS_DIR / f"{step}.ipynb")] if (NOTEBOOKS_DIR / f"{step}.ipynb").is_file() else []
+    seen = {"mtime": 0.0}
+
+    def after_cell(*_: Any) -> None:
+        run_dir = ip.user_ns.get("run_dir")
+        if not isinstance(run_dir, (str, Path)):
+            return
+        root = project_path(run_dir)
+        newest = _newest_mtime(root / step)
+        if newest > max(t0, seen["mtime"]):
+            seen["mtime"] = newest
+            params = {k: ip.user_ns[k] for k in keys if k in ip.user_ns}
+            if not record_interactive_run(root, step, params, notebook, started):
+                log.warning("%s: not recorded in %s (no run.json, or an amt run holds it)", step, root / "run.json")
+
+    ip.events.register("post_run_cell", after_cell)

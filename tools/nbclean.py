@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
-"""Strip what JupyterLab adds to a tracked notebook: outputs, execution counts, cell metadata other
-than ``tags``, and notebook metadata other than the kernelspec (``make test`` checks they are clean).
+"""Strip what running a notebook adds to a tracked one: outputs, execution counts, cell metadata other
+than ``tags``, and notebook metadata other than ``kernelspec`` and ``language_info`` (``make test``
+checks they are clean).
+
+The tracked notebooks carry the ``kernelspec`` and ``language_info`` JupyterLab writes when it opens
+them, so opening and saving one leaves ``git status`` clean; another Python's ``language_info`` (its
+version) is accepted too, and kept as it is.
 
 Usage: python tools/nbclean.py notebooks/*.ipynb        (rewrites only notebooks that changed)
        python tools/nbclean.py --check notebooks/*.ipynb (exit 1 and name the dirty ones)
@@ -18,8 +23,6 @@ KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
 def clean(nb: dict) -> dict:
     """A copy of ``nb`` (nbformat 4 JSON) with only sources, ids and tags left."""
     out = {**nb, "metadata": {k: v for k, v in nb.get("metadata", {}).items() if k in KEEP_NOTEBOOK_METADATA}}
-    if "language_info" in out["metadata"]:
-        out["metadata"]["language_info"] = {"name": out["metadata"]["language_info"].get("name", "python")}
     cells = []
     for cell in nb.get("cells", []):
         c = {**cell, "metadata": {k: v for k, v in cell.get("metadata", {}).items() if k == "tags"}}
