@@ -131,8 +131,9 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     for name, (_, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)
     if argv and argv[0] in DELEGATED:
-        module = importlib.import_module(DELEGATED[argv[0]][0])
-        return run_guarded(f"amt {argv[0]}", module.cli_main, argv[1:], debug)
+        # imported under the guard too: Ctrl-C while a command's libraries load (seconds) is one line, not a traceback
+        name = DELEGATED[argv[0]][0]
+        return run_guarded(f"amt {argv[0]}", lambda rest: importlib.import_module(name).cli_main(rest), argv[1:], debug)
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_guarded("amt run", lambda _: _cmd_run(args), [], debug)

@@ -621,3 +621,22 @@ def test_amt_error_raised_in_a_worker_process_arrives_whole():
 
 def _raise_amt_error() -> None:
     raise AmtError("x.nii", "bad", "fix it")
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    """Issue 23 item 11: Ctrl-C in the first second of `amt evaluate` (its libraries loading) printed a
+    KeyboardInterrupt traceback; the import now runs under the guard."""
+    import importlib
+
+    from amtlib import cli
+
+    real = importlib.import_module
+
+    def interrupted(name, *args):
+        if name == "amtlib.evaluation.evaluate":
+            raise KeyboardInterrupt
+        return real(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    assert cli.main(["evaluate", "--help"]) == 130
+    assert capsys.readouterr().err == "amt evaluate: interrupted\n"
