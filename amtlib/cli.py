@@ -38,6 +38,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "evaluate": ("amtlib.evaluation.evaluate", "score predicted masks against reference masks"),
     "train": ("amtlib.segmentation.train", "train the 3D U-Net on a run folder's training split (as notebook 03 does)"),
     "export": ("amtlib.dicom.export", "export a run's predictions as DICOM SEG and/or RTSTRUCT"),
+    "export-nnunet": ("amtlib.evaluation.nnunet", "write a run's cohort and split as an nnU-Net v2 raw dataset (splits_final.json = the paper's split)"),
     "predict": ("amtlib.segmentation.predict", "segment new CTs (NIfTI, DICOM folder or PACS) with a trained model"),
     "model-card": ("amtlib.segmentation.model_card", "print the model card of a run folder or a model.pt"),
     "report": ("amtlib.report", "write the reviewer's report of a run folder (paper vs regenerated, audit, methods map)"),

@@ -258,3 +258,72 @@ def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocation(folders
     rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "out")], capsys)
     assert rc == 2 and "a.nii.gz" in err and "cannot hold what its header claims 16000000000 bytes" in err
     assert "Traceback" not in err and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000
+
+
+def test_cli_boundary_metrics_and_lesion_quality(folders, tmp_path, capsys):
+    """--metrics adds hd95_mm, assd_mm, nsd_<tau>mm and pq/sq/rq after the paper's columns; the paper's
+    columns are unchanged; the missing prediction (c) is infinite, never NaN; a perfect one is 0."""
+    pred, ref = folders
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    assert run(["--pred", str(pred), "--ref", str(ref), "--out", str(plain)], capsys)[0] == 0
+    rc, stdout, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--metrics", "hd95,assd,nsd,pq",
+                           "--nsd-tolerance-mm", "1,2.5"], capsys)
+    assert rc == 0, err
+    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).set_index("case_id")
+    extra = ["hd95_mm", "assd_mm", "nsd_1mm", "nsd_2.5mm", "pq", "sq", "rq"]
+    assert list(pc.columns) == [*evaluate.PER_CASE_COLUMNS[1:], *extra]
+    base = pd.read_csv(plain / "per_case.csv", dtype={"case_id": str}).set_index("case_id")
+    pd.testing.assert_frame_equal(pc[base.columns], base)
+    assert pc.loc["a", ["hd95_mm", "assd_mm", "nsd_1mm", "pq"]].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert np.isinf(pc.loc["c", "hd95_mm"]) and np.isinf(pc.loc["c", "assd_mm"]) and pc.loc["c", "nsd_1mm"] == 0
+    # b: rows 2-4 of the 2-7 block: every boundary distance is 0, 1 (x, y) or 5 mm (z); IoU 1/2 is no match at > 0.5
+    assert pc.loc["b", "pq"] == 0 and pc.loc["b", "rq"] == 0
+    pairs = pd.read_csv(out / "lesion_pairs.csv", dtype={"case_id": str})
+    assert pairs["case_id"].tolist() == ["a"] and pairs.loc[0, "dice"] == 1.0 and pairs.loc[0, "iou_threshold"] == 0.5
+    table = pd.read_csv(out / "boundary_table.csv").set_index("subgroup")
+    assert table.loc["overall", "hd95_mm_n_inf"] == 1 and np.isinf(table.loc["overall", "hd95_mm_q3"])
+    conventions = pd.read_csv(out / "conventions.csv")
+    assert list(conventions.columns) == ["metric", "convention", "parameter", "value"]
+    assert "1, 2.5" in conventions["value"].tolist()
+    # pooled: TP 1 (a), FP 1 (b), FN 2 (b, c): RQ = 1 / (1 + 1/2 + 2/2) = 0.4, SQ = 1
+    assert "hd95_mm median" in stdout and "1 infinite" in stdout and "PQ 0.400 = SQ 1.000 x RQ 0.400" in stdout
+
+
+def test_cli_bad_extra_metrics_are_one_line(folders, tmp_path, capsys):
+    pred, ref = folders
+    for bad in (["--metrics", "hd100"], ["--metrics", "nsd", "--nsd-tolerance-mm", "0"],
+                ["--metrics", "pq", "--pq-iou-threshold", "1.5"]):
+        rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "o"), *bad], capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert not (tmp_path / "o").exists()
+
+
+def test_summary_json_has_nnunet_schema(folders, tmp_path, capsys):
+    """nnU-Net v2's keys: metric_per_case (files, metrics under "1" with TN from the image size),
+    mean (NaN left out), foreground_mean; the run's own keys stay."""
+    import json
+
+    pred, ref = folders
+    out = tmp_path / "out"
+    assert run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--metrics", "hd95"], capsys)[0] == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_cases"] == 3 and s["metrics"] == ["dice", "iou", "precision", "recall", "hd95"]
+    cases = {Path(c["reference_file"]).name: c for c in s["metric_per_case"]}
+    a, c = cases["a.nii.gz"], cases["c.nii.gz"]
+    assert a["prediction_file"] == str((pred / "a.nii.gz").resolve()) and c["prediction_file"] is None
+    m = a["metrics"]["1"]
+    assert (m["Dice"], m["TP"], m["FP"], m["FN"], m["TN"], m["n_pred"], m["n_ref"]) == (1.0, 72, 0, 0, 4 * 16 * 16 - 72, 72, 72)
+    assert c["metrics"]["1"]["hd95_mm"] == float("inf")
+    assert s["mean"]["1"]["Dice"] == pytest.approx((1 + 2 * 36 / 108 + 0) / 3)
+    assert s["foreground_mean"] == s["mean"]["1"]
+
+
+def test_nnunet_prediction_folder_scores_as_it_is(folders, tmp_path, capsys):
+    """nnU-Net writes dataset.json, plans.json, predict_from_raw_data_args.json (and .npz/.pkl with
+    --save_probabilities) beside the masks: they are skipped without a warning."""
+    pred, ref = folders
+    (pred / "notes.txt").unlink()
+    for name in ("dataset.json", "plans.json", "predict_from_raw_data_args.json", "a.npz", "a.pkl"):
+        (pred / name).write_text("{}")
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 0 and "not a NIfTI" not in err, err

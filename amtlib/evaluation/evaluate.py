@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from amtlib import io, subgroups
-from amtlib.evaluation import lesions, stats
+from amtlib.evaluation import boundary, lesions, panoptic, stats
 from amtlib.errors import AmtError
-from amtlib.evaluation.metrics import metrics_from_counts
+from amtlib.evaluation.metrics import VOXEL_METRICS, metrics_from_counts
 
 
 #: ``per_case.csv`` columns (docs/architecture.md), then ``pred_missing``; metadata columns follow.
@@ -56,34 +56,97 @@ LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp",
                                          "fp_no_overlap")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: Every file ``amt evaluate`` may write into ``--out`` (replaced as a whole on a re-run).
-OUTPUT_FILES: tuple[str, ...] = ("per_case.csv", "lesion_counts.csv", "froc.csv", "table3.csv", "table4.csv", "summary.json")
+OUTPUT_FILES: tuple[str, ...] = ("per_case.csv", "lesion_counts.csv", "froc.csv", "table3.csv", "table4.csv",
+                                  "boundary_table.csv", "conventions.csv", "lesion_pairs.csv", "summary.json")
+#: ``--metrics`` choices: the paper's four (always computed), the boundary metrics, and ``pq`` (per-lesion quality).
+METRIC_CHOICES: tuple[str, ...] = (*VOXEL_METRICS, *boundary.BOUNDARY_METRICS, "pq")
+#: Files of an nnU-Net prediction folder that are not masks; skipped without a warning.
+NNUNET_SIDE_FILES: tuple[str, ...] = ("dataset.json", "plans.json", "predict_from_raw_data_args.json", "summary.json")
+
+
+@dataclass(frozen=True)
+class ExtraMetrics:
+    """What is scored beyond the paper's metrics: boundary metrics and the per-lesion quality.
+
+    ``metrics`` holds names of :data:`METRIC_CHOICES` (the paper's four are always computed);
+    ``nsd_tolerance_mm`` the NSD tolerances tau; ``pq_threshold`` the lesion IoU threshold of ``pq``.
+    """
+
+    metrics: tuple[str, ...] = ()
+    nsd_tolerance_mm: tuple[float, ...] = boundary.NSD_TOLERANCE_MM
+    pq_threshold: float = panoptic.PQ_IOU_THRESHOLD
+
+    @property
+    def boundary(self) -> list[str]:
+        return [m for m in boundary.BOUNDARY_METRICS if m in self.metrics]
+
+    @property
+    def pq(self) -> bool:
+        return "pq" in self.metrics
+
+    def columns(self) -> list[str]:
+        """The ``per_case.csv`` columns these metrics add (after :data:`PER_CASE_COLUMNS`)."""
+        return boundary.boundary_columns(self.boundary, self.nsd_tolerance_mm) + (list(panoptic.CASE_COLUMNS) if self.pq else [])
+
+
+def extra_metrics(metrics: "str | Sequence[str] | None" = None, nsd_tolerance_mm: "str | Sequence[float] | None" = None,
+                  pq_threshold: float = panoptic.PQ_IOU_THRESHOLD) -> ExtraMetrics:
+    """Check and normalise the extra metrics (a comma list or names; tau in mm, a comma list or numbers).
+
+    Raises ``ValueError`` naming the bad value: an unknown metric, a tau that is not a positive number,
+    a threshold outside [0, 1).
+    """
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics or ()) if m.strip()]
+    unknown = [m for m in names if m not in METRIC_CHOICES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRIC_CHOICES)}")
+    taus_in = (nsd_tolerance_mm.split(",") if isinstance(nsd_tolerance_mm, str) else
+               boundary.NSD_TOLERANCE_MM if nsd_tolerance_mm is None else nsd_tolerance_mm)
+    try:
+        taus = tuple(float(t) for t in taus_in)
+    except (TypeError, ValueError):
+        raise ValueError(f"NSD tolerances must be numbers in mm, e.g. 1,2; got {nsd_tolerance_mm!r}") from None
+    if not taus or any(not np.isfinite(t) or t <= 0 for t in taus):
+        raise ValueError(f"NSD tolerances must be positive numbers in mm, e.g. 1,2; got {nsd_tolerance_mm!r}")
+    chosen = tuple(m for m in METRIC_CHOICES if m in names and m not in VOXEL_METRICS)
+    return ExtraMetrics(chosen, tuple(dict.fromkeys(taus)), panoptic.check_threshold(pq_threshold))
 
 
 @dataclass
 class Evaluation:
-    """Scores of a set of cases: ``per_case`` (one row per case) and ``lesion_counts`` (case x threshold)."""
+    """Scores of a set of cases: ``per_case`` (one row per case) and ``lesion_counts`` (case x threshold).
+
+    With the per-lesion quality (``pq``), ``lesion_pairs`` holds the matched pairs (``lesion_pairs.csv``);
+    ``n_voxels`` is each case's image size in voxels (the TN of nnU-Net's ``summary.json``).
+    """
 
     per_case: pd.DataFrame
     lesion_counts: pd.DataFrame
+    lesion_pairs: "pd.DataFrame | None" = None
+    n_voxels: "np.ndarray | None" = None
+    extra: ExtraMetrics = ExtraMetrics()
 
 
 def score_case(
     pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float],
     thresholds: np.ndarray = lesions.IOU_THRESHOLDS, min_pred_voxels: int = lesions.MIN_PRED_VOXELS,
-    connectivity: int = lesions.CONNECTIVITY,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    connectivity: int = lesions.CONNECTIVITY, extra: ExtraMetrics = ExtraMetrics(),
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Voxel metrics, tumour size and lesion TP/FP/FN at every threshold for one (z, y, x) mask pair.
 
     Paper: Voxel-wise metrics, Post-processing, Lesion-wise metrics. Both masks are cropped to the box
     of their union, components are labelled once per mask, and one sparse joint histogram of the two
     label images (only overlapping pairs) gives both the voxel confusion counts and the lesion IoU matrix.
     ``max_axial_diameter_mm`` and ``volume_ml`` describe the reference (NaN / 0 when it is empty).
-    Returns ``(row, counts)`` with ``counts`` = ``{"tp", "fp", "fn"}`` arrays over ``thresholds``.
+    Returns ``(row, counts)`` with ``counts`` = ``{"tp", "fp", "fn", "fp_no_overlap"}`` arrays over
+    ``thresholds``. ``extra`` adds the boundary metrics (:mod:`amtlib.evaluation.boundary`, inside each
+    lesion's box) and the per-lesion quality (:mod:`amtlib.evaluation.panoptic`; its pairs in ``counts["pairs"]``).
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
     pred = pred if pred.dtype == bool else pred != 0
     ref = ref if ref.dtype == bool else ref != 0
+    n_voxels = int(pred.size)
     box = lesions.bounding_box(pred | ref)
     if box is None:
         pred = ref = np.zeros((1, 1, 1), dtype=bool)
@@ -102,7 +165,16 @@ def score_case(
         "max_axial_diameter_mm": lesions.max_axial_diameter_mm(ref, spacing),
         "volume_ml": float(ref_sizes.sum()) * float(np.prod(spacing)) / 1000.0,
     }
-    return row, {"tp": tp, "fp": fp, "fn": fn, "fp_no_overlap": fp_no_overlap}
+    counts: dict[str, Any] = {"tp": tp, "fp": fp, "fn": fn, "fp_no_overlap": fp_no_overlap, "n_voxels": n_voxels}
+    if extra.boundary:  # the boxes of the components just labelled, so no second labelling
+        row.update({k: v for k, v in boundary.boundary_metrics(
+            pred, ref, spacing, extra.nsd_tolerance_mm, boxes=boundary.lesion_boxes(pl, rl)).items()
+            if k in extra.columns()})
+    if extra.pq:
+        pairs, quality = panoptic.case_pairs(overlap, extra.pq_threshold, min_pred_voxels)
+        row.update({k: quality[k] for k in panoptic.CASE_COLUMNS})
+        counts["pairs"] = pairs
+    return row, counts
 
 
 def load_mask(path: str | Path, label: int | None = None,
@@ -180,7 +252,8 @@ def _evaluate_one(case_id: str, pred_path: "str | None", ref_path: str, pred_sou
                   options: dict[str, Any]) -> tuple[dict, dict]:
     pred, ref, spacing = load_pair(case_id, pred_path, ref_path, options["label"], options["resample_pred"],
                                    options["ref_label"], pred_sources, options["segment"])
-    row, counts = score_case(pred, ref, spacing, options["thresholds"], options["min_pred_voxels"], options["connectivity"])
+    row, counts = score_case(pred, ref, spacing, options["thresholds"], options["min_pred_voxels"], options["connectivity"],
+                             options["extra"])
     return {"case_id": case_id, **row, "pred_missing": pred_path is None}, counts
 
 
@@ -188,7 +261,7 @@ def evaluate_cases(
     cases: pd.DataFrame, thresholds: "list[float] | np.ndarray | None" = None,
     min_pred_voxels: int = lesions.MIN_PRED_VOXELS, connectivity: int = lesions.CONNECTIVITY,
     label: int | None = None, resample_pred: bool = False, workers: int = 1, progress: bool = True,
-    ref_label: int | None = None, segment: str | None = None,
+    ref_label: int | None = None, segment: str | None = None, extra: ExtraMetrics = ExtraMetrics(),
 ) -> Evaluation:
     """Score every case of ``cases`` (columns ``case_id, pred_path, ref_path``; pred_path may be empty).
 
@@ -196,13 +269,15 @@ def evaluate_cases(
     :data:`META_COLUMNS` are carried into ``per_case`` with the tumour ``size_bin``. Rows keep the
     order of ``cases``. ``label`` picks the predictions' tumour label, ``ref_label`` the references'.
     A ``pred_sources`` column (lists of CT files, from :func:`amtlib.dicom.predictions.pair_predictions`)
-    marks DICOM SEG/RTSTRUCT predictions; ``segment`` names their tumour segment or ROI.
+    marks DICOM SEG/RTSTRUCT predictions; ``segment`` names their tumour segment or ROI. ``extra``
+    (:func:`extra_metrics`) adds boundary metrics and the per-lesion quality; the default scores the paper's.
     """
     from amtlib.progress import Progress
 
     thr = lesions.iou_thresholds(thresholds)
     options = {"thresholds": thr, "min_pred_voxels": int(min_pred_voxels), "connectivity": int(connectivity),
-               "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label, "segment": segment}
+               "label": label, "resample_pred": bool(resample_pred), "ref_label": ref_label, "segment": segment,
+               "extra": extra}
     sources = cases["pred_sources"] if "pred_sources" in cases else pd.Series([None] * len(cases), index=cases.index)
     jobs = [(str(r.case_id), None if _empty(r.pred_path) else str(r.pred_path), str(r.ref_path),
              [str(f) for f in src] if isinstance(src, (list, tuple)) and src else None)
@@ -222,7 +297,7 @@ def evaluate_cases(
                 for f in futures:
                     f.add_done_callback(lambda _: bar.update())
                 results = [f.result() for f in futures]
-    per_case = pd.DataFrame([row for row, _ in results], columns=list(PER_CASE_COLUMNS))
+    per_case = pd.DataFrame([row for row, _ in results], columns=[*PER_CASE_COLUMNS, *extra.columns()])
     meta = [c for c in META_COLUMNS if c in cases]
     if meta:
         for c in meta:
@@ -236,7 +311,8 @@ def evaluate_cases(
         "n_pred_lesions": np.repeat([r["n_pred_lesions"] for r, _ in results], len(thr)),
         "fp_no_overlap": np.concatenate([c["fp_no_overlap"] for _, c in results]) if results else np.zeros(0, int),
     }, columns=list(LESION_COUNT_COLUMNS))
-    return Evaluation(per_case, counts)
+    pairs = panoptic.pairs_frame({"case_id": r["case_id"], **p} for r, c in results for p in c["pairs"]) if extra.pq else None
+    return Evaluation(per_case, counts, pairs, np.array([c["n_voxels"] for _, c in results], dtype=np.int64), extra)
 
 
 def _empty(v: Any) -> bool:
@@ -255,9 +331,15 @@ def _nifti_files(folder: Path, what: str) -> dict[str, Path]:
                 raise AmtError(folder, f"{what} of case {case} is there twice: {out[case].name} and {p.name}",
                                "keep one of them")
             out[case] = p
-        elif p.is_file() and not p.name.startswith("."):
+        elif p.is_file() and not p.name.startswith(".") and not _nnunet_side_file(p):
             warnings.warn(f"{p}: not a NIfTI file (.nii.gz/.nii); ignored", stacklevel=3)
     return out
+
+
+def _nnunet_side_file(path: Path) -> bool:
+    """An nnU-Net prediction folder's own files (plans, arguments, probabilities): not masks, not worth a warning."""
+    return path.name in NNUNET_SIDE_FILES or (path.suffix in (".npz", ".pkl") and
+                                              any((path.parent / (path.stem + s)).is_file() for s in NIFTI_SUFFIXES))
 
 
 def _no_match_problem(pred_dir: Path, preds: dict[str, Path], refs: dict[str, Path]) -> str:
@@ -367,10 +449,19 @@ def write_outputs(
     ev: Evaluation, out_dir: str | Path, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0,
 ) -> dict[str, Path]:
     """Write ``per_case.csv``, ``lesion_counts.csv``, ``froc.csv`` and, with metadata, ``table3.csv``
-    and ``table4.csv`` into ``out_dir`` (atomic writes); return the paths by name."""
+    and ``table4.csv`` into ``out_dir`` (atomic writes); return the paths by name.
+
+    With boundary metrics also ``boundary_table.csv`` (median [Q1, Q3] and infinite count per
+    subgroup) and ``conventions.csv`` (every convention used); with ``pq`` also ``lesion_pairs.csv``.
+    """
     out = Path(out_dir)
     paths = {"per_case": io.write_csv(out / "per_case.csv", ev.per_case),
              "lesion_counts": io.write_csv(out / "lesion_counts.csv", ev.lesion_counts)}
+    if ev.extra.boundary:
+        paths["boundary_table"] = io.write_csv(out / "boundary_table.csv", boundary.boundary_table(ev.per_case))
+        paths["conventions"] = io.write_csv(out / "conventions.csv", boundary.conventions_table(ev.extra.nsd_tolerance_mm))
+    if ev.lesion_pairs is not None:
+        paths["lesion_pairs"] = io.write_csv(out / "lesion_pairs.csv", ev.lesion_pairs)
     froc = stats.froc_curve(ev.lesion_counts, n_resamples, ci_level, seed)
     paths["froc"] = io.write_csv(out / "froc.csv", froc)
     if any(c in ev.per_case for c in ("manufacturer", "histology")):
@@ -391,8 +482,21 @@ CLI_DEFINITIONS = """definitions (Takemura et al. 2026, Methods; each a paramete
     seeded case bootstrap (per-case metrics: mean +- SD, bootstrap CI of the mean)
   subgroups: vendor (DICOM Manufacturer), size by max axial diameter (<50, 50-80, >80 mm), histology
 
-outputs in --out: per_case.csv, lesion_counts.csv, froc.csv, summary.json, and with --clinical
-  table3.csv and table4.csv (regenerated beside the paper's values). --out must be new, empty or an
+boundary metrics (not in the paper; --metrics hd95,assd,nsd; every convention in conventions.csv):
+  boundary voxel = foreground voxel with a 6-neighbour in background; distances between voxel centres
+    to the nearest boundary voxel of the other mask, in mm with the image's anisotropic spacing
+  hd95_mm = larger of the two directed 95th percentiles (linear interpolation); assd_mm = mean of the
+    distances pooled over both directions; nsd_<tau>mm = fraction of pooled boundary voxels within tau
+    (distance <= tau; --nsd-tolerance-mm, default 2)
+  both masks empty: NaN (left out, counted); one empty: hd95/assd inf, nsd 0; boundary_table.csv gives
+    median [Q1, Q3] of hd95/assd and the number of infinite cases
+per-lesion quality (--metrics pq, at --pq-iou-threshold, default 0.5, the matching above):
+  lesion_pairs.csv: Dice and IoU of each matched pair; per case and in summary.json
+  PQ = SQ x RQ, RQ = TP / (TP + FP/2 + FN/2), SQ = mean IoU of matched pairs
+
+outputs in --out: per_case.csv, lesion_counts.csv, froc.csv, summary.json (also in nnU-Net v2's schema:
+  metric_per_case, mean, foreground_mean), and with --clinical table3.csv and table4.csv (regenerated
+  beside the paper's values). --out must be new, empty or an
   earlier amt evaluate output folder, whose outputs are all replaced (none is left from the earlier run).
 labels: --label N picks the tumour label of the predictions only; --ref-label M that of the references.
 """
@@ -426,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop predicted components smaller than this (default 10)")
     p.add_argument("--connectivity", type=int, default=lesions.CONNECTIVITY, choices=(6, 18, 26),
                    help="3D connectivity of lesions (default 26)")
+    p.add_argument("--metrics", default="",
+                   help="extra metrics, comma-separated: hd95, assd, nsd (boundary) and pq (per-lesion quality); "
+                        "the paper's dice, iou, precision, recall are always computed")
+    p.add_argument("--nsd-tolerance-mm", default=",".join(f"{t:g}" for t in boundary.NSD_TOLERANCE_MM),
+                   help="NSD tolerance(s) tau in mm, comma-separated (default 2): columns nsd_<tau>mm")
+    p.add_argument("--pq-iou-threshold", type=float, default=panoptic.PQ_IOU_THRESHOLD,
+                   help="lesion IoU threshold of the per-lesion quality (--metrics pq; default 0.5)")
     p.add_argument("--bootstrap", type=int, default=2000, help="case-bootstrap resamples (default 2000)")
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -511,6 +622,11 @@ def _cli(argv: list[str]) -> int:
         if (args.dicom_kind or args.segment) and args.sources is None:
             raise AmtError("--dicom-kind/--segment", "apply to DICOM predictions only",
                            "give --sources (the cohort's sources.json or the DICOM folder of the CT series)")
+        try:
+            extra = extra_metrics(args.metrics, args.nsd_tolerance_mm, args.pq_iou_threshold)
+        except ValueError as exc:
+            raise AmtError("--metrics/--nsd-tolerance-mm/--pq-iou-threshold", str(exc),
+                           "e.g. --metrics hd95,assd,nsd,pq --nsd-tolerance-mm 1,2 --pq-iou-threshold 0.5") from None
         stale = claim_out_dir(out)
         if args.sources is not None:
             from amtlib.dicom import predictions as dicom_predictions
@@ -525,7 +641,7 @@ def _cli(argv: list[str]) -> int:
             cases = attach_clinical(cases, read_clinical(args.clinical))
         ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
                             args.resample_pred, args.workers, progress=not args.no_progress, ref_label=args.ref_label,
-                            segment=args.segment)
+                            segment=args.segment, extra=extra)
         missing = ev.per_case.loc[ev.per_case["pred_missing"], "case_id"].tolist()
         paths = write_evaluation(ev, out, stale, {
             "n_cases": len(ev.per_case), "missing_predictions": missing,
@@ -537,6 +653,9 @@ def _cli(argv: list[str]) -> int:
             "bootstrap": args.bootstrap, "ci_level": args.ci_level, "seed": args.seed,
             "label": args.label, "ref_label": args.ref_label, "resample_pred": args.resample_pred,
             "iou_thresholds": lesions.IOU_THRESHOLDS.tolist(),
+            "metrics": [*VOXEL_METRICS, *extra.metrics], "nsd_tolerance_mm": list(extra.nsd_tolerance_mm),
+            "pq_iou_threshold": extra.pq_threshold,
+            **summary_extras(ev, cases),
         }, args.bootstrap, args.ci_level, args.seed)
     froc = pd.read_csv(paths["froc"])
     at = froc.set_index("iou_threshold")
@@ -545,4 +664,46 @@ def _cli(argv: list[str]) -> int:
                f"{at.loc[0.5, 'sensitivity']:.3f} and FP/scan {at.loc[0.1, 'fp_per_scan']:.3f} / "
                f"{at.loc[0.5, 'fp_per_scan']:.3f} at IoU 0.1 / 0.5; wrote {', '.join(p.name for p in paths.values())} to {out}")
     sys.stdout.write(summary + "\n")
+    if extra.metrics:
+        sys.stdout.write(extra_summary_line(ev) + "\n")
     return 0
+
+
+def summary_extras(ev: Evaluation, cases: pd.DataFrame) -> dict[str, Any]:
+    """The ``summary.json`` keys beyond the run's settings: nnU-Net v2's schema and, with ``pq``, the pooled PQ."""
+    from amtlib.evaluation import nnunet
+
+    out = nnunet.summary(ev, cases)
+    if ev.lesion_pairs is not None:
+        out["panoptic_quality"] = pooled_lesion_quality(ev)
+    return out
+
+
+def pooled_lesion_quality(ev: Evaluation) -> dict[str, float]:
+    """PQ, SQ, RQ pooled over the cases of ``ev`` at its ``pq_threshold`` (:func:`panoptic.pooled_quality`)."""
+    if ev.lesion_pairs is None:
+        raise ValueError("the evaluation has no per-lesion quality; score it with extra_metrics('pq')")
+    return {"iou_threshold": ev.extra.pq_threshold,
+            **panoptic.pooled_quality(ev.per_case.assign(**case_lesion_counts(ev)), ev.lesion_pairs)}
+
+
+def case_lesion_counts(ev: Evaluation) -> dict[str, np.ndarray]:
+    """Per-case lesion ``tp, fp, fn`` at the per-lesion quality's threshold (from the pairs and component counts)."""
+    pairs = ev.lesion_pairs if ev.lesion_pairs is not None else panoptic.pairs_frame([])
+    tp = ev.per_case["case_id"].map(pairs.groupby("case_id").size()).fillna(0).to_numpy(dtype=int)
+    return {"tp": tp, "fp": ev.per_case["n_pred_lesions"].to_numpy(dtype=int) - tp,
+            "fn": ev.per_case["n_ref_lesions"].to_numpy(dtype=int) - tp}
+
+
+def extra_summary_line(ev: Evaluation) -> str:
+    """One line of the extra metrics for the terminal: median HD95/ASSD, infinite cases, mean NSD, pooled PQ."""
+    pc, parts = ev.per_case, []
+    for c in ("hd95_mm", "assd_mm"):
+        if c in pc:
+            s = boundary.summarise(pc[c])
+            parts.append(f"{c} median {s['median']:.2f} [{s['q1']:.2f}, {s['q3']:.2f}] ({s['n_inf']} infinite)")
+    parts += [f"{c} mean {pc[c].mean():.3f}" for c in pc.columns if c.startswith("nsd_")]
+    if ev.lesion_pairs is not None:
+        q = pooled_lesion_quality(ev)
+        parts.append(f"PQ {q['pq']:.3f} = SQ {q['sq']:.3f} x RQ {q['rq']:.3f} at lesion IoU > {ev.extra.pq_threshold:g}")
+    return "; ".join(parts)
