@@ -8,10 +8,13 @@ part of a finished run with other seeds and tabulates every seed beside the run'
 - ``--part histology``: step 07 (radiomics SVM and 2D CNN on the same masks; external AUCs) into
   ``<run>_07seed<N>/``, written to ``seed_spread_07.csv``, followed by what the CNN's score follows on a
   demo cohort: its mean per public background CT and risk group, and its Spearman correlation with the
-  background's native noise (``00_data/raw/synthesis.csv``).
+  background's native noise (``00_data/raw/synthesis.csv``);
+- ``--part fusion``: step 08 (CT-only CNN, CTC/clinical logistic, fusion network; external AUCs, binary
+  and multi-class) into ``<run>_08seed<N>/``, written to ``seed_spread_08.csv``.
 
     python benchmarks/seed_spread.py runs/bench_demo --seeds 1 2 3                  # ~3 min per seed
     python benchmarks/seed_spread.py runs/bench_demo --part histology --seeds 1 2 3 # ~40 s per seed
+    python benchmarks/seed_spread.py runs/demo --part fusion --seeds 1 2 3          # ~30 s per seed
     python benchmarks/seed_spread.py runs/bench_demo --seeds 1 2 3 --report-only
 
 Earlier step folders of the seed runs are links to the base run's (nothing writes into them). Prints
@@ -32,9 +35,10 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("00_data", "01_cohort", "02_split", "03_train", "04_evaluate", "05_froc", "06_failure", "07_histology")
+STEPS = ("00_data", "01_cohort", "02_split", "03_train", "04_evaluate", "05_froc", "06_failure", "07_histology", "08_fusion")
 #: part -> (first step, last step, seed-run folder suffix, table written into the base run)
-PARTS = {"seg": ("03", "05", "seed", "seed_spread.csv"), "histology": ("07", "07", "07seed", "seed_spread_07.csv")}
+PARTS = {"seg": ("03", "05", "seed", "seed_spread.csv"), "histology": ("07", "07", "07seed", "seed_spread_07.csv"),
+         "fusion": ("08", "08", "08seed", "seed_spread_08.csv")}
 COLUMNS = ("seed", "best_tuning_dice", "dice", "precision", "recall", "sens_iou0.1", "sens_iou0.5", "fp_iou0.1", "fp_iou0.5")
 
 
@@ -62,6 +66,19 @@ def histology_results(run: Path, seed: int) -> dict[str, float]:
         if r.split == "train" or r.roi == "predicted":
             row[f"{r.model}_{'train' if r.split == 'train' else 'external'}_auc"] = float(r.auc)
     return row
+
+
+def fusion_results(run: Path, seed: int) -> dict[str, float]:
+    """External-test AUCs of each 08 model, binary and multi-class, of one run (``<task>_<model>_auc``)."""
+    t = pd.read_csv(run / "08_fusion" / "auc.csv")
+    row: dict[str, float] = {"seed": seed}
+    for r in t.itertuples(index=False):
+        row[f"{r.task}_{r.model}_auc"] = float(r.auc)
+    return row
+
+
+#: part -> the function that reads one run's figures
+RESULTS = {"seg": seg_results, "histology": histology_results, "fusion": fusion_results}
 
 
 def seed_run(base: Path, seed: int, part: str) -> Path:
@@ -112,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = Path(args.run).resolve()
     _, _, suffix, table_name = PARTS[args.part]
-    results = seg_results if args.part == "seg" else histology_results
+    results = RESULTS[args.part]
     base_seed = int(yaml.safe_load((base / "config.yaml").read_text()).get("seed", 0))
     rows = [results(base, base_seed)]
     for seed in args.seeds:

@@ -3,7 +3,6 @@ byte-identical figures and the viewer's starting position."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -280,9 +279,7 @@ def tempfile_dir() -> str:
 
 def test_notebook_runs_in_an_ipc_kernel_without_the_tcp_warning(tmp_path):
     import nbformat
-    import papermill as pm
 
-    from amtlib.kernel import IPCKernelManager
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ.get('AMT_PROGRESS_FILE'))")]
@@ -370,3 +367,25 @@ def test_seed_spread_histology_part_and_cnn_shortcut(tmp_path: Path) -> None:
     table = spread.cnn_shortcut(base)
     assert table[["background", "label", "n"]].values.tolist() == [["a", 0, 2], ["b", 1, 2]]
     assert table["mean_score"].tolist() == pytest.approx([0.2, 0.7]) and table["rho_score_noise_in_split"].tolist() == [1.0, 1.0]
+
+
+def test_seed_spread_fusion_part(tmp_path: Path) -> None:
+    """--part fusion tabulates each seed's external AUCs of step 08 per task and model (hand-made runs)."""
+    import pandas as pd
+
+    spread = _load_script("benchmarks/seed_spread.py")
+    base, other = tmp_path / "run", tmp_path / "run_08seed4"
+    for run, fusion in ((base, 0.70), (other, 0.90)):
+        (run / "08_fusion").mkdir(parents=True)
+        pd.DataFrame({"task": ["binary", "binary", "multiclass"], "model": ["fusion", "ct_only_cnn", "fusion"],
+                      "auc": [fusion, 0.58, 0.61]}).to_csv(run / "08_fusion" / "auc.csv", index=False)
+    (base / "config.yaml").write_text("seed: 0\n")
+    assert spread.main([str(base), "--part", "fusion", "--seeds", "4", "--report-only"]) == 0
+    t = pd.read_csv(base / "seed_spread_08.csv")
+    assert t.to_dict("list") == {"seed": [0, 4], "binary_fusion_auc": [0.7, 0.9], "binary_ct_only_cnn_auc": [0.58, 0.58],
+                                 "multiclass_fusion_auc": [0.61, 0.61]}
+    from amtlib import report
+
+    spreads = report.seed_spreads(base)
+    assert spreads["dmfn_fusion.binary_validation.fusion.auc"] == (0.7, 0.9, "0, 4")
+    assert spreads["dmfn_fusion.binary_test.fusion.auc"] == (0.7, 0.9, "0, 4")

@@ -147,7 +147,8 @@ def table3(
 
     Paper: Table 3. One row per subgroup (:func:`subgroup_masks`): ``subgroup, label, n, n_reported,
     small_n`` then per metric ``m``: ``m`` (formatted ``0.87 ± 0.02 (0.81–0.92)``), ``m_reported``,
-    ``m_mean, m_sd, m_ci_low, m_ci_high, m_t_ci_low, m_t_ci_high, m_n_nan``.
+    ``m_mean, m_sd, m_ci_low, m_ci_high, m_t_ci_low, m_t_ci_high, m_n_nan``. The CI is the case
+    bootstrap's; the t-interval beside it is clipped to [0, 1] (the metrics' range; NaN stays NaN).
     """
     paper_rows = reported()["table3"]
     rows = []
@@ -160,6 +161,9 @@ def table3(
             row[m] = format_cell(r["mean"], r["sd"], r["ci_low"], r["ci_high"])
             cell = paper_rows.get(key, {}).get(m)
             row[f"{m}_reported"] = format_cell(*cell) if cell else ""
+            # the voxel metrics lie in [0, 1]: their t-interval (the cross-check) is clipped there, as the bootstrap
+            # CI (the one reported) already is; a small subgroup's t-interval otherwise runs below 0
+            r["t_ci_low"], r["t_ci_high"] = float(np.clip(r["t_ci_low"], 0.0, 1.0)), float(np.clip(r["t_ci_high"], 0.0, 1.0))
             row.update({f"{m}_{k}": r[k] for k in ("mean", "sd", "ci_low", "ci_high", "t_ci_low", "t_ci_high", "n_nan")})
         rows.append(row)
     return pd.DataFrame(rows)
