@@ -69,6 +69,15 @@ STEP_INPUTS: dict[str, tuple[str, ...]] = {
     "05_froc": ("manifest", "split_csv", "predictions_dir"),
     "06_failure": ("manifest", "split_csv", "predictions_dir", "per_case"),
 }
+#: Everything a step reads from earlier steps (a superset of :data:`STEP_INPUTS`): ``amt run`` puts the
+#: size and modification time of each file there into the step's fingerprint, so a file replaced by
+#: hand (another model's masks dropped into ``03_train/predictions/``) re-runs the steps that read it.
+STEP_READS: dict[str, tuple[str, ...]] = {
+    **STEP_INPUTS,
+    "07_histology": ("manifest", "split_csv", "predictions_dir"),
+    "08_fusion": ("manifest", "split_csv", "predictions_dir"),
+    "09_export": ("manifest", "split_csv", "predictions_dir", "sources_json"),
+}
 
 
 def project_path(path: str | Path) -> Path:

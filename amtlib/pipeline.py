@@ -6,7 +6,8 @@ config, package versions, platform, device, seeds, start/end times and per-step 
 
 Each notebook gets only the parameters its ``parameters`` cell declares, plus ``run_dir``. A step is
 skipped when its fingerprint (notebook source, injected parameters, amtlib source, fingerprints of the
-steps before it) equals that of its last successful run, unless ``force``.
+steps before it, size and modification time of the files it reads from earlier steps) equals that of
+its last successful run, unless ``force``.
 
 Before any step starts, and before the run folder is created: the steps named exist, every ``-p`` key
 is declared by some notebook (else an error naming the nearest known key, unless ``allow_unknown``)
@@ -270,13 +271,32 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def fingerprint(step: Step, params: Mapping[str, Any], upstream: Sequence[str], lib_hash: str) -> str:
-    """Identity of one step's execution: notebook, parameters, library and upstream fingerprints."""
+def input_files_state(run_dir: Path, step: Step) -> list[tuple[str, int, int]]:
+    """``(path in the run folder, size, mtime_ns)`` of every file the step reads from earlier steps
+    (:data:`amtlib.paths.STEP_READS`; folders file by file, sorted); missing paths are left out."""
+    from amtlib.paths import STEP_READS, RunPaths
+
+    paths = RunPaths(run_dir)
+    state = []
+    for key in STEP_READS.get(step.name, ()):
+        top = getattr(paths, key)
+        files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top] if top.is_file() else []
+        for f in files:
+            st = f.stat()
+            state.append((str(f.relative_to(run_dir)), st.st_size, st.st_mtime_ns))
+    return state
+
+
+def fingerprint(step: Step, params: Mapping[str, Any], upstream: Sequence[str], lib_hash: str,
+                inputs: Sequence[tuple[str, int, int]] = ()) -> str:
+    """Identity of one step's execution: notebook, parameters, library, upstream fingerprints and the
+    state of the files it reads (:func:`input_files_state`)."""
     payload = {
         "notebook": notebook_source_hash(step.notebook),
         "params": {k: v for k, v in sorted(params.items())},
         "library": lib_hash,
         "upstream": list(upstream),
+        "inputs": [list(item) for item in inputs],
     }
     return _sha(json.dumps(payload, sort_keys=True, default=str).encode())
 
@@ -625,7 +645,7 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
     try:
         for step in steps:
             params = step_parameters(step, config, run_dir)
-            fp = fingerprint(step, params, upstream, lib)
+            fp = fingerprint(step, params, upstream, lib, input_files_state(run_dir, step))
             if step.name not in chosen_names:
                 # Not run now: keep the chain from its last record so later steps stay comparable.
                 upstream.append(prev_steps.get(step.name, {}).get("fingerprint", "absent"))

@@ -156,3 +156,28 @@ def test_repository_notebooks_have_one_parsable_parameters_cell():
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{step.name} has outputs"
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{step.name}: parameters must be the first code cell"
+
+
+def test_a_step_reruns_when_a_file_it_reads_is_replaced(tmp_path):
+    """Issue 23 item 20: after 03_train/predictions/ was replaced by hand, `--only 07_histology` called the
+    step unchanged and kept the old tables. The files a step reads are part of its fingerprint."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "07_histology.ipynb", 'run_dir = "x"',
+              "from pathlib import Path\nfiles = sorted(Path(run_dir, '03_train', 'predictions').iterdir())\n"
+              "Path(run_dir, 'seen.txt').write_text(' '.join(f.read_text() for f in files))")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}\n")
+    run = tmp_path / "run"
+    preds = run / "03_train" / "predictions"
+    preds.mkdir(parents=True)
+    (preds / "A.nii.gz").write_text("ours")
+    first = pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None)
+    assert first.executed == ["07_histology"] and (run / "seen.txt").read_text() == "ours"
+    again = pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None)
+    assert again.skipped == ["07_histology"]
+    (preds / "A.nii.gz").write_text("another model's")  # dropped in by hand
+    third = pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, only=["07"], echo=lambda m: None)
+    assert third.executed == ["07_histology"] and (run / "seen.txt").read_text() == "another model's"
+    (preds / "B.nii.gz").write_text("new case")
+    assert pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None).executed == ["07_histology"]
