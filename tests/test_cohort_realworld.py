@@ -138,6 +138,11 @@ def realworld(tmp_path_factory, scanner) -> tuple[Path, dict[str, str], cohort.C
     contours.extend([open_contour, two_points])  # contours 5 and 6 after the 4 of the truth
     rs.save_as(folder / "RS.R18")
     patient("R18")
+    # R19: an anonymiser blanked the Type 1 UIDs of the data set; the file meta keeps the SOP class and instance
+    folder, geom = _series(raw, "R19", "ct", "R19")
+    _blank(folder, "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+    save_nifti(_truth(), geom["affine"], raw / "masks" / "R19.nii.gz")  # by patient: its series id is derived
+    patient("R19")
     # R06: mask as dcm2niix writes it (rows flipped, affine diag(-dx, +dy, dz))
     folder, geom = _series(raw, "R06", "s", "R06")
     aff = geom["affine"].copy()
@@ -230,6 +235,9 @@ def test_warnings_say_what_was_unusual(realworld) -> None:
             ("R12", "mask_from_annotation"), ("R13", "mask_from_annotation"), ("R15", "gantry_tilt_tag"),
             ("R16", "gantry_tilt_resampled"), ("R16", "mask_from_annotation"), ("R17", "mask_from_annotation"),
             ("R17", "not_image_candidates"), ("R18", "contour_not_closed"), ("R18", "contour_degenerate")} <= kinds
+    r19 = " | ".join(w[(w.patient_id == "R19") & (w.kind == "uids_blank")].detail)
+    assert "SOPClassUID, SOPInstanceUID blank, taken from the file meta" in r19
+    assert "StudyInstanceUID, FrameOfReferenceUID blank" in r19 and ("R19", "series_uid_derived") in kinds
     r18 = " | ".join(w[w.patient_id == "R18"].detail)
     assert "RS.R18: contour 5 of ROI 1 is OPEN_PLANAR" in r18 and "RS.R18: contour 6 of ROI 1 has 2 point(s)" in r18
     assert ("R05", "gantry_tilt_tag") not in kinds
@@ -258,7 +266,7 @@ def test_included_cases_have_the_right_voxels_and_patient(realworld) -> None:
     raw, _, result, _ = realworld
     out = Path(result.paths["manifest"]).parent
     man = result.manifest.set_index("case_id")
-    for pid in ("R02", "R03", "R04", "R06", "R12", "R13", "R17", "R18"):
+    for pid in ("R02", "R03", "R04", "R06", "R12", "R13", "R17", "R18", "R19"):
         mask, _, _ = load_nifti(out / man.loc[pid, "mask_path"])
         np.testing.assert_array_equal(mask, _truth(), err_msg=pid)
     assert man.loc["R02", "series_uid"].startswith("derived.") and man.loc["R03", "patient_id"] == "R03"

@@ -663,3 +663,18 @@ def test_seg_pixel_measures_are_short_decimal_strings(tmp_path: Path) -> None:
     assert str(measures.SpacingBetweenSlices) == "10" and str(measures.SliceThickness) == "10"
     assert all(len(str(v)) <= 16 for e in seg.iterall() if e.VR == "DS"
                for v in (e.value if isinstance(e.value, (list, pydicom.multival.MultiValue)) else [e.value]))
+
+
+def test_a_series_whose_sop_uids_an_anonymiser_blanked_exports_with_the_file_meta_uids(tmp_path: Path) -> None:
+    """Issue 23 item 16: blanked SOPClassUID/SOPInstanceUID with the file meta intact read as pydicom reads them."""
+    run, preds = _fake_run(tmp_path)
+    folder = run / "00_data" / "raw" / "dicom" / "P1" / "s1"
+    meta_uids = sorted(str(pydicom.dcmread(p).file_meta.MediaStorageSOPInstanceUID) for p in folder.iterdir())
+    _edit_series(folder, SOPClassUID="", SOPInstanceUID="")
+    table = export.export_run(run, tmp_path / "out").set_index("case_id")
+    assert table.loc["P1", "status"] == "written", table.loc["P1", "detail"]
+    seg = pydicom.dcmread(tmp_path / "out" / "P1" / "seg.dcm")
+    referenced = {str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+    assert referenced and referenced <= set(meta_uids)
+    _, geometry = dicomio.read_series(folder)
+    np.testing.assert_array_equal(an.read_seg(tmp_path / "out" / "P1" / "seg.dcm", geometry), preds["P1"])

@@ -148,6 +148,32 @@ def _has_dicm_marker(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+#: Data-set UIDs that an anonymiser may blank while the file meta keeps them, and the meta element that does.
+FILE_META_UIDS: dict[str, str] = {"SOPClassUID": "MediaStorageSOPClassUID", "SOPInstanceUID": "MediaStorageSOPInstanceUID"}
+#: Type 1 UIDs that, when blank, are recorded in the series' warnings (``uids_blank``).
+BLANKABLE_UIDS: tuple[str, ...] = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                                   "FrameOfReferenceUID")
+
+
+def fill_uids_from_file_meta(ds: Any) -> list[str]:
+    """Fill SOPClassUID / SOPInstanceUID that are present but blank in the data set from the file meta's
+    MediaStorage UIDs (in memory; the file is never changed), as pydicom and dcm2niix read such a file.
+    An element that is absent altogether is left absent (a header cut short, not an anonymiser's blank).
+    Returns the keywords filled; :func:`blank_uids` names what is still blank."""
+    meta = getattr(ds, "file_meta", None) or {}
+    filled = []
+    for keyword, meta_keyword in FILE_META_UIDS.items():
+        if keyword in ds and not _text(ds, keyword) and _text(meta, meta_keyword):
+            setattr(ds, keyword, _text(meta, meta_keyword))
+            filled.append(keyword)
+    return filled
+
+
+def blank_uids(ds: Any) -> list[str]:
+    """The :data:`BLANKABLE_UIDS` that are present in ``ds`` with an empty value."""
+    return [k for k in BLANKABLE_UIDS if k in ds and not _text(ds, k)]
+
+
 def sniff(path: str | Path, stop_before_pixels: bool = True) -> tuple[str, Any, str]:
     """Classify one file by content: ``("dicom", dataset, "")``, ``("unreadable", None, why)`` for a
     file that claims to be DICOM but does not parse, or ``("other", None, why)`` for a non-DICOM file.
@@ -170,6 +196,7 @@ def sniff(path: str | Path, stop_before_pixels: bool = True) -> tuple[str, Any, 
         meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
         if meta_class == MEDIA_DIRECTORY_STORAGE:
             return "other", None, "DICOMDIR (media directory, not an image)"
+        ds.amt_uids_from_meta = fill_uids_from_file_meta(ds)  # a Python attribute, not a DICOM element
         sop = str(ds.get("SOPClassUID", "") or "")
         if not sop or not all(part.isdigit() for part in sop.split(".")):
             # SOPClassUID is Type 1 in every storage object: without it the header is cut short
@@ -255,6 +282,7 @@ WARNING_KINDS: dict[str, str] = {
     "gantry_tilt_tag": "GantryDetectorTilt recorded but the positions are not sheared: read as positioned",
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
     "mask_from_annotation": "reference mask rasterised from a DICOM SEG or RTSTRUCT onto the series grid",
+    "uids_blank": "Type 1 UIDs blank in the data set (an anonymiser's): SOP class/instance taken from the file meta",
     "contour_not_closed": "an RTSTRUCT contour is OPEN or POINT: it encloses no area and was left out",
     "contour_degenerate": "an RTSTRUCT contour has fewer than 3 points: it encloses no area and was left out",
 }
@@ -414,6 +442,14 @@ class _Found:
             self.groups[(patient, uid)].files.append(where)
             return
         self.groups[(patient, uid)] = _Series(patient, uid, derived, ds, [where])
+        from_meta = getattr(ds, "amt_uids_from_meta", [])
+        still_blank = [k for k in blank_uids(ds) if k != "SeriesInstanceUID"]
+        if from_meta or still_blank:
+            self.warnings.append({"patient_folder": patient, "series_uid": uid, "kind": "uids_blank",
+                                  "detail": f"{path}: " + "; ".join(
+                                      ([f"{', '.join(from_meta)} blank, taken from the file meta"] if from_meta else [])
+                                      + ([f"{', '.join(still_blank)} blank (left blank: DICOM export of this series "
+                                          "needs them restored)"] if still_blank else []))})
         if derived:
             self.warnings.append({"patient_folder": patient, "series_uid": uid, "kind": "series_uid_derived",
                                   "detail": f"{path.parent}: SeriesInstanceUID blank; series id {uid} derived from "

@@ -51,7 +51,7 @@ import pandas as pd
 
 from amtlib import __version__
 from amtlib.dicom.annotations import RTSTRUCT_STORAGE, voxel_to_lps
-from amtlib.dicom.dicomio import deterministic_uid, shift_mask_slice, slice_shift
+from amtlib.dicom.dicomio import deterministic_uid, fill_uids_from_file_meta, shift_mask_slice, slice_shift
 from amtlib.errors import AmtError
 from amtlib.io import atomic_path, folder_lock, load_nifti, refuse_link, sha256_file, write_csv
 
@@ -155,7 +155,9 @@ def _as_the_standard_reads_it(ds: Any) -> Any:
     """A source header (in memory; the file is never changed) with two common real-world lapses read as
     DICOM defines them: a SpecificCharacterSet present but empty (common in GE data) is the default
     repertoire, so it is dropped; an absent Type 2 patient/study element (AccessionNumber in
-    de-identified series) is present and empty."""
+    de-identified series) is present and empty; a SOP class or instance UID an anonymiser blanked is the
+    file meta's (:func:`amtlib.dicom.dicomio.fill_uids_from_file_meta`, as the series reader reads it)."""
+    fill_uids_from_file_meta(ds)
     if "SpecificCharacterSet" in ds:
         values = ds.SpecificCharacterSet
         if not any(str(v).strip() for v in ([values] if isinstance(values, str) else values)):
