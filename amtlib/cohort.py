@@ -291,17 +291,19 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
     reoriented = False
     try:
         if mk.mask_suffix(mask_path):
+            notes = []
             mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
-                                                     tolerance_mm=options["mask_tolerance_mm"])
+                                                     tolerance_mm=options["mask_tolerance_mm"], notes=notes)
+            warnings += notes
         else:
-            notes: list[tuple[str, str]] = []
+            notes = []
             mask = an.read_annotation(mask_path, geometry, label=options["mask_label"], notes=notes)
             warnings += notes
             if not mask.any():
                 raise _Unusable("invalid_reference_mask", f"{mask_path}: no tumour voxel in the chosen segment/ROI")
             warnings.append(("mask_from_annotation", f"{mask_path}: {an.annotation_kind(mask_path)} rasterised onto the series grid"))
     except mk.MaskError as exc:
-        reason = "mask_geometry_mismatch" if "does not coincide" in str(exc) else "invalid_reference_mask"
+        reason = "mask_geometry_mismatch" if exc.reason == mk.OFF_GRID else "invalid_reference_mask"
         raise _Unusable(reason, str(exc)) from None
     except an.AnnotationError as exc:
         reason = "mask_geometry_mismatch" if exc.reason == an.OFF_GRID else "invalid_reference_mask"

@@ -4,9 +4,11 @@ Paper section: Data collection (reference tumour masks drawn by radiologists). S
 store the same voxel grid in different ways: the plain LPS->RAS NIfTI of this package, dcm2niix's row
 flip (affine diag(-dx, +dy, dz)), an axis permutation, or a 3D Slicer NRRD/``.seg.nrrd`` in LPS. A mask
 is accepted when its voxel centres coincide with the image's (within ``tolerance_mm``) after a
-permutation and flips of its axes; it is then reoriented onto the image's (z, y, x) array. It is never
-resampled: a mask on another grid is refused with the largest distance in mm between its voxel centres
-and the image's. DICOM SEG and RTSTRUCT are read by :mod:`amtlib.dicom.annotations`.
+permutation and flips of its axes; it is then reoriented onto the image's (z, y, x) array. A mask on
+a grid padded in-plane around the image's (the same spacing, directions and slices, the image's voxel
+centres a block of the mask's: dcm2niix pads a tilt-corrected series with rows) is cropped to the image,
+when no tumour voxel lies outside it, with a note. It is never resampled: a mask on another grid is refused with
+the largest distance in mm between its voxel centres and the image's. DICOM SEG and RTSTRUCT are read by :mod:`amtlib.dicom.annotations`.
 
 Labels: a mask must hold only 0 and 1 unless ``label`` names the tumour label (an integer value, or
 the segment name of a ``.seg.nrrd``); other values are never guessed.
@@ -27,8 +29,23 @@ TOLERANCE_MM = 0.1
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+#: Reason codes of :class:`MaskError` (the cohort maps them to its exclusion reasons; messages may change).
+OFF_GRID = "off_grid"
+INVALID = "invalid"
+
+
 class MaskError(ValueError):
-    """A mask that cannot be used for its image; the message names the file, the problem and the remedy."""
+    """A mask that cannot be used for its image; the message names the file, the problem and the remedy.
+
+    ``reason``: :data:`OFF_GRID` for a mask on another voxel grid, else :data:`INVALID`.
+    """
+
+    def __init__(self, message: str, reason: str = INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (str(self), self.reason))
 
 
 @dataclass
@@ -148,8 +165,44 @@ def grid_mapping(mask_affine: np.ndarray, mask_shape: Sequence[int], image_affin
     return None, float(np.linalg.norm(world - nearest, axis=1).max())
 
 
+def grid_embedding(mask_affine: np.ndarray, mask_shape: Sequence[int], image_affine: np.ndarray,
+                   image_shape_xyz: Sequence[int], tolerance_mm: float = TOLERANCE_MM) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(ornt, start)`` when the image's grid is a block of the mask's, else None.
+
+    The mask's axes, permuted and flipped by the nibabel orientation ``ornt``, run along the image's
+    with the same spacing, and image voxel (0, 0, 0) is the reoriented mask's voxel ``start`` (x, y, z;
+    integers), the image's whole extent inside the mask's; every mask voxel centre within
+    ``tolerance_mm`` of that grid (checked at the 8 corners: both grids are affine). Only in-plane
+    padding counts: the slices must be the image's own (a mask with more slices than its series marks a
+    series that lost slices, which must stay a mismatch).
+    """
+    import nibabel as nib
+
+    to_image = np.linalg.inv(image_affine) @ mask_affine
+    ornt = nib.orientations.io_orientation(to_image)
+    if np.isnan(ornt).any():
+        return None
+    shape = np.asarray(mask_shape[:3], dtype=int)
+    reoriented_affine = mask_affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    shape_r = np.empty(3, dtype=int)
+    shape_r[ornt[:, 0].astype(int)] = shape
+    offset = (np.linalg.inv(image_affine) @ reoriented_affine)[:3, 3]  # mask voxel 0 in image indices
+    start = -np.round(offset).astype(int)
+    corners = np.array([[a, b, c] for a in (0, shape_r[0] - 1) for b in (0, shape_r[1] - 1) for c in (0, shape_r[2] - 1)])
+    world = (reoriented_affine[:3, :3] @ corners.T).T + reoriented_affine[:3, 3]
+    expected = (image_affine[:3, :3] @ (corners - start).T).T + image_affine[:3, 3]
+    if np.linalg.norm(world - expected, axis=1).max() > tolerance_mm:
+        return None
+    if (start < 0).any() or (start + np.asarray(image_shape_xyz[:3]) > shape_r).any():
+        return None
+    if start[2] != 0 or shape_r[2] != int(image_shape_xyz[2]):
+        return None  # more slices than the image: the series may have lost some, never cropped away
+    return ornt, start
+
+
 def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
-                       label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM) -> tuple[np.ndarray, bool]:
+                       label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM,
+                       notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
     """Read a NIfTI/NRRD mask and place it on the image's (z, y, x) grid; return ``(mask, reoriented)``.
 
     ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicom.dicomio.read_series`
@@ -157,18 +210,30 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
     segment name), or, with ``label=None``, the file must hold only 0 and 1. ``reoriented`` is True when
     the file's axes were permuted or flipped to match. Raises :class:`MaskError` naming the file: not
     readable; grid not the image's (with the largest distance in mm and what to do); values not 0/1
-    without a ``label``; label absent; no tumour voxel.
+    without a ``label``; label absent; no tumour voxel; on a larger grid, a tumour voxel outside the
+    image. A mask cropped from a larger grid (:func:`grid_embedding`) adds ``("mask_cropped", detail)``
+    to ``notes``.
     """
     path = Path(path)
     loaded = read_mask_file(path)
     nz, ny, nx = (int(v) for v in image_shape_zyx)
-    ornt, distance = grid_mapping(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz))
+    image_affine = np.asarray(image_affine, dtype=float)
+    ornt, distance = grid_mapping(loaded.affine, loaded.data.shape, image_affine, (nx, ny, nz))
+    block = None
     if ornt is None or distance > tolerance_mm:
-        shape_note = f"mask shape (i, j, k) {tuple(loaded.data.shape)} vs image (x, y, z) {(nx, ny, nz)}"
-        raise MaskError(
-            f"{path}: voxel grid does not coincide with the image's: largest distance between voxel centres "
-            f"{distance:.3g} mm (tolerance {tolerance_mm:g} mm; {shape_note}); export the mask on the image's own "
-            "grid (same series, no resampling or cropping) or resample it to the image before use")
+        block = grid_embedding(loaded.affine, loaded.data.shape, image_affine, (nx, ny, nz), tolerance_mm)
+        if block is None:
+            shape_note = f"mask shape (i, j, k) {tuple(loaded.data.shape)} vs image (x, y, z) {(nx, ny, nz)}"
+            if distance <= tolerance_mm:  # centres on the image's lattice, but the extents differ
+                what = (f"its voxel centres lie on the image's lattice (within {distance:.3g} mm) but its extent is "
+                        f"not the image's ({shape_note}; only a mask padded in-plane around the image is cropped)")
+            else:
+                what = (f"largest distance between voxel centres {distance:.3g} mm (tolerance {tolerance_mm:g} mm; "
+                        f"{shape_note})")
+            raise MaskError(f"{path}: voxel grid does not coincide with the image's: {what}; export the mask on the "
+                            "image's own grid (same series, no resampling or cropping) or resample it to the image before use",
+                            reason=OFF_GRID)
+        ornt = block[0]
     values = loaded.data
     if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
         if label not in loaded.segments:
@@ -194,4 +259,15 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
 
     on_image = nib.orientations.apply_orientation(binary.astype(np.uint8), ornt)  # (x, y, z) of the image
     reoriented = not np.array_equal(ornt, np.array([[0, 1], [1, 1], [2, 1]], dtype=float))
+    if block is not None:
+        (x0, y0, z0), total = block[1], int(on_image.sum())
+        on_image = on_image[x0:x0 + nx, y0:y0 + ny, z0:z0 + nz]
+        if int(on_image.sum()) != total:
+            raise MaskError(f"{path}: on a grid larger than the image's ({tuple(loaded.data.shape)} vs (x, y, z) "
+                            f"{(nx, ny, nz)}), {total - int(on_image.sum())} tumour voxel(s) lie outside the image; "
+                            "export the mask on the image's own grid", reason=OFF_GRID)
+        if notes is not None:
+            notes.append(("mask_cropped", f"{path}: on a larger grid {tuple(loaded.data.shape)} containing the image's "
+                          f"(x, y, z) {(nx, ny, nz)} at voxel {(int(x0), int(y0), int(z0))} (e.g. dcm2niix's padded tilt "
+                          "correction); cropped to the image, no tumour voxel outside"))
     return np.ascontiguousarray(on_image.transpose(2, 1, 0)), reoriented

@@ -282,6 +282,7 @@ WARNING_KINDS: dict[str, str] = {
     "gantry_tilt_tag": "GantryDetectorTilt recorded but the positions are not sheared: read as positioned",
     "mask_reoriented": "mask stored in another axis order or flip; reoriented by world coordinates",
     "mask_from_annotation": "reference mask rasterised from a DICOM SEG or RTSTRUCT onto the series grid",
+    "mask_cropped": "mask on a larger grid containing the image's (dcm2niix's padded tilt correction): cropped",
     "uids_blank": "Type 1 UIDs blank in the data set (an anonymiser's): SOP class/instance taken from the file meta",
     "contour_not_closed": "an RTSTRUCT contour is OPEN or POINT: it encloses no area and was left out",
     "contour_degenerate": "an RTSTRUCT contour has fewer than 3 points: it encloses no area and was left out",
