@@ -233,6 +233,15 @@ def _tet_values(step: Path, config: dict[str, Any]) -> dict[str, Any]:
         out[base + "radiomics.interpolator"] = "bspline"  # amtlib.evaluation.radiomics.radiomics_params (sitkBSpline)
         lo, hi = TET_WINDOW_HU
         out[base + "radiomics.window_width_hu"], out[base + "radiomics.window_level_hu"] = hi - lo, (hi + lo) / 2
+    feats = step / "radiomics_features.csv"
+    if feats.is_file():
+        with open(feats) as f:
+            columns = f.readline().strip().split(",")
+        kinds = {"shape": ("_shape_",), "firstorder": ("_firstorder_",),
+                 "texture": ("_glcm_", "_glrlm_", "_glszm_", "_gldm_", "_ngtdm_")}
+        counts = {k: sum(any(t in c for t in tags) for c in columns) for k, tags in kinds.items()}
+        for k, n in {**counts, "total": sum(counts.values())}.items():
+            out[f"{base}radiomics.features_extracted.{k}"] = n
     auc = _csv(step / "auc.csv")
     roi = config.get("roi_source", "predicted")
     if auc is not None:
@@ -308,6 +317,10 @@ def _dmfn_values(step: Path) -> dict[str, Any]:
         out[base + "multiclass.fusion_vs_ct_only_p"] = float(tests.loc[tests["task"] == "multiclass", "mcnemar_p"].iloc[0])
     ctc = _csv(step / "ctc_by_histology.csv")
     if ctc is not None and "paper_row" in ctc:
+        from amtlib.reported import reported
+
+        for row in reported()["dmfn_fusion"]["table2_ctc_level"]:  # a row without a case here: n = 0
+            out[f"{base}table2_ctc_level.{row}"] = [float("nan"), float("nan"), 0]
         for r in ctc.to_dict("records"):
             out[f"{base}table2_ctc_level.{r['paper_row']}"] = [float(r["mean"]), float(r["std"]), int(r["count"])]
     return out
@@ -561,14 +574,15 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1em 1.5em;color:#222}
 h1{font-size:1.6em;margin:.3em 0} h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
 h3{margin:1.2em 0 .4em} h4{margin:1em 0 .3em}
-table{border-collapse:collapse;margin:.5em 0;font-size:12.5px;width:100%} th,td{border:1px solid #ccd;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:.5em 0;font-size:12.5px;width:100%} th,td{border:1px solid #ccd;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:break-word}
+.cmp td:first-child,.diffs td:first-child,.mm td:nth-child(n+3),td code{word-break:break-all}
 th{background:#eef0f6} tr:nth-child(even) td{background:#fafbfd}
 .banner{background:#fff4d6;border:1px solid #e0b84a;padding:.6em 1em;border-radius:4px;margin:.8em 0}
 .verdict{font-size:1.15em;padding:.6em 1em;border-radius:4px;margin:.5em 0;border:1px solid #99a;background:#f6f7fb}
 .counts span{display:inline-block;margin-right:1.2em}
 .agrees,.consistent,.shown{color:#176b2c;font-weight:600} .differs,.inconsistent{color:#b01c1c;font-weight:600}
 .as-designed{color:#1d4f91;font-weight:600} .missing,.cannot-tell,.not-compared,.both-zero,.not-shown-by-a-run,.not-in-this-run{color:#666}
-.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.8em;margin:.6em 0}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:.8em;margin:.6em 0}
 figure{margin:0} figure img{width:100%;border:1px solid #ddd;cursor:zoom-in} figcaption{font-size:12px;color:#555}
 #lightbox{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:10;cursor:zoom-out;padding:1em;text-align:center}
 #lightbox img{max-width:100%;max-height:100%;background:#fff} #lightbox.open{display:block}
@@ -677,10 +691,11 @@ def _headline_html(comp: pd.DataFrame, cls: dict[str, Any]) -> str:
            f"{cls[paper.MISSING]} values of steps that did not run or of empty subgroups. "
            f"Classification rule: {_e(cls['rule'])}.</p>")
     diff = comp[comp["verdict"] == paper.DIFFER]
+    diff = diff.assign(_known=~diff["cause"].str.startswith("no known cause")).sort_values("_known", kind="stable")
     if len(diff):
         rows = pd.DataFrame({"value": [_label(k) for k in diff["key"]], "paper": diff["paper"], "regenerated": diff["regenerated"],
                              "why": diff["why"], "cause": diff["cause"]})
-        out += f"<h3>The {len(diff)} real differences</h3>" + _table(rows, None, css="diffs")
+        out += f'<h3 class="differences">The {len(diff)} real differences</h3>' + _table(rows, None, css="diffs")
     return out
 
 
@@ -714,11 +729,17 @@ RELATED_FIGURES: dict[str, tuple[str, ...]] = {
 def _comparison_html(comp: pd.DataFrame, root: Path) -> str:
     out = "<p>Verdict rules: " + "; ".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in paper.RULES.items()) + ".</p>"
     group = None
-    for section, sub in comp.groupby("section", sort=False):
-        head, _, part = section.partition(": ") if section.startswith("Related paper") else (section, "", "")
+    sections = list(comp.groupby("section", sort=False))
+    # within a related paper, its results (AUCs) first, then the settings and cohorts they rest on
+    first = ("AUC", "benign vs malignant", "multi-class")
+    sections.sort(key=lambda item: (next((i for i, t in enumerate(RELATED_FIGURES) if item[0].startswith(t)), -1),
+                                    not any(w in item[0] for w in first)))
+    for section, sub in sections:
+        title = next((t for t in RELATED_FIGURES if section.startswith(t + ": ")), None)
+        head, part = (title, section[len(title) + 2:]) if title else (section, "")
         if part and head != group:
             group = head
-            out += f"<h3>{_e(head)}</h3>" + _seed_spread_html(root, head) + _figures(
+            out += f'<h3 class="related">{_e(head)}</h3>' + _seed_spread_html(root, head) + _figures(
                 [root / p for p in RELATED_FIGURES.get(head, ()) if (root / p).is_file()], root)
         title = f"<h4>{_e(part)} <small>({_counts_note(sub)})</small></h4>" if part else (
             f"<h3>{_e(section)} <small>({_counts_note(sub)})</small></h3>")

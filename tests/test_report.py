@@ -185,3 +185,68 @@ def test_only_real_pngs_of_the_run_are_embedded_and_links_are_refused(tmp_path):
     with pytest.raises(AmtError, match="report folder is a symbolic link"):
         report.write_report(run)
     assert list(elsewhere.iterdir()) == []
+
+
+def _add_related_steps(root: Path) -> None:
+    """Hand-made step 07 and 08 outputs: AUC rows, DeLong, the drawn rates and CTC levels."""
+    s7, s8 = root / "07_histology", root / "08_fusion"
+    s7.mkdir(exist_ok=True)
+    s8.mkdir(exist_ok=True)
+    row = dict(n=71, n_pos=61, threshold=0.5, accuracy=0.55, sensitivity=0.57, specificity=0.40, ppv=0.85, npv=0.13)
+    pd.DataFrame([{"model": "cnn_resnet2d", "split": "external_test", "roi": "predicted", "auc": 0.39, "auc_ci_low": 0.17, "auc_ci_high": 0.60, **row},
+                  {"model": "radiomics_svm", "split": "external_test", "roi": "predicted", "auc": 0.69, "auc_ci_low": 0.54, "auc_ci_high": 0.84, **row},
+                  {"model": "radiomics_svm", "split": "external_test", "roi": "reference", "auc": 0.99, "auc_ci_low": 0.98, "auc_ci_high": 1.0, **row}]
+                 ).to_csv(s7 / "auc.csv", index=False)
+    pd.DataFrame([{"roi": "predicted", "n": 71, "auc_cnn": 0.39, "auc_svm": 0.69, "p": 0.053}]).to_csv(s7 / "delong_cnn_vs_svm.csv", index=False)
+    pd.DataFrame({"variable": ["n", "margin_irregular_pct"], "LRT": [64, 15.625], "HRT": [136, 74.26]}).to_csv(s7 / "cohort_summary.csv", index=False)
+    pd.DataFrame([{"task": "binary", "model": "fusion", "n": 82, "auc": 0.70, "auc_boot_low": 0.55, "auc_boot_high": 0.85,
+                   "accuracy": 0.8, "sensitivity": 0.80, "specificity": 1.0, "ppv": 1.0, "npv": 0.3},
+                  {"task": "multiclass", "model": "fusion", "n": 82, "auc": 0.62, "auc_boot_low": 0.56, "auc_boot_high": 0.68}]
+                 ).to_csv(s8 / "auc.csv", index=False)
+    pd.DataFrame({"task": "binary", "split": "external_test", "case_id": [f"c{i}" for i in range(82)], "label": [1] * 76 + [0] * 6,
+                  "model": "fusion"}).to_csv(s8 / "scores.csv", index=False)
+    pd.DataFrame([{"paper_row": "cyst", "count": 25, "mean": 10.5, "std": 4.0}]).to_csv(s8 / "ctc_by_histology.csv", index=False)
+    pd.DataFrame([{"metric": "hd95", "convention": "percentile of the pooled distances", "parameter": "percentile", "value": 95}]
+                 ).to_csv(root / "04_evaluate" / "conventions.csv", index=False)
+
+
+def test_related_papers_checklist_conventions_and_headline(tmp_path):
+    root = make_run(tmp_path / "r")
+    _add_related_steps(root)
+    paths = report.write_report(root)
+    comp = pd.read_csv(paths["comparison"], keep_default_na=False).set_index("key")
+    tet, dmfn = "tet_risk_stratification.", "dmfn_fusion."
+    assert comp.loc[tet + "table2.resnet101", "verdict"] == paper.DIFFER  # 0.17-0.60 below 0.79-0.96
+    assert "known gap 3" in comp.loc[tet + "table2.resnet101", "cause"]
+    assert comp.loc[tet + "table2.rad_svm", "verdict"] == paper.AGREE  # 0.54-0.84 meets 0.66-0.89 (predicted ROIs, not the reference row)
+    assert comp.loc[tet + "cnn_vs_svm_delong_p_below", "verdict"] == paper.DIFFER
+    assert comp.loc[tet + "table1_pooled_rates.LRT.margin_unclear", "verdict"] == paper.AS_DESIGNED  # 0.12 in Wilson(0.156, 64)
+    assert comp.loc[dmfn + "binary_validation.fusion.auc", "regenerated"] == "0.700 (0.550–0.850)"
+    assert comp.loc[dmfn + "binary_validation.fusion.auc", "verdict"] == paper.DIFFER  # below 0.901-0.982
+    assert comp.loc[dmfn + "binary_validation.fusion.specificity", "regenerated"] == "1.000 (n=6)"
+    assert comp.loc[dmfn + "binary_validation.fusion.specificity", "verdict"] == paper.AGREE  # 0.929 in Wilson(1, 6) = 0.61-1
+    assert comp.loc[dmfn + "table2_ctc_level.cyst", "verdict"] == paper.AS_DESIGNED
+    assert comp.loc[dmfn + "table2_ctc_level.lipoma", "verdict"] == paper.NOT_COMPARED  # no case of that row
+    assert comp.loc[tet + "table2.vgg11", "verdict"] == paper.NOT_COMPARED
+    page = paths["index"].read_text()
+    assert "tet_risk_stratification (" not in page and "dmfn_fusion (" not in page
+    assert f'<h3 class="related">{paper.TET_TITLE}</h3>' in page and f'<h3 class="related">{paper.FUSION_TITLE}</h3>' in page
+    assert page.index('class="differences"') < page.index('id="comparison"')  # the differences come first
+    assert "percentile of the pooled distances" in page  # 04_evaluate/conventions.csv shown
+    checks = pd.read_csv(paths["checklist"], keep_default_na=False).set_index("item")
+    assert set(checks["status"]) == {"shown", "not in this run", "not shown by a run"}
+    split_item = checks.loc["Patient- and site-level split, no leakage between partitions"]
+    assert split_item["status"] == "not in this run"  # the made run has no leakage_audit.json
+    assert checks.loc["Sample size justification", "status"] == "not shown by a run" and checks.loc["Sample size justification", "note"]
+    assert "04_evaluate/conventions.csv" in checks.loc["Performance metrics and their definitions, uncertainty (CIs)", "evidence"]
+
+
+def test_summary_is_the_runs_final_state_while_the_report_writes():
+    rec = {"status": "running", "ended": None, "steps": {
+        "09_export": {"status": "ok", "duration_s": 3.0, "ended": "2026-01-01T00:00:10+00:00"},
+        "10_report": {"status": "running", "started": "2026-01-01T00:00:10+00:00"}}}
+    steps, status, ended = report._final_state(rec, now="2026-01-01T00:00:25+00:00")
+    assert (status, ended) == ("ok", "2026-01-01T00:00:25+00:00")
+    assert steps["10_report"] == {"status": "ok", "duration_s": 15.0, "ended": "2026-01-01T00:00:25+00:00"}
+    rec["steps"]["09_export"]["status"] = "failed"
+    assert report._final_state(rec, now="2026-01-01T00:00:25+00:00")[1:] == ("running", None)  # shown as recorded
