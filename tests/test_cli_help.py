@@ -33,8 +33,6 @@ def test_top_level_help_is_plain_and_lists_each_command_once(capsys):
 
 @pytest.mark.parametrize("command", ["run", *cli.DELEGATED])
 def test_every_command_has_an_example(capsys, command):
-    if command in ("synth", "evaluate", "export"):
-        pytest.skip("their parsers are shared with other open work (issue 26 notes)")
     text = _help(capsys, [command, "--help"])
     assert re.search(r"^examples?:\n  (amt|torchrun) ", text, re.M), text[-400:]
     assert "``" not in text

@@ -774,11 +774,17 @@ def parse_formats(value: str | Sequence[str] | None) -> list[str]:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``amt export --run DIR [--split S] --format seg|rtstruct|both --out DIR``."""
+    from amtlib.clihelp import HelpFormatter, examples
+
     p = argparse.ArgumentParser(prog="amt export", description="Export a run's predicted masks as DICOM SEG and/or RTSTRUCT "
-                                "referencing the source CT series (out/<case_id>/seg.dcm, rtstruct.dcm, export.csv).")
+                                "referencing the source CT series (out/<case_id>/seg.dcm, rtstruct.dcm, export.csv).",
+                                formatter_class=HelpFormatter,
+                                epilog=examples("amt export --run runs/demo --split external_test --format both --out exported/",
+                                                "amt export --run runs/demo --pred their_masks/ --algorithm \"Vendor AI\" --out exported/"))
     p.add_argument("--run", required=True, help="run folder (with 01_cohort, 02_split, 03_train/predictions)")
     p.add_argument("--split", default="external_test", help="split to export (default external_test; 'all' for every predicted case)")
-    p.add_argument("--format", default="both", choices=["seg", "rtstruct", "both"])
+    p.add_argument("--format", default="both", choices=["seg", "rtstruct", "both"],
+                   help="which DICOM objects to write per case: seg, rtstruct or both")
     p.add_argument("--out", default=None, help="output folder (default RUN/09_export)")
     p.add_argument("--raw-dir", default=None, help="raw cohort folder holding dicom/ (default: the run's raw_dir)")
     p.add_argument("--workers", type=int, default=1, help="cases written in parallel processes (default 1)")

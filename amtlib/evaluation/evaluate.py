@@ -502,14 +502,23 @@ labels: --label N picks the tumour label of the predictions only; --ref-label M 
 """
 
 
+#: Examples at the end of ``amt evaluate --help``.
+CLI_EXAMPLES = """examples:
+  amt evaluate --pred runs/demo/03_train/predictions --ref runs/demo/01_cohort/masks --out eval/ \\
+               --clinical runs/demo/01_cohort/manifest.csv
+  amt evaluate --pred their_seg_files/ --sources runs/demo/01_cohort/sources.json --ref runs/demo/01_cohort/masks --out eval/"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from amtlib.clihelp import HelpFormatter
+
     p = argparse.ArgumentParser(
         prog="amt evaluate",
         description="Score predicted tumour masks against reference masks (<case_id>.nii.gz in two folders; predictions "
                     "may instead be DICOM SEG/RTSTRUCT files, with --sources): "
                     "voxel-wise Dice/IoU/precision/recall per case, lesion-wise IoU-sweep FROC with case "
                     "bootstrap, and Tables 3-4 by vendor, size and histology when --clinical is given.",
-        epilog=CLI_DEFINITIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=CLI_EXAMPLES + "\n\n" + CLI_DEFINITIONS, formatter_class=HelpFormatter)
     p.add_argument("--pred", required=True, type=Path,
                    help="folder of predicted masks <case_id>.nii.gz, or (with --sources) of DICOM SEG/RTSTRUCT files, any names")
     p.add_argument("--ref", required=True, type=Path, help="folder of reference masks <case_id>.nii.gz")

@@ -281,13 +281,19 @@ def _replace_dir(new: Path, final: Path) -> None:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``amt synth``: generate the raw demo cohort."""
-    parser = argparse.ArgumentParser(prog="amt synth", description="Generate the synthetic raw cohort (DICOM + clinical.csv + masks).")
+    from amtlib.clihelp import HelpFormatter, examples
+
+    parser = argparse.ArgumentParser(prog="amt synth", description="Generate the synthetic raw cohort (DICOM + clinical.csv + masks).",
+                                     formatter_class=HelpFormatter,
+                                     epilog=examples("amt synth --out /tmp/raw --scale 0.1 --workers 2",
+                                                     "amt synth --out /tmp/full --scale 1.0 --no-images   # the paper's counts, tiny series"))
     parser.add_argument("--out", required=True, help="output folder (the raw cohort)")
     parser.add_argument("--scale", type=float, default=0.1, help="fraction of the paper's 858 screened patients (1.0 = paper)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backgrounds", choices=("real", "procedural"), default="real")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice of the cohort")
+    parser.add_argument("--backgrounds", choices=("real", "procedural"), default="real",
+                        help="public CT backgrounds (real) or generated ones (procedural)")
     parser.add_argument("--no-images", action="store_true", help="tiny 4x16x16 series (fast full-scale cohort)")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="patients written in parallel processes")
     parser.add_argument("--cache-dir", default=None, help="background cache (default $AMT_CACHE or ~/.cache/amtlib)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
