@@ -367,11 +367,12 @@ def _final_state(rec: dict[str, Any], now: str | None = None) -> tuple[dict[str,
 
     now = now or datetime.now(timezone.utc).isoformat(timespec="seconds")
     raw = rec.get("steps", {})
-    steps = {name: {"status": s.get("status"), "duration_s": s.get("duration_s"), "ended": s.get("ended")}
+    steps = {name: {"status": s.get("status") + (" (run in JupyterLab)" if s.get("executed_in") == "jupyterlab" else "")
+                    if s.get("status") else s.get("status"), "duration_s": s.get("duration_s"), "ended": s.get("ended")}
              for name, s in sorted(raw.items())}
     mine = [n for n, s in raw.items() if s.get("status") == "running" and n.endswith("_report")]
     status, ended = rec.get("status"), rec.get("ended")
-    if status == "running" and mine and all(s["status"] == "ok" for n, s in steps.items() if n not in mine):
+    if status == "running" and mine and all(s["status"].startswith("ok") for n, s in steps.items() if n not in mine):
         for n in mine:
             started = raw[n].get("started")
             took = (datetime.fromisoformat(now) - datetime.fromisoformat(started)).total_seconds() if started else None
@@ -400,6 +401,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "seeds": rec.get("seeds", {}), "steps": steps, "data_source": source,
         "data_digest": data_digest(manifest), "n_cases": None if manifest is None else len(manifest),
         "synthetic": is_synthetic(P.root, config), "versions": rec.get("versions", {}),
+        "changed_in_jupyterlab": rec.get("changed_in_jupyterlab"),
     }
 
 
@@ -643,6 +645,8 @@ def _summary_html(s: dict[str, Any]) -> str:
     device = dev.get("name") or f"{dev.get('type', '?')} ({dev.get('cpu_count', '?')} cores)"
     rows = [
         ("run folder", s["run_dir"]), ("status", s["status"]), ("started / ended", f"{s['started']} / {s['ended'] or '–'}"),
+        *([("changed in JupyterLab", f"{s['changed_in_jupyterlab']}: the steps marked 'run in JupyterLab' ran there "
+            "after this run; the next amt run re-runs them")] if s.get("changed_in_jupyterlab") else []),
         ("commit", s["commit"]), ("uncommitted changes (dirty)", s["dirty"]), ("config", s["config_file"]),
         ("data source", s["data_source"]), ("data digest (SHA-256 of the manifest's image and mask checksums)", s["data_digest"]),
         ("cases in the cohort", s["n_cases"]), ("device", device), ("seeds", ", ".join(f"{k}={v}" for k, v in s["seeds"].items())),

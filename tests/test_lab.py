@@ -99,3 +99,13 @@ def test_make_lab_adds_allow_root_only_for_root():
     lab = [line for line in r.stdout.splitlines() if "jupyter lab" in line]
     assert lab and ("--allow-root" in lab[0]) == (os.geteuid() == 0)
     assert "tools/jupyter" in lab[0]
+
+
+def test_the_report_shows_a_step_run_in_lab(tmp_path):
+    from amtlib import report
+
+    run = _run_folder(tmp_path)
+    assert report.run_summary(run)["steps"]["04_evaluate"]["status"] == "ok"
+    pipeline.record_interactive_run(run, "04_evaluate", {}, "notebooks/04_evaluate.ipynb")
+    s = report.run_summary(run)
+    assert s["steps"]["04_evaluate"]["status"] == "ok (run in JupyterLab)" and s["changed_in_jupyterlab"]
