@@ -9,6 +9,12 @@ Writes seeded synthetic reference/prediction NIfTI pairs to a temporary folder, 
   19 thresholds, 2000-resample bootstrap FROC, CSV writing);
 - naive: recomputing components and pairwise IoUs from the masks at every threshold, timed on
   ``--naive-cases`` cases and extrapolated per case (its counts are checked against the full run);
+- boundary: ``amt evaluate --metrics hd95,assd,nsd`` (HD95, ASSD, NSD at 2 mm inside each lesion's
+  box), against the floor (target: within 2x) and against MONAI's whole-volume
+  compute_hausdorff_distance + compute_average_surface_distance + compute_surface_dice on the same
+  pairs (target: >= 10x faster). MONAI takes seconds per pair here, so it is timed on
+  ``--monai-cases`` pairs and scaled to all of them (said so in the output); its values are checked
+  against ours on those pairs;
 - picai_eval, when installed (it sweeps a confidence threshold, not IoU, so it is only noted).
 
     python benchmarks/bench_evaluate.py                       # paper scale (minutes)
@@ -21,6 +27,7 @@ import argparse
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +109,26 @@ def naive_case(pred_path: str, ref_path: str, thresholds: np.ndarray) -> np.ndar
     return np.array(tps)
 
 
+def monai_case(pred_path: str, ref_path: str) -> tuple[dict[str, float], float]:
+    """MONAI's three whole-volume boundary functions on one pair: values and seconds (reading not timed)."""
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+
+    pred, ref = load_nifti(pred_path)[0] != 0, load_nifti(ref_path)[0] != 0
+    P, R = (torch.from_numpy(m[None, None].astype(np.float32)) for m in (pred, ref))
+    t0 = time.perf_counter()
+    values = {"hd95_mm": compute_hausdorff_distance(P, R, percentile=95, spacing=SPACING).item(),
+              "assd_mm": compute_average_surface_distance(P, R, symmetric=True, spacing=SPACING).item(),
+              "nsd_2mm": compute_surface_dice(P, R, [2.0], include_background=True, spacing=SPACING).item()}
+    return values, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-cases", type=int, default=164)
     ap.add_argument("--shape", default="60,512,512", help="z,y,x voxels (default 60,512,512)")
     ap.add_argument("--naive-cases", type=int, default=8, help="cases timed for the naive approach (extrapolated)")
+    ap.add_argument("--monai-cases", type=int, default=6, help="pairs timed with MONAI's whole-volume functions (scaled)")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -137,12 +159,40 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(f"naive and full disagree on {r.case_id}: {tp} vs {ours}\n")
                 return 1
         t_naive = (time.perf_counter() - t0) / max(k, 1) * len(cases)
+        t0 = time.perf_counter()
+        rc = evaluate.cli_main(["--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(Path(tmp) / "out_b"),
+                                "--bootstrap", str(args.bootstrap), "--workers", str(args.workers), "--no-progress",
+                                "--metrics", "hd95,assd,nsd"])
+        t_boundary = time.perf_counter() - t0
+        if rc != 0:
+            return rc
+        ours = pd.read_csv(Path(tmp) / "out_b" / "per_case.csv", dtype={"case_id": str}).set_index("case_id")
+        km = min(args.monai_cases, len(cases))
+        t_monai_part, worst = 0.0, 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI's deprecation notices and its empty-mask warnings
+            for r in cases.head(km).itertuples(index=False):
+                values, seconds = monai_case(r.pred_path, r.ref_path)
+                t_monai_part += seconds
+                for key, v in values.items():
+                    mine = float(ours.loc[r.case_id, key])
+                    if np.isfinite(v) or np.isfinite(mine):
+                        worst = max(worst, abs(v - mine))
+        t_monai = t_monai_part / max(km, 1) * len(cases)
     n = len(cases)
     print(f"floor (read + one components pass per mask): {t_floor:8.1f} s  ({t_floor / n * 1000:.0f} ms/case)")
     print(f"full amt evaluate (19 thresholds, {args.bootstrap} bootstrap resamples, workers={args.workers}): "
           f"{t_full:8.1f} s  ({t_full / n * 1000:.0f} ms/case)  = {t_full / t_floor:.2f} x floor")
     print(f"naive (components + IoUs recomputed per threshold; {k} cases timed, extrapolated to {n}): "
           f"{t_naive:8.1f} s  ({t_naive / n * 1000:.0f} ms/case)  = {t_naive / t_full:.1f} x full; counts identical")
+    inc = t_boundary - t_full
+    print(f"full + boundary metrics (--metrics hd95,assd,nsd: HD95, ASSD, NSD 2 mm): {t_boundary:8.1f} s  "
+          f"({t_boundary / n * 1000:.0f} ms/case)  = {t_boundary / t_floor:.2f} x floor (target <= 2); the boundary "
+          f"metrics alone {inc:.1f} s ({inc / n * 1000:.0f} ms/case)")
+    print(f"MONAI whole-volume compute_hausdorff_distance + compute_average_surface_distance + compute_surface_dice "
+          f"(reading not timed; {km} pairs timed, scaled to {n}): {t_monai:8.1f} s  ({t_monai / n * 1000:.0f} ms/case)  "
+          f"= {t_monai / max(inc, 1e-9):.1f} x our boundary metrics alone, {t_monai / t_boundary:.1f} x our whole "
+          f"evaluation with them (target >= 10); largest difference from MONAI on those pairs {worst:.2g} mm")
     try:
         import picai_eval  # noqa: F401
         print("picai_eval is installed but sweeps a detection-confidence threshold, not IoU; not compared")

@@ -112,7 +112,8 @@ def random_pair(rng: np.random.Generator, shape=(10, 48, 48)) -> tuple[np.ndarra
 
 
 def test_box_wise_distances_equal_the_whole_volume_transform():
-    """Small margins force the k-d tree fallback for far voxels; the result must not change."""
+    """Boundaries found lesion box by lesion box, nearest neighbours by k-d tree, equal a distance
+    transform of the whole volume read at the boundary voxels (far-apart blobs, blobs at the edge)."""
     rng = np.random.default_rng(7)
     for _ in range(25):
         p, r = random_pair(rng)
@@ -120,10 +121,8 @@ def test_box_wise_distances_equal_the_whole_volume_transform():
             continue
         spacing = tuple(rng.uniform(0.4, 5.0, 3))
         want = whole_volume(p, r, spacing)
-        for margin in (0.1, 3.0, 50.0):
-            got = B.surface_distances(p, r, spacing, margin_mm=margin)
-            for g, w in zip(got, want):
-                np.testing.assert_allclose(np.sort(g), np.sort(w))
+        for g, w in zip(B.surface_distances(p, r, spacing), want):
+            np.testing.assert_allclose(np.sort(g), np.sort(w))
 
 
 def test_agrees_with_monai_on_random_anisotropic_masks():
@@ -147,6 +146,26 @@ def test_agrees_with_monai_on_random_anisotropic_masks():
         assert ours["hd95_mm"] == pytest.approx(hd, rel=1e-6)
         assert ours["assd_mm"] == pytest.approx(assd, rel=1e-6)
         assert [ours["nsd_1mm"], ours["nsd_2.5mm"]] == pytest.approx(nsd, rel=1e-6)
+
+
+def test_lesion_regions_hold_each_component_whole():
+    m = np.zeros((6, 40, 40), bool)
+    m[0:2, 0:3, 0:3] = True  # at the volume's corner
+    m[3:5, 20:30, 21:23] = True
+    m[5, 38:40, 0:2] = True
+    regions = B.lesion_regions(m)
+    assert len(regions) == 3
+    covered = np.zeros_like(m)
+    for reg in regions:
+        covered[reg] = True
+        inner = m[reg]
+        # a 1-voxel background rim wherever the box is not at the volume's edge
+        for ax, s in enumerate(reg):
+            if s.start > 0:
+                assert not inner.take(0, axis=ax).any()
+            if s.stop < m.shape[ax]:
+                assert not inner.take(-1, axis=ax).any()
+    assert covered[m].all() and B.lesion_regions(np.zeros_like(m)) == []
 
 
 def test_quantiles_with_infinite_values():

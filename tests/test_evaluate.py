@@ -327,3 +327,23 @@ def test_nnunet_prediction_folder_scores_as_it_is(folders, tmp_path, capsys):
         (pred / name).write_text("{}")
     rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(tmp_path / "o")], capsys)
     assert rc == 0 and "not a NIfTI" not in err, err
+
+
+def test_extra_metric_settings_agree_everywhere():
+    """One source for the new settings: the library defaults, notebooks 04-05 and every config."""
+    import yaml
+
+    from amtlib.evaluation import boundary, panoptic
+    from amtlib.evaluation.metrics import VOXEL_METRICS
+    from amtlib.pipeline import parameter_defaults
+
+    root = Path(__file__).resolve().parent.parent
+    nb04, nb05 = (parameter_defaults(root / "notebooks" / f) for f in ("04_evaluate.ipynb", "05_froc.ipynb"))
+    assert tuple(nb04["metrics"]) == VOXEL_METRICS and tuple(nb04["nsd_tolerance_mm"]) == boundary.NSD_TOLERANCE_MM
+    assert nb05["pq_iou_threshold"] == panoptic.PQ_IOU_THRESHOLD
+    for cfg in sorted((root / "configs").glob("*.yaml")):
+        c = yaml.safe_load(cfg.read_text())
+        assert tuple(c["metrics"]) == VOXEL_METRICS, cfg.name
+        assert tuple(c["nsd_tolerance_mm"]) == boundary.NSD_TOLERANCE_MM and c["pq_iou_threshold"] == panoptic.PQ_IOU_THRESHOLD
+    # the default adds nothing: Table 3 is the paper's four metrics
+    assert evaluate.extra_metrics(nb04["metrics"], nb04["nsd_tolerance_mm"]).columns() == []

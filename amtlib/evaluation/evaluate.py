@@ -31,7 +31,7 @@ import argparse
 import shutil
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from amtlib.workers import process_pool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -125,6 +125,34 @@ class Evaluation:
     lesion_pairs: "pd.DataFrame | None" = None
     n_voxels: "np.ndarray | None" = None
     extra: ExtraMetrics = ExtraMetrics()
+    min_pred_voxels: int = lesions.MIN_PRED_VOXELS
+    connectivity: int = lesions.CONNECTIVITY
+
+
+def conventions_table(extra: ExtraMetrics = ExtraMetrics(), min_pred_voxels: int = lesions.MIN_PRED_VOXELS,
+                      connectivity: int = lesions.CONNECTIVITY) -> pd.DataFrame:
+    """Every convention behind the metrics in use (``conventions.csv``: metric, convention, parameter, value).
+
+    The paper's voxel metrics and lesion definitions always; the boundary metrics'
+    (:data:`amtlib.evaluation.boundary.CONVENTIONS`) and the per-lesion quality's when ``extra`` asks for them.
+    """
+    rows = [
+        ("dice, iou, precision, recall", "voxel counts of the whole CT series, one value per case; a 0 denominator "
+         "gives NaN, left out of means and counted", "both_empty", "NaN"),
+        ("dice, iou, precision, recall", "the raw binary prediction (the size filter applies to lesions only)", "", ""),
+        ("lesions", "3D connected components", "connectivity", str(int(connectivity))),
+        ("lesions", "predicted components with fewer voxels removed; reference components kept", "min_lesion_voxels",
+         str(int(min_pred_voxels))),
+        ("lesion counts", "one to one: most pairs with IoU > t (strict), then largest total IoU (Hungarian)",
+         "iou_thresholds", "0.05, 0.10, ..., 0.95"),
+    ]
+    table = pd.DataFrame(rows, columns=["metric", "convention", "parameter", "value"])
+    parts = [table]
+    if extra.boundary:
+        parts.append(boundary.conventions_table(extra.nsd_tolerance_mm))
+    if extra.pq:
+        parts.append(pd.DataFrame(panoptic.conventions(extra.pq_threshold), columns=list(table.columns)))
+    return pd.concat(parts, ignore_index=True)
 
 
 def score_case(
@@ -139,8 +167,8 @@ def score_case(
     label images (only overlapping pairs) gives both the voxel confusion counts and the lesion IoU matrix.
     ``max_axial_diameter_mm`` and ``volume_ml`` describe the reference (NaN / 0 when it is empty).
     Returns ``(row, counts)`` with ``counts`` = ``{"tp", "fp", "fn", "fp_no_overlap"}`` arrays over
-    ``thresholds``. ``extra`` adds the boundary metrics (:mod:`amtlib.evaluation.boundary`, inside each
-    lesion's box) and the per-lesion quality (:mod:`amtlib.evaluation.panoptic`; its pairs in ``counts["pairs"]``).
+    ``thresholds``. ``extra`` adds the boundary metrics (:mod:`amtlib.evaluation.boundary`, found inside
+    each lesion's box) and the per-lesion quality (:mod:`amtlib.evaluation.panoptic`; its pairs in ``counts["pairs"]``).
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
@@ -166,10 +194,9 @@ def score_case(
         "volume_ml": float(ref_sizes.sum()) * float(np.prod(spacing)) / 1000.0,
     }
     counts: dict[str, Any] = {"tp": tp, "fp": fp, "fn": fn, "fp_no_overlap": fp_no_overlap, "n_voxels": n_voxels}
-    if extra.boundary:  # the boxes of the components just labelled, so no second labelling
-        row.update({k: v for k, v in boundary.boundary_metrics(
-            pred, ref, spacing, extra.nsd_tolerance_mm, boxes=boundary.lesion_boxes(pl, rl)).items()
-            if k in extra.columns()})
+    if extra.boundary:
+        row.update({k: v for k, v in boundary.boundary_metrics(pred, ref, spacing, extra.nsd_tolerance_mm).items()
+                    if k in extra.columns()})
     if extra.pq:
         pairs, quality = panoptic.case_pairs(overlap, extra.pq_threshold, min_pred_voxels)
         row.update({k: quality[k] for k in panoptic.CASE_COLUMNS})
@@ -292,7 +319,7 @@ def evaluate_cases(
                 results.append(_evaluate_one(*job, options))
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 futures = [pool.submit(_evaluate_one, *job, options) for job in jobs]
                 for f in futures:
                     f.add_done_callback(lambda _: bar.update())
@@ -312,7 +339,8 @@ def evaluate_cases(
         "fp_no_overlap": np.concatenate([c["fp_no_overlap"] for _, c in results]) if results else np.zeros(0, int),
     }, columns=list(LESION_COUNT_COLUMNS))
     pairs = panoptic.pairs_frame({"case_id": r["case_id"], **p} for r, c in results for p in c["pairs"]) if extra.pq else None
-    return Evaluation(per_case, counts, pairs, np.array([c["n_voxels"] for _, c in results], dtype=np.int64), extra)
+    return Evaluation(per_case, counts, pairs, np.array([c["n_voxels"] for _, c in results], dtype=np.int64), extra,
+                      int(min_pred_voxels), int(connectivity))
 
 
 def _empty(v: Any) -> bool:
@@ -452,14 +480,16 @@ def write_outputs(
     and ``table4.csv`` into ``out_dir`` (atomic writes); return the paths by name.
 
     With boundary metrics also ``boundary_table.csv`` (median [Q1, Q3] and infinite count per
-    subgroup) and ``conventions.csv`` (every convention used); with ``pq`` also ``lesion_pairs.csv``.
+    subgroup); with ``pq`` also ``lesion_pairs.csv``; with either, ``conventions.csv`` (every convention used).
     """
     out = Path(out_dir)
     paths = {"per_case": io.write_csv(out / "per_case.csv", ev.per_case),
              "lesion_counts": io.write_csv(out / "lesion_counts.csv", ev.lesion_counts)}
     if ev.extra.boundary:
         paths["boundary_table"] = io.write_csv(out / "boundary_table.csv", boundary.boundary_table(ev.per_case))
-        paths["conventions"] = io.write_csv(out / "conventions.csv", boundary.conventions_table(ev.extra.nsd_tolerance_mm))
+    if ev.extra.metrics:
+        paths["conventions"] = io.write_csv(out / "conventions.csv",
+                                            conventions_table(ev.extra, ev.min_pred_voxels, ev.connectivity))
     if ev.lesion_pairs is not None:
         paths["lesion_pairs"] = io.write_csv(out / "lesion_pairs.csv", ev.lesion_pairs)
     froc = stats.froc_curve(ev.lesion_counts, n_resamples, ci_level, seed)
@@ -682,7 +712,7 @@ def summary_extras(ev: Evaluation, cases: pd.DataFrame) -> dict[str, Any]:
     """The ``summary.json`` keys beyond the run's settings: nnU-Net v2's schema and, with ``pq``, the pooled PQ."""
     from amtlib.evaluation import nnunet
 
-    out = nnunet.summary(ev, cases)
+    out = nnunet.summary(ev.per_case, cases, ev.n_voxels, ev.extra.columns())
     if ev.lesion_pairs is not None:
         out["panoptic_quality"] = pooled_lesion_quality(ev)
     return out

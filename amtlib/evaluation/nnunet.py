@@ -27,7 +27,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,6 @@ from amtlib import io
 from amtlib.clihelp import HelpFormatter, examples
 from amtlib.errors import AmtError
 from amtlib.paths import RunPaths, is_safe_id
-
-if TYPE_CHECKING:
-    from amtlib.evaluation.evaluate import Evaluation
 
 #: nnU-Net's dataset id when none is given (the first of the range nnU-Net leaves to users' own datasets).
 DATASET_ID: int = 501
@@ -56,8 +53,13 @@ def dataset_name(dataset_id: int) -> str:
     return f"Dataset{int(dataset_id):03d}_{DATASET_SUFFIX}"
 
 
-def summary(ev: "Evaluation", cases: pd.DataFrame) -> dict[str, Any]:
+def summary(per_case: pd.DataFrame, cases: pd.DataFrame, n_voxels: "Sequence[int] | None" = None,
+            extra_columns: Sequence[str] = ()) -> dict[str, Any]:
     """nnU-Net v2 ``summary.json`` keys of an evaluation: ``metric_per_case``, ``mean``, ``foreground_mean``.
+
+    ``per_case`` is ``per_case.csv``, ``cases`` the ``case_id, pred_path, ref_path`` table scored,
+    ``n_voxels`` each case's image size (for TN; None: TN is None), ``extra_columns`` the extra metrics
+    of ``per_case`` to carry (``Evaluation.extra.columns()``).
 
     Per case under label ``"1"``: ``Dice``, ``IoU``, ``TP``, ``FP``, ``FN``, ``TN`` (voxels; TN needs
     the image size), ``n_pred``, ``n_ref`` as nnU-Net computes them (both empty: Dice and IoU NaN), then
@@ -65,10 +67,10 @@ def summary(ev: "Evaluation", cases: pd.DataFrame) -> dict[str, Any]:
     ``prediction_file`` is None for a case without prediction. ``mean`` is the NaN-ignoring mean per
     metric; ``foreground_mean`` equals it (one foreground label).
     """
-    pc = ev.per_case.reset_index(drop=True)
-    extra = ev.extra.columns()
+    pc = per_case.reset_index(drop=True)
+    extra = list(extra_columns)
     files = cases.set_index(cases["case_id"].astype(str))
-    n_vox = ev.n_voxels if ev.n_voxels is not None else np.full(len(pc), -1)
+    n_vox = np.asarray(n_voxels) if n_voxels is not None else np.full(len(pc), -1)
     per_case = []
     for i, row in pc.iterrows():
         tp, fp, fn = (int(row[c]) for c in ("tp_voxels", "fp_voxels", "fn_voxels"))

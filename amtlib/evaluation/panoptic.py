@@ -100,3 +100,15 @@ def pooled_quality(case_counts: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, 
 def pairs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """``lesion_pairs.csv`` as a frame with :data:`PAIR_COLUMNS` (also when there is no pair)."""
     return pd.DataFrame(list(rows), columns=list(PAIR_COLUMNS))
+
+
+def conventions(threshold: float = PQ_IOU_THRESHOLD) -> list[tuple[str, str, str, str]]:
+    """``(metric, convention, parameter, value)`` rows of the per-lesion quality (for ``conventions.csv``)."""
+    return [
+        ("pq, sq, rq", "lesions matched one to one by the detection rule (most pairs with IoU > t, then largest total "
+         "IoU); predicted components under the size limit removed first", "pq_iou_threshold", f"{float(threshold):g}"),
+        ("pq, sq, rq", "RQ = TP / (TP + FP/2 + FN/2); SQ = mean IoU of the matched pairs; PQ = SQ x RQ", "", ""),
+        ("pq, sq, rq", "no lesion on either side: NaN; lesions but no match: PQ 0, RQ 0, SQ NaN", "", ""),
+        ("pq, sq, rq", "pooled over cases: TP, FP, FN summed; SQ the mean IoU over every matched pair", "", ""),
+        ("lesion pair dice", "2 |P and R| / (|P| + |R|) of each matched pair (lesion_pairs.csv)", "", ""),
+    ]

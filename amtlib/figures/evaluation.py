@@ -112,3 +112,69 @@ def plot_froc_definitions(frocs: "dict[str, pd.DataFrame]") -> "plt.Figure":
         ax.set_title(f"FP definition: {name}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_dice_vs_boundary(per_case: pd.DataFrame, column: str = "hd95_mm", failure_ids: Sequence[str] = (),
+                          ax: "plt.Axes | None" = None) -> "plt.Figure":
+    """Per-case Dice against a boundary distance (HD95 by default, mm, log scale), failure cases marked.
+
+    Not in the paper (boundary metrics are an addition; :mod:`amtlib.evaluation.boundary`). Cases in
+    ``failure_ids`` (e.g. the bottom 10% by Dice of step 06) are ringed and labelled; an infinite
+    distance (one mask empty) is drawn as a triangle on the top edge; cases where both masks are
+    empty (NaN) are left out and counted in the title.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 4.2))
+    d = per_case[["case_id", "dice", column]].copy()
+    d["case_id"] = d["case_id"].astype(str)
+    nan = d[column].isna() | d["dice"].isna()
+    d = d[~nan]
+    finite = np.isfinite(d[column].to_numpy(dtype=float))
+    positive = d.loc[finite, column].to_numpy(dtype=float)
+    floor_mm = max(float(positive[positive > 0].min()) / 2, 0.1) if (positive > 0).any() else 0.1
+    top = max(float(positive.max()) * 2, floor_mm * 10) if positive.size else 10.0
+    y = np.where(finite, np.maximum(d[column].to_numpy(dtype=float), floor_mm), top)
+    x = d["dice"].to_numpy(dtype=float)
+    ax.scatter(x[finite], y[finite], s=18, color=PREDICTION_COLOUR, label="case")
+    if (~finite).any():
+        ax.scatter(x[~finite], y[~finite], s=40, marker="^", color="#d62728", label="infinite (one mask empty)")
+    fail = d["case_id"].isin({str(c) for c in failure_ids}).to_numpy()
+    if fail.any():
+        ax.scatter(x[fail], y[fail], s=90, facecolors="none", edgecolors="#d62728", linewidths=1.2, label="failure case")
+        for xi, yi, cid in zip(x[fail], y[fail], d.loc[fail, "case_id"]):
+            ax.annotate(cid, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylim(floor_mm / 1.5, top * 1.5)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlabel("Dice")
+    name = column.replace("_mm", "").replace("hd95", "HD95").replace("assd", "ASSD")
+    ax.set_ylabel(f"{name} (mm)")
+    ax.set_title(f"Dice and {name} per case" + (f" ({int(nan.sum())} with both masks empty left out)" if nan.any() else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lesion_quality(pairs: pd.DataFrame, quality: dict, ax: "plt.Axes | None" = None) -> "plt.Figure":
+    """Distribution of the per-lesion Dice of matched pairs, with the pooled PQ = SQ x RQ in the title.
+
+    Not in the paper (:mod:`amtlib.evaluation.panoptic`). ``pairs`` is ``lesion_pairs.csv``;
+    ``quality`` the pooled ``pq, sq, rq, tp, fp, fn`` and ``iou_threshold``. No pair: an empty axis
+    saying so.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.6))
+    dice = pairs["dice"].to_numpy(dtype=float)
+    if dice.size:
+        ax.hist(dice, bins=np.linspace(0, 1, 21), color=PREDICTION_COLOUR, edgecolor="white")
+        ax.axvline(float(np.median(dice)), color="k", lw=1, ls="--", label=f"median {np.median(dice):.2f}")
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no matched lesion pair", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Dice of a matched lesion pair")
+    ax.set_ylabel("lesion pairs")
+    t = quality.get("iou_threshold", float("nan"))
+    ax.set_title(f"PQ {quality['pq']:.3f} = SQ {quality['sq']:.3f} x RQ {quality['rq']:.3f} "
+                 f"(IoU > {t:g}; TP {quality['tp']}, FP {quality['fp']}, FN {quality['fn']})", fontsize=9)
+    fig.tight_layout()
+    return fig
