@@ -73,11 +73,11 @@ def random_phantom(rng: np.random.Generator, shape=(12, 40, 40)) -> tuple[np.nda
     """Boxes for references; predictions shifted, resized or dropped, plus FP boxes, all >= 10 voxels."""
     ref, pred = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
     for _ in range(int(rng.integers(1, 4))):
-        size = rng.integers(3, 9, 3)
+        size = rng.integers(4, 10, 3)
         lo = [int(rng.integers(0, s - z)) for s, z in zip(shape, size)]
         ref[tuple(slice(a, a + z) for a, z in zip(lo, size))] = 1
         if rng.random() < 0.8:
-            lo2 = [min(max(a + int(rng.integers(-2, 3)), 0), s - z) for a, s, z in zip(lo, shape, size)]
+            lo2 = [min(max(a + int(rng.integers(-1, 2)), 0), s - z) for a, s, z in zip(lo, shape, size)]
             pred[tuple(slice(a, a + z) for a, z in zip(lo2, size))] = 1
     if rng.random() < 0.5:
         pred[0:3, 0:4, 0:4] = 1
