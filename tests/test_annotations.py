@@ -263,7 +263,7 @@ def test_hand_made_rtstruct_with_hole_and_island(series, tmp_path: Path) -> None
     assert an.annotations_of_series([other, path, next(iter(geometry["files"])), tmp_path / "none"], geometry["series_uid"]) == [path]
     with pytest.raises(an.AnnotationError, match="neither a DICOM SEG nor an RTSTRUCT"):
         an.read_annotation(path.with_name("nothing.dcm"), geometry)
-    with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one with mask_label"):
+    with pytest.raises(an.AnnotationError, match=r"2 ROIs \('GTV', 'Heart'\); name one \(mask_label in the cohort step, --segment in amt evaluate\)"):
         an.read_rtstruct(path, geometry)
     with pytest.raises(an.AnnotationError, match=f"{path}: no ROI named 'tumour'"):
         an.read_rtstruct(path, geometry, "tumour")

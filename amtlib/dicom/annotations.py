@@ -55,6 +55,8 @@ LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: Annotation kind of each SOP class read here (:data:`amtlib.dicom.dicomio.ANNOTATION_CLASSES` names them).
 KIND_OF_CLASS: dict[str, str] = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
+#: Where a user names the segment or ROI: both options, since the same reader serves both commands.
+_CHOOSE = "(mask_label in the cohort step, --segment in amt evaluate)"
 #: Fractional segments: a pixel is tumour when its fraction is at least this.
 FRACTIONAL_THRESHOLD = 0.5
 
@@ -205,7 +207,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
     listing = ", ".join(f"{n}: {label!r}" for n, label in items)
     if segment is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one with mask_label")
+            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one {_CHOOSE}")
         return items[0][0]
     if isinstance(segment, (int, np.integer)) and not isinstance(segment, bool):
         hits = [n for n, _ in items if n == int(segment)]
@@ -214,7 +216,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
     if len(hits) != 1:
         what = "no" if not hits else f"{len(hits)}"
         raise AnnotationError(f"{path}: {what} segment matching {segment!r} (segments {listing}); "
-                              "set mask_label to one of these labels or numbers")
+                              f"name one of these labels or numbers {_CHOOSE}")
     return hits[0]
 
 
@@ -372,12 +374,12 @@ def _choose_roi(path: Path, ds: Any, roi: str | None) -> int:
         raise AnnotationError(f"{path}: the structure set holds no ROI; re-export it with the tumour contour")
     if roi is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one with mask_label")
+            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one {_CHOOSE}")
         return items[0][0]
     hits = [n for n, name in items if name.strip().lower() == str(roi).strip().lower()]
     if len(hits) != 1:
         raise AnnotationError(f"{path}: {'no' if not hits else len(hits)} ROI named {roi!r} (ROIs {names}); "
-                              "set mask_label to one of these names")
+                              f"name one of these ROIs {_CHOOSE}")
     return hits[0]
 
 
