@@ -4,6 +4,7 @@ byte-identical figures and the viewer's starting position."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -389,3 +390,42 @@ def test_seed_spread_fusion_part(tmp_path: Path) -> None:
     spreads = report.seed_spreads(base)
     assert spreads["dmfn_fusion.binary_validation.fusion.auc"] == (0.7, 0.9, "0, 4")
     assert spreads["dmfn_fusion.binary_test.fusion.auc"] == (0.7, 0.9, "0, 4")
+
+
+# ------------------------------------------------------------------------------------ README layout
+def _layout_entries() -> tuple[list[str], dict[str, str]]:
+    """README's Layout block: the first line's top-level files, and ``folder/`` -> its description."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    top, entries, current = lines[0].split(), {}, None
+    for line in lines[1:]:
+        if not line.startswith(" "):
+            current, _, rest = line.partition(" ")
+            entries[current] = rest
+        elif current:
+            entries[current] += " " + line.strip()
+    return top, entries
+
+
+def test_readme_layout_matches_the_tree():
+    """Every tracked top-level file and folder is in README's Layout; in the folders a newcomer browses,
+    every tracked file (or sub-folder) is named, and every name given exists."""
+    r = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [Path(p) for p in r.stdout.splitlines() if (REPO / p).exists()]
+    top, entries = _layout_entries()
+    top_files = {p.parts[0] for p in tracked if len(p.parts) == 1} | {"/".join(p.parts[:2]) for p in tracked if p.parts[0] == ".ci"}
+    assert top_files <= set(top), f"missing from the Layout's first line: {sorted(top_files - set(top))}"
+    folders = {p.parts[0] + "/" for p in tracked if len(p.parts) > 1 and p.parts[0] != ".ci"}
+    assert folders <= set(entries), f"folders missing from the Layout: {sorted(folders - set(entries))}"
+    for folder in ("notebooks/", "configs/", "docs/", "tools/", "benchmarks/", "data_manifest/"):
+        inside = {p.parts[1] if len(p.parts) == 2 else p.parts[1] + "/" for p in tracked if p.parts[0] == folder[:-1]}
+        names = {n[:-6] if n.endswith(".ipynb") else n for n in inside}
+        words = set(re.findall(r"[\w.-]+/?", entries[folder]))
+        assert names <= words, f"{folder}: not named in the Layout: {sorted(names - words)}"
+        named = {w for w in words if re.fullmatch(r"\d\d_\w+|[\w-]+\.(py|md|yaml|csv)|[\w-]+/", w)}
+        assert named <= names, f"{folder}: named in the Layout but not in the tree: {sorted(named - names)}"
+    packages = {p.parts[1] + "/" for p in tracked if p.parts[0] == "amtlib" and len(p.parts) > 2}
+    assert packages <= set(re.findall(r"[\w]+/", entries["amtlib/"])), "amtlib/: a subpackage is not named"

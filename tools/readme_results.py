@@ -6,8 +6,9 @@
 
 Reads ``run.json`` (step durations), ``bench_demo.json`` when ``benchmarks/bench_demo.py`` timed the run
 (model-step time and ratios), ``04_evaluate/table3.csv``, ``05_froc/table4.csv`` and
-``06_failure/radiomics_focus.csv`` and ``seed_spread.csv`` (``benchmarks/seed_spread.py``) when present. The README's blocks sit between ``<!-- demo-timing:begin -->`` /
-``<!-- demo-timing:end -->`` and ``<!-- demo-results:begin -->`` / ``<!-- demo-results:end -->``.
+``06_failure/radiomics_focus.csv`` and ``seed_spread.csv`` (``benchmarks/seed_spread.py``) when present. The blocks sit between
+``<!-- demo-timing:begin -->`` / ``<!-- demo-timing:end -->`` (docs/performance.md) and
+``<!-- demo-results:begin -->`` / ``<!-- demo-results:end -->`` (README.md).
 """
 
 from __future__ import annotations
@@ -165,12 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, body in blocks.items():
             print(f"<!-- {name} -->\n{body}\n")
         return 0
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for name, body in blocks.items():
-        text = replace_block(text, name, body)
-    readme.write_text(text)
-    print(f"updated {readme}")
+    # the results block lives in README.md, the per-step timing table in docs/performance.md
+    for doc in (ROOT / "README.md", ROOT / "docs" / "performance.md"):
+        text = doc.read_text()
+        mine = {n: b for n, b in blocks.items() if f"<!-- {n}:begin -->" in text}
+        for name, body in mine.items():
+            text = replace_block(text, name, body)
+        if mine:
+            doc.write_text(text)
+            print(f"updated {doc}")
     return 0
 
 
