@@ -51,6 +51,8 @@ def is_safe_id(text: object) -> bool:
 
 
 NOTICES = "notices.txt"
+#: A step that finds nothing to do (07/08 without their optional columns) writes ``{"reason": ...}`` here.
+SKIPPED = "skipped.json"
 
 
 def add_notice(step_dir: str | Path, text: str) -> None:

@@ -49,7 +49,7 @@ import yaml
 
 from amtlib.errors import AmtError, type_problem
 from amtlib.io import append_line, folder_lock, write_json, write_text
-from amtlib.paths import NOTICES
+from amtlib.paths import NOTICES, SKIPPED
 
 log = logging.getLogger(__name__)
 
@@ -609,6 +609,8 @@ def _execute_recorded(step: Step, params: Mapping[str, Any], run_dir: Path, kern
 
     notices = run_dir / step.name / NOTICES
     notices.unlink(missing_ok=True)
+    skipped = run_dir / step.name / SKIPPED
+    skipped.unlink(missing_ok=True)  # an earlier run's; the notebook writes its own when it skips its work
     try:
         with relay(run_dir / "progress.log", say):
             wall = execute_step(step, params, run_dir, kernel_name, rerun)
@@ -617,6 +619,11 @@ def _execute_recorded(step: Step, params: Mapping[str, Any], run_dir: Path, kern
     executed_nb = run_dir / "notebooks" / step.notebook.name
     entry.update(status="ok", ended=_now(), wall_s=round(wall, 2),
                  duration_s=round(_papermill_duration(executed_nb) or wall, 2))
+    if skipped.is_file():
+        try:
+            entry["skipped_reason"] = str(json.loads(skipped.read_text()).get("reason", "")) or "no reason given"
+        except (ValueError, AttributeError):
+            entry["skipped_reason"] = f"see {skipped}"
     return wall
 
 
@@ -669,7 +676,8 @@ def _run_locked(config_path: Path, config: dict[str, Any], overrides: Mapping[st
             result.executed.append(step.name)
             upstream.append(fp)
             write_json(run_dir / "run.json", record)
-            say(f"[{k}/{len(chosen)}] {step.name}: done in {wall:.1f} s (total {time.perf_counter() - t_run:.1f} s)")
+            outcome = "done" if "skipped_reason" not in entry else f"SKIPPED by the notebook ({entry['skipped_reason']})"
+            say(f"[{k}/{len(chosen)}] {step.name}: {outcome} in {wall:.1f} s (total {time.perf_counter() - t_run:.1f} s)")
         record["status"] = "ok"
     except StepFailed as exc:
         entry.update(status="failed", ended=_now())

@@ -164,3 +164,47 @@ def test_icc_filter_falls_back_to_the_most_stable_features_when_none_passes():
     model = hist.fit_svm_arm(feats, cases, icc_threshold=0.9999, seed=0)
     assert model.selection["icc_fallback_best"] == model.selection["icc_stable"] == clf.ICC_FALLBACK_KEEP
     assert {f"original_x_f{j}" for j in range(9)} <= set(model.stable)  # the 9 stable ones rank first
+
+
+# ------------------------------------------------ a model that finds nothing (issue 23 item 12)
+
+
+def _binary_scores(n_train: int = 12, n_ext: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Fusion-style long scores of both tasks: every model scores every case (random, seeded)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task, k in (("binary", 2), ("multiclass", len(clf.HISTOLOGY_CLASSES))):
+        for split, n in (("train", n_train), ("external_test", n_ext)):
+            labels = np.arange(n) % k
+            for model in fusion.MODELS:
+                p = rng.dirichlet(np.ones(k), size=n)
+                for i in range(n):
+                    rows.append({"case_id": f"{split}{i}", "split": split, "model": model, "label": int(labels[i]), "task": task,
+                                 **{f"proba_{j}": p[i, j] for j in range(k)}})
+    return pd.DataFrame(rows)
+
+
+def test_fusion_tables_with_no_external_case_scored_are_rows_of_nan() -> None:
+    scores = _binary_scores()
+    full = fusion.evaluate(scores, 50)
+    assert (full["n"] == 8).all() and full["auc"].between(0, 1).all()
+    none = scores[scores["split"] != "external_test"]
+    table = fusion.evaluate(none, 50)
+    assert list(table.columns) == list(full.columns) and (table["n"] == 0).all() and table["auc"].isna().all()
+    tests = fusion.compare_fusion_ct(none)
+    assert tests["n"].tolist() == [0, 0] and tests["mcnemar_p"].isna().all()
+    assert all(m.sum() == 0 for t in fusion.TASKS for m in fusion.confusion_matrices(none, t).values())
+    assert fusion.beside_paper(table)["auc"].isna().all()
+
+
+def test_delong_cnn_vs_svm_without_predicted_rois_is_a_row_of_nan() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{"case_id": f"c{i}", "split": "external_test", "roi": roi, "model": model, "label": i % 2, "score": rng.random()}
+            for i in range(10) for roi in ("reference", "predicted") for model in ("cnn_resnet2d", "radiomics_svm")
+            if not (roi == "predicted" and model == "cnn_resnet2d")]  # the CNN had no predicted crop at all
+    table = hist.delong_cnn_vs_svm(pd.DataFrame(rows)).set_index("roi")
+    assert table.loc["reference", "n"] == 10 and 0 <= table.loc["reference", "p"] <= 1
+    assert table.loc["predicted", "n"] == 0 and np.isnan(table.loc["predicted", "auc_cnn"])
+    cases = pd.DataFrame({"case_id": ["c0", "c1", "c2"], "split": "external_test", "label": [0, 1, 0]})
+    assert hist.gradcam_cases(cases, {}, 2).empty
+    assert hist.gradcam_cases(cases, {"c0": 0, "c1": 0, "c2": 0}, 1)["case_id"].tolist() == ["c0", "c1"]

@@ -181,3 +181,23 @@ def test_a_step_reruns_when_a_file_it_reads_is_replaced(tmp_path):
     assert third.executed == ["07_histology"] and (run / "seen.txt").read_text() == "another model's"
     (preds / "B.nii.gz").write_text("new case")
     assert pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None).executed == ["07_histology"]
+
+
+def test_a_step_that_skips_its_work_says_so_on_the_terminal(tmp_path):
+    """Issue 23 item 12: a skipped 07/08 said "done"; the skip was only in skipped.json."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "08_fusion.ipynb", 'run_dir = "x"\nskip = True',
+              "import json\nfrom pathlib import Path\nout = Path(run_dir, '08_fusion')\nout.mkdir(exist_ok=True)\n"
+              "if skip:\n    (out / 'skipped.json').write_text(json.dumps({'reason': 'no ctc_level column'}))")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}\n")
+    run, lines = tmp_path / "run", []
+    pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lines.append)
+    said = [line for line in lines if "08_fusion:" in line][-1]
+    assert "08_fusion: SKIPPED by the notebook (no ctc_level column) in " in said and ": done" not in said
+    assert json.loads((run / "run.json").read_text())["steps"]["08_fusion"]["skipped_reason"] == "no ctc_level column"
+    lines.clear()  # the same step doing its work: the earlier skipped.json is gone and it says done
+    pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, overrides={"skip": False}, echo=lines.append)
+    assert any("08_fusion: done in " in line for line in lines) and not (run / "08_fusion" / "skipped.json").exists()
+    assert "skipped_reason" not in json.loads((run / "run.json").read_text())["steps"]["08_fusion"]

@@ -87,17 +87,36 @@ def fit_and_score(cases: pd.DataFrame, crops: dict[str, np.ndarray], task: str, 
     return pd.concat(rows, ignore_index=True).assign(task=task)
 
 
-def _proba(g: pd.DataFrame) -> np.ndarray:
-    return g[[c for c in g.columns if c.startswith("proba_") and g[c].notna().any()]].to_numpy(float)
+def _proba(g: pd.DataFrame, task_rows: pd.DataFrame | None = None) -> np.ndarray:
+    """Class probabilities of ``g``, (n, K): the ``proba_*`` columns the task fills (judged on
+    ``task_rows``, default ``g``, so an empty ``g`` still has the task's K columns)."""
+    like = g if task_rows is None else task_rows
+    return g[[c for c in like.columns if c.startswith("proba_") and like[c].notna().any()]].to_numpy(float)
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return len(np.unique(y)) >= 2
+
+
+#: Columns of :func:`evaluate`'s rows for each task.
+EVALUATE_COLUMNS_BINARY: tuple[str, ...] = ("task", "model", "n", "auc", "auc_boot_low", "auc_boot_high", "auc_delong_low",
+                                            "auc_delong_high", *roc.CONFUSION_METRICS, "threshold")
+EVALUATE_COLUMNS_MULTICLASS: tuple[str, ...] = ("task", "model", "n", "auc", "auc_boot_low", "auc_boot_high", "accuracy")
 
 
 def evaluate(scores: pd.DataFrame, n_resamples: int = 2000, ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """External AUC (binary) or macro OvR AUC (multi-class) with stratified bootstrap CIs; binary rows
-    add the DeLong CI and the confusion metrics at the training Youden threshold; ``accuracy`` for all."""
+    add the DeLong CI and the confusion metrics at the training Youden threshold; ``accuracy`` for all.
+    A model with no external case scored (every predicted ROI empty) or one class only is a row with
+    its ``n`` and NaN statistics."""
     rows = []
     for (task, model), g in scores.groupby(["task", "model"], sort=False):
         tr, ex = g[g["split"] == "train"], g[g["split"] == "external_test"]
-        y, p = ex["label"].to_numpy(int), _proba(ex)
+        y, p = ex["label"].to_numpy(int), _proba(ex, g)
+        if not _two_classes(y):  # no external case scored (every predicted ROI empty), or one class only
+            keys = EVALUATE_COLUMNS_BINARY if task == "binary" else EVALUATE_COLUMNS_MULTICLASS
+            rows.append({"task": task, "model": model, "n": len(y), **{k: np.nan for k in keys[3:]}})
+            continue
         if task == "binary":
             thr = roc.youden_threshold(tr["label"].to_numpy(int), _proba(tr)[:, 1])
             ci = roc.bootstrap_ci(y, p[:, 1], roc.auc, n_resamples, ci_level, seed)
@@ -117,9 +136,11 @@ def calls(scores: pd.DataFrame, task: str, model: str) -> pd.DataFrame:
     """External-set calls of one model: ``case_id, label, call`` (binary: training Youden threshold)."""
     g = scores[(scores["task"] == task) & (scores["model"] == model)]
     ex = g[g["split"] == "external_test"]
-    p = _proba(ex)
+    p = _proba(ex, g)
+    if not len(ex):
+        return pd.DataFrame({"case_id": pd.Series(dtype=str), "label": pd.Series(dtype=int), "call": pd.Series(dtype=int)})
     if task == "binary":
-        thr = roc.youden_threshold(g.loc[g["split"] == "train", "label"].to_numpy(int), _proba(g[g["split"] == "train"])[:, 1])
+        thr = roc.youden_threshold(g.loc[g["split"] == "train", "label"].to_numpy(int), _proba(g[g["split"] == "train"], g)[:, 1])
         call = (p[:, 1] >= thr).astype(int)
     else:
         call = p.argmax(1)
@@ -131,6 +152,10 @@ def compare_fusion_ct(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for task in scores["task"].unique():
         f, c = calls(scores, task, "fusion"), calls(scores, task, "ct_only_cnn")
+        if not len(f):  # no external case scored (every predicted ROI empty)
+            rows.append({"task": task, "n": 0, **{k: np.nan for k in ("acc_fusion", "acc_ct_only", "mcnemar_b", "mcnemar_c",
+                                                                      "mcnemar_p")}})
+            continue
         mc = roc.mcnemar_test(f["call"] == f["label"], c["call"] == c["label"])
         row = {"task": task, "n": len(f), "acc_fusion": float((f["call"] == f["label"]).mean()), "acc_ct_only": float((c["call"] == c["label"]).mean()),
                "mcnemar_b": mc["b"], "mcnemar_c": mc["c"], "mcnemar_p": mc["p"]}

@@ -161,15 +161,36 @@ def metrics_table(scores: pd.DataFrame, thresholds: dict[str, float], ci_level: 
     return pd.DataFrame(rows)
 
 
+#: Columns of :func:`delong_cnn_vs_svm`.
+DELONG_COLUMNS: tuple[str, ...] = ("roi", "n", "auc_cnn", "auc_svm", "diff", "se_diff", "z", "p")
+
+
 def delong_cnn_vs_svm(scores: pd.DataFrame) -> pd.DataFrame:
-    """DeLong's paired test CNN vs SVM on the external cases both scored, per ROI source."""
+    """DeLong's paired test CNN vs SVM on the external cases both scored, per ROI source.
+
+    A ROI source where fewer than two cases have both scores (every predicted ROI empty: a model that
+    found nothing) is a row with its ``n`` and NaN statistics, never an error."""
     rows = []
     ext = scores[scores["split"] == "external_test"]
     for roi, g in ext.groupby("roi", sort=False):
         wide = g.pivot_table(index="case_id", columns="model", values="score").dropna()
+        if not {"cnn_resnet2d", "radiomics_svm"} <= set(wide.columns) or len(wide) < 2:
+            rows.append({"roi": roi, "n": len(wide) if {"cnn_resnet2d", "radiomics_svm"} <= set(wide.columns) else 0})
+            continue
         lab = g.drop_duplicates("case_id").set_index("case_id").loc[wide.index, "label"].to_numpy(int)
-        rows.append({"roi": roi, "n": len(wide), **roc.delong_test(lab, wide["cnn_resnet2d"], wide["radiomics_svm"])})
-    return pd.DataFrame(rows).rename(columns={"auc_a": "auc_cnn", "auc_b": "auc_svm"})
+        test = roc.delong_test(lab, wide["cnn_resnet2d"], wide["radiomics_svm"])
+        rows.append({"roi": roi, "n": len(wide), "auc_cnn": test["auc_a"], "auc_svm": test["auc_b"],
+                     **{k: test[k] for k in ("diff", "se_diff", "z", "p")}})
+    return pd.DataFrame(rows, columns=list(DELONG_COLUMNS))
+
+
+def gradcam_cases(cases: pd.DataFrame, crops: dict[str, Any], per_class: int) -> pd.DataFrame:
+    """The first ``per_class`` external cases of each class that have a crop in ``crops`` (case id ->
+    crop), for the Grad-CAM figure (paper Fig. 5); empty when no external case has one (every ROI
+    empty)."""
+    ext = cases[(cases["split"] == "external_test") & cases["case_id"].isin(list(crops))]
+    parts = [g.head(per_class) for _, g in ext.groupby("label", sort=True)]
+    return pd.concat(parts) if parts else ext.iloc[:0]
 
 
 def beside_paper(table: pd.DataFrame) -> pd.DataFrame:
