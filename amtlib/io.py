@@ -187,6 +187,43 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         os.close(fd)
 
 
+@contextmanager
+def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
+    """Hold an exclusive lock on an output ``folder`` (created if missing) that leaves no file in it.
+
+    ``fcntl.flock`` on the folder itself, so a folder handed on (an export uploaded to a PACS, an
+    evaluation read by nnU-Net tools) holds only what the command wrote; released by the kernel when
+    the holder exits, even on ``kill -9``. A second holder gets :class:`~amtlib.errors.AmtError` at
+    once naming the folder and ``command``. Folders it created are removed again if they are still
+    empty at the end. (:func:`folder_lock` is the run folder's, with the pid.)
+    """
+    import fcntl
+
+    folder = Path(folder)
+    created = [p for p in [folder, *folder.parents] if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise AmtError(folder, f"in use by another {command} writing into it",
+                           "wait for it to finish, or write to another folder (--out)") from None
+        try:
+            yield folder
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+        for path in created:  # a command that failed before writing leaves no folder it made
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
 def nifti_data_problem(path: str | Path) -> str | None:
     """Why the voxel data of a NIfTI file cannot be read in full, or None when it can.
 

@@ -203,8 +203,7 @@ def test_export_run_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert check["format"].tolist() == ["seg", "seg"] and check["identical"].all() and (check["dice"] == 1).all()
     out = tmp_path / "cli_out"
     assert amt_main(["export", "--run", str(run), "--split", "all", "--format", "rtstruct", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [".amt.lock", "P1", "P2", "P3", "export.csv"]  # the lock is empty
-    assert (out / ".amt.lock").stat().st_size == 0
+    assert sorted(p.name for p in out.iterdir()) == ["P1", "P2", "P3", "export.csv"]  # the lock leaves no file
     assert (out / "P2" / "rtstruct.dcm").is_file() and not (out / "P2" / "seg.dcm").exists()
     (run / "03_train" / "predictions" / "P3.nii.gz").unlink()
     assert amt_main(["export", "--run", str(run), "--format", "seg", "--out", str(tmp_path / "o2")]) == 1
@@ -578,7 +577,7 @@ def test_a_source_without_frame_of_reference_fails_its_case_only(tmp_path: Path,
     rows = pd.read_csv(out / "export.csv", dtype=str, keep_default_na=False).set_index("case_id")
     assert rows["status"].to_dict() == {"P1": "failed", "P2": "written", "P3": "written"}
     assert not (out / "P1").exists() and (out / "P3").is_dir()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".amt.lock"]  # no partial folder left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no partial folder left
 
 
 def test_a_source_with_an_invalid_uid_is_refused_by_name(tmp_path: Path) -> None:
@@ -592,14 +591,14 @@ def test_a_source_with_an_invalid_uid_is_refused_by_name(tmp_path: Path) -> None
 
 def test_a_second_export_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
     from amtlib.errors import AmtError
-    from amtlib.io import folder_lock
+    from amtlib.io import output_lock
 
     run, _ = _fake_run(tmp_path)
     out = tmp_path / "out"
-    with folder_lock(out):  # the first export, still writing
-        with pytest.raises(AmtError, match=r"out: in use by another amt run"):
+    with output_lock(out, "amt export"):  # the first export, still writing
+        with pytest.raises(AmtError, match=r"out: in use by another amt export writing into it"):
             export.export_run(run, out)
-    assert sorted(p.name for p in out.iterdir()) == [".amt.lock"]
+    assert not out.exists()  # nothing was written: the folder the first holder made is gone with it
 
 
 def test_an_export_replaces_what_an_earlier_one_wrote_there(tmp_path: Path) -> None:
@@ -623,7 +622,7 @@ def test_what_a_killed_export_left_is_removed_first(tmp_path: Path) -> None:
     (out / ".P3.partial-x81" / "seg.dcm").write_bytes(b"half")
     (out / ".export.3k.csv").write_text("case_id\n")
     export.export_run(run, out)
-    assert sorted(p.name for p in out.rglob(".*")) == [".amt.lock"]
+    assert sorted(p.name for p in out.rglob(".*")) == []
 
 
 def test_a_full_disk_stops_the_export_with_one_line(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -83,3 +83,34 @@ def test_is_safe_id_accepts_uids_and_stems_and_nothing_that_can_leave_a_folder()
         assert is_safe_id(ok), ok
     for bad in ("", ".", "..", "../x", "a/b", "/abs", "a\\b", ".hidden", "a..b", "x" * 129, "name with space", "é", None, 5):
         assert not is_safe_id(bad), bad
+
+
+def test_output_lock_refuses_a_second_holder_and_leaves_no_file(tmp_path):
+    """Issue 23 item 10: two exports (or evaluations) into one folder at once both exited 0."""
+    from amtlib.errors import AmtError
+    from amtlib.io import output_lock
+
+    out = tmp_path / "new" / "out"
+    with output_lock(out, "amt export"):
+        assert out.is_dir()
+        with pytest.raises(AmtError, match=r"out: in use by another amt export writing into it"):
+            with output_lock(out, "amt export"):
+                pass
+        (out / "export.csv").write_text("x")
+    assert [p.name for p in out.iterdir()] == ["export.csv"]  # no lock file
+    with output_lock(out, "amt export"):  # released: a later command may take it
+        pass
+    with output_lock(tmp_path / "a" / "b", "amt evaluate"):
+        pass
+    assert not (tmp_path / "a").exists()  # folders it made and left empty are removed
+
+
+def test_amt_evaluate_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    from amtlib.cli import main
+    from amtlib.io import output_lock
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    with output_lock(tmp_path / "out", "amt evaluate"):
+        rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(tmp_path / "out")])
+    assert rc == 2 and "in use by another amt evaluate writing into it" in capsys.readouterr().err

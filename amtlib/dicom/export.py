@@ -53,7 +53,7 @@ from amtlib import __version__
 from amtlib.dicom.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicom.dicomio import deterministic_uid, fill_uids_from_file_meta, shift_mask_slice, slice_shift
 from amtlib.errors import AmtError
-from amtlib.io import atomic_path, folder_lock, load_nifti, refuse_link, sha256_file, write_csv
+from amtlib.io import atomic_path, load_nifti, output_lock, refuse_link, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +559,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, split: st
     jobs = [(case["case_id"], case["series_uid"], pred_root / f"{case['case_id']}.nii.gz", sources.get(case["case_id"]),
              out, f"{P.root.name}:{case['case_id']}", tuple(formats), algorithm, remedy)
             for _, case in manifest.sort_values("case_id").iterrows()]
-    with folder_lock(out):
+    with output_lock(out, "amt export"):
         _remove_partial_folders(out)
         if workers > 1 and len(jobs) > 1:
             from amtlib.workers import process_pool
@@ -632,8 +632,6 @@ def _remove_partial_folders(out: Path) -> None:
     """Remove what an interrupted export left in ``out``: hidden partial or replaced case folders and hidden
     temporary files (a PACS upload of the folder must never pick them up)."""
     for path in out.glob(".*"):
-        if path.name == ".amt.lock":
-            continue
         if path.is_dir() and not path.is_symlink() and (_PARTIAL in path.name or _REPLACED in path.name):
             shutil.rmtree(path)
         elif path.is_file() and path.name.startswith((".export.", ".seg.", ".rtstruct.")):

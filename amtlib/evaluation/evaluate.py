@@ -28,6 +28,7 @@ before any scoring.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import warnings
@@ -647,7 +648,7 @@ def _cli(argv: list[str]) -> int:
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         sys.stderr.write(f"amt evaluate: warning: {message}\n")
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as hold:
         warnings.simplefilter("always")
         warnings.showwarning = show
         if args.bootstrap < 1 or not 0 < args.ci_level < 1:
@@ -666,6 +667,7 @@ def _cli(argv: list[str]) -> int:
         except ValueError as exc:
             raise AmtError("--metrics/--nsd-tolerance-mm/--pq-iou-threshold", str(exc),
                            "e.g. --metrics hd95,assd,nsd,pq --nsd-tolerance-mm 1,2 --pq-iou-threshold 0.5") from None
+        hold.enter_context(io.output_lock(out, "amt evaluate"))  # a second one into this folder is refused at once
         stale = claim_out_dir(out)
         if args.sources is not None:
             from amtlib.dicom import predictions as dicom_predictions
