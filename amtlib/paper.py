@@ -514,16 +514,19 @@ KNOWN_CAUSES: tuple[tuple[str, str], ...] = (
 
 
 def cause_of(key: str, regen_value: Any = None, spread: "tuple[float, float, str] | None" = None,
-             audit_flagged: bool = False) -> str:
+             audit_flagged: bool = False, paper_value: Any = None) -> str:
     """A short cause for a differing leaf: the seed spread when one covers the key (``(min, max,
     seeds)``), the audit when it flags the paper's own cell, else the README known gap its key
     matches; '' when nothing explains it (a real difference)."""
     parts = []
     if spread is not None:
         lo, hi, seeds = spread
-        x = regen_value[0] if isinstance(regen_value, list) and regen_value else regen_value
-        where = "inside" if _num(x) and lo - 0.005 <= x <= hi + 0.005 else "outside"
-        parts.append(f"seed spread {lo:.2f}-{hi:.2f} (seeds {seeds}): this run lies {where} it")
+        first = lambda v: v[0] if isinstance(v, list) and v else v  # noqa: E731
+        inside = lambda v: _num(v) and lo - 0.005 <= v <= hi + 0.005  # noqa: E731
+        text = f"seed spread {lo:.2f}-{hi:.2f} (seeds {seeds}): this run lies {'inside' if inside(first(regen_value)) else 'outside'} it"
+        if _num(first(paper_value)):
+            text += f", the paper's {first(paper_value):.2f} {'inside' if inside(first(paper_value)) else 'outside'}"
+        parts.append(text)
     known = next((text for pat, text in KNOWN_CAUSES if re.search(pat, key)), "")
     if audit_flagged and "audit" not in known:
         parts.append("the audit flags the paper's own cell as inconsistent")

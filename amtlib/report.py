@@ -491,11 +491,12 @@ def add_causes(comp: pd.DataFrame, regen: dict[str, Any], spreads: dict[str, tup
     """``comparison.csv`` with a ``cause`` column: for each differing leaf the seed spread, the audit or
     the README known gap that explains it ('no known cause' when none does); empty elsewhere."""
     causes = []
+    leaves = paper.reported_leaves()
     for r in comp.itertuples():
         if r.verdict != paper.DIFFER:
             causes.append("")
             continue
-        c = paper.cause_of(r.key, regen.get(r.key), spreads.get(r.key), r.key in flagged)
+        c = paper.cause_of(r.key, regen.get(r.key), spreads.get(r.key), r.key in flagged, paper._paper_value(r.key, leaves))
         causes.append(c or "no known cause: a real difference")
     return comp.assign(cause=causes)
 
@@ -736,8 +737,12 @@ def _comparison_html(comp: pd.DataFrame, root: Path) -> str:
     sections = list(comp.groupby("section", sort=False))
     # within a related paper, its results (AUCs) first, then the settings and cohorts they rest on
     first = ("AUC", "benign vs malignant", "multi-class")
-    sections.sort(key=lambda item: (next((i for i, t in enumerate(RELATED_FIGURES) if item[0].startswith(t)), -1),
-                                    not any(w in item[0] for w in first)))
+    def order(item: tuple[str, Any]) -> tuple[int, bool]:
+        title = next((t for t in RELATED_FIGURES if item[0].startswith(t + ": ")), None)
+        part = item[0][len(title) + 2:] if title else ""
+        return (list(RELATED_FIGURES).index(title) if title else -1, not any(w in part for w in first))
+
+    sections.sort(key=order)
     for section, sub in sections:
         title = next((t for t in RELATED_FIGURES if section.startswith(t + ": ")), None)
         head, part = (title, section[len(title) + 2:]) if title else (section, "")

@@ -4,7 +4,7 @@
 
 For each window width: ``report_<width>_top.png`` (the headline and the summary), and shots of the
 sections a reviewer reads first: ``report_<width>_differences.png``, ``report_<width>_related.png``
-(the first related paper), ``report_<width>_checklist.png``, plus ``report_<width>_lightbox.png`` (a
+and ``report_<width>_related2.png`` (the two related papers), ``report_<width>_checklist.png``, plus ``report_<width>_lightbox.png`` (a
 figure clicked open). Prints the page's scroll width: wider than the window means horizontal overflow
 (exit 1). Default out: ``RUN/report/screenshots``. Needs Debian's ``chromium``; exits 77 (skip) with a
 message when no browser is installed. The browser runs offline with a throwaway profile, driven over
@@ -90,9 +90,9 @@ async def _shoot(port: int, page: Path, out: Path, width: int, height: int) -> d
 
     await save("top")
     for selector, name in SHOTS.items():
-        y = await js(f"(function(){{var e=document.querySelector('{selector}'); return e ? e.getBoundingClientRect().top + window.scrollY : null}})()")
-        if y is not None:
-            await save(name, max(0.0, y - 10), height)
+        ys = await js(f"Array.from(document.querySelectorAll('{selector}')).map(e => e.getBoundingClientRect().top + window.scrollY)")
+        for k, y in enumerate(ys or []):
+            await save(name if k == 0 else f"{name}{k + 1}", max(0.0, y - 10), height)
     opened = await js("(function(){var i=document.querySelector('figure img'); if(!i) return false; i.click();"
                       " return document.getElementById('lightbox').classList.contains('open')})()")
     info["lightbox_opens"] = bool(opened)

@@ -232,6 +232,9 @@ def test_related_papers_checklist_conventions_and_headline(tmp_path):
     assert "tet_risk_stratification (" not in page and "dmfn_fusion (" not in page
     assert f'<h3 class="related">{paper.TET_TITLE}</h3>' in page and f'<h3 class="related">{paper.FUSION_TITLE}</h3>' in page
     assert page.index('class="differences"') < page.index('id="comparison"')  # the differences come first
+    # within each related paper its results come before the settings and cohorts they rest on
+    assert page.index("AUC, sensitivity, specificity (Table 2)") < page.index("its cohort (Fig 1)")
+    assert page.index("benign vs malignant (Table 3)</h4>".split("</h4>")[0]) < page.index("its lesion counts (Table 2)")
     assert "percentile of the pooled distances" in page  # 04_evaluate/conventions.csv shown
     checks = pd.read_csv(paths["checklist"], keep_default_na=False).set_index("item")
     assert set(checks["status"]) == {"shown", "not in this run", "not shown by a run"}
