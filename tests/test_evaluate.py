@@ -313,6 +313,8 @@ def test_summary_json_has_nnunet_schema(folders, tmp_path, capsys):
     assert a["prediction_file"] == str((pred / "a.nii.gz").resolve()) and c["prediction_file"] is None
     m = a["metrics"]["1"]
     assert (m["Dice"], m["TP"], m["FP"], m["FN"], m["TN"], m["n_pred"], m["n_ref"]) == (1.0, 72, 0, 0, 4 * 16 * 16 - 72, 72, 72)
+    b = cases["b.nii.gz"]["metrics"]["1"]  # half the block predicted: TN = all voxels - TP - FP - FN
+    assert (b["TP"], b["FP"], b["FN"], b["TN"], b["IoU"]) == (36, 0, 36, 4 * 16 * 16 - 72, 0.5)
     assert c["metrics"]["1"]["hd95_mm"] == float("inf")
     assert s["mean"]["1"]["Dice"] == pytest.approx((1 + 2 * 36 / 108 + 0) / 3)
     assert s["foreground_mean"] == s["mean"]["1"]

@@ -23,8 +23,9 @@ Speed: the boundary voxels are found inside each lesion's box (:func:`lesion_reg
 eroding the whole volume, and each one's nearest boundary voxel of the other mask comes from a k-d
 tree over the boundary voxels only (scipy.spatial.cKDTree). The result is exactly what a distance
 transform of the whole volume gives at the boundary voxels (MONAI's method; the tests compare both),
-at a cost that grows with the lesions' surfaces rather than the volume: a distance transform inside
-each lesion's box was 2-4 times slower at 512 x 512 x 60 (benchmarks/bench_evaluate.py).
+at a cost that grows with the lesions' surfaces rather than the volume. A boundary voxel that is
+also one of the other mask's is at distance 0 without a query. (scipy's distance transform inside
+each lesion's box, tried first, cost about 270 ms per 512 x 512 x 60 case against about 60 ms.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Not in the paper; nnU-Net is the baseline a reviewer will want beside its U-Net.
   ``imagesTr/<case>_0000.nii.gz`` and ``labelsTr/<case>.nii.gz`` (training + tuning cases),
   ``imagesTs``/``labelsTs`` (external test), ``dataset.json`` (one CT channel, labels background 0 and
   tumour 1, ``.nii.gz``) and ``splits_final.json``: fold 0 = the run's institution-level split, training
-  cases as ``train`` and tuning cases as ``val`` (``02_split/split.csv``). Files are hard links to the
+  cases as ``train`` and tuning cases as ``val`` (``02_split/split.csv``; nnU-Net's planner copies it
+  from the raw dataset to where its trainer reads it). Files are hard links to the
   run's ``01_cohort`` NIfTI where the file system allows, else symbolic links, else copies; nnU-Net
   only reads its raw folder. The dataset appears at once (built beside it under a hidden name, then
   renamed); an existing dataset of that id is refused.
@@ -210,9 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "imagesTr/labelsTr (training + tuning), imagesTs/labelsTs (external test), dataset.json and "
                     "splits_final.json (fold 0: train = training, val = tuning). Files are hard-linked where possible.",
         epilog="then, with nnU-Net installed (README: Compare with nnU-Net on the paper's split):\n"
-               "  nnUNetv2_plan_and_preprocess -d ID --verify_dataset_integrity\n"
-               "  cp DatasetNNN_AMT/splits_final.json $nnUNet_preprocessed/DatasetNNN_AMT/\n"
-               "  nnUNetv2_train ID 3d_fullres 0\n"
+               "  nnUNetv2_plan_and_preprocess -d ID --verify_dataset_integrity   (copies splits_final.json along)\n"
+               "  nnUNetv2_train ID 3d_fullres 0   (fold 0 = the run's split)\n"
                "  nnUNetv2_predict -i DatasetNNN_AMT/imagesTs -o PRED -d ID -c 3d_fullres -f 0\n"
                "  amt evaluate --pred PRED --ref DatasetNNN_AMT/labelsTs --out DIR\n\n"
                + examples("amt export-nnunet --run runs/paper --out $nnUNet_raw",
