@@ -481,6 +481,8 @@ def _show_as(rule: str, v: Any) -> str:
         return f"{v[0]:.3f} (n={int(v[1])})"
     if rule == "drawn_mean_sd" and isinstance(v, list) and len(v) == 3 and _num(v[0]):
         return f"{v[0]:.2f} ± {v[1]:.2f} (n={int(v[2])})"
+    if rule == "drawn_mean_sd" and nums and len(v) == 2:
+        return f"{v[0]:.2f} ± {v[1]:.2f}"
     if rule == "p_below" and nums and len(v) == 3:
         return f"p = {v[0]:.3g} (CNN AUC {v[1]:.3f}, SVM {v[2]:.3f})"
     if rule == "p_below" and _num(v):

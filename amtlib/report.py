@@ -578,7 +578,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 h1{font-size:1.6em;margin:.3em 0} h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:1.6em}
 h3{margin:1.2em 0 .4em} h4{margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.5em 0;font-size:12.5px;width:100%} th,td{border:1px solid #ccd;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:break-word}
-.cmp td:first-child,.diffs td:first-child,.mm td:nth-child(n+3),td code{word-break:break-all}
+.cmp td:first-child,.mm td:nth-child(n+3),td code{word-break:break-all} .diffs td:first-child{min-width:11em}
 th{background:#eef0f6} tr:nth-child(even) td{background:#fafbfd}
 .banner{background:#fff4d6;border:1px solid #e0b84a;padding:.6em 1em;border-radius:4px;margin:.8em 0}
 .verdict{font-size:1.15em;padding:.6em 1em;border-radius:4px;margin:.5em 0;border:1px solid #99a;background:#f6f7fb}
@@ -790,8 +790,8 @@ def _conventions_html(root: Path) -> str:
     t = _csv(root / "04_evaluate" / "conventions.csv")
     if t is None:
         return ""
-    return ("<h3>Conventions of the metrics used</h3><p>Where implementations differ, the convention this run used "
-            "(<code>04_evaluate/conventions.csv</code>).</p>" + _table(t.astype(object).where(t.notna(), ""), None))
+    return ('<h3 class="conventions">Conventions of the metrics used</h3><p>Where implementations differ, the convention '
+            "this run used (<code>04_evaluate/conventions.csv</code>).</p>" + _table(t.astype(object).where(t.notna(), ""), None))
 
 
 def _audit_html(findings: pd.DataFrame) -> str:

@@ -29,7 +29,8 @@ from pathlib import Path
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--hide-scrollbars")
 #: Element (CSS selector) -> screenshot name: what a reviewer reads first.
-SHOTS: dict[str, str] = {"h3.differences": "differences", "h3.related": "related", "#checklist": "checklist"}
+SHOTS: dict[str, str] = {"h3.differences": "differences", "h3.related": "related", "#checklist": "checklist",
+                         "h3.conventions": "conventions"}
 
 
 def find_browser() -> str | None:
