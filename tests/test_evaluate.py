@@ -349,3 +349,21 @@ def test_extra_metric_settings_agree_everywhere():
         assert tuple(c["nsd_tolerance_mm"]) == boundary.NSD_TOLERANCE_MM and c["pq_iou_threshold"] == panoptic.PQ_IOU_THRESHOLD
     # the default adds nothing: Table 3 is the paper's four metrics
     assert evaluate.extra_metrics(nb04["metrics"], nb04["nsd_tolerance_mm"]).columns() == []
+
+
+def test_boundary_and_lesion_quality_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from amtlib.figures.evaluation import plot_dice_vs_boundary, plot_lesion_quality
+    from amtlib.evaluation import panoptic
+
+    pc = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "dice": [0.9, 0.0, np.nan, 0.4],
+                       "hd95_mm": [2.0, np.inf, np.nan, 30.0]})
+    fig = plot_dice_vs_boundary(pc, "hd95_mm", failure_ids=["b", "d"])
+    ax = fig.axes[0]
+    assert "1 with both masks empty left out" in ax.get_title() and ax.get_yscale() == "log"
+    assert sorted(t.get_text() for t in ax.texts) == ["b", "d"]
+    quality = {"pq": 0.0, "sq": float("nan"), "rq": 0.0, "tp": 0, "fp": 1, "fn": 2, "iou_threshold": 0.5}
+    fig = plot_lesion_quality(panoptic.pairs_frame([]), quality)
+    assert "no matched lesion pair" in [t.get_text() for t in fig.axes[0].texts]
