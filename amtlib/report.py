@@ -861,6 +861,17 @@ thresholds; which FP definition the numbers follow.</p>{_audit_html(findings)}{_
 """
 
 
+def compare_run(run_dir: str | Path, findings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``comparison.csv`` of a run: every reported leaf beside its twin, judged knowing the run's design
+    (:func:`run_design`), with the cause of each difference (:func:`add_causes`)."""
+    root = RunPaths(run_dir).root
+    design = run_design(root, _json(root / "run.json").get("config", {}))
+    regen = regenerated_values(root)
+    findings = audit_run(root) if findings is None else findings
+    comp = paper.compare(regen, scale=design["scale"], generated=design["generated"], full_scale=design["full_scale"])
+    return add_causes(comp, regen, seed_spreads(root), audit_flagged_keys(findings))
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``index.html``, ``comparison.csv``, ``audit.csv``, ``methods_map.csv``, ``checklist.csv``
     and ``summary.json`` into ``run_dir/report``.
@@ -871,10 +882,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     out = io.refuse_link(Path(out_dir) if out_dir else root / REPORT_DIR, "report folder")
     summary = run_summary(root)
     design = run_design(root, summary["config"])
-    regen = regenerated_values(root)
     findings = audit_run(root)
-    comp = paper.compare(regen, scale=design["scale"], generated=design["generated"], full_scale=design["full_scale"])
-    comp = add_causes(comp, regen, seed_spreads(root), audit_flagged_keys(findings))
+    comp = compare_run(root, findings)
     cls = paper.classify(comp)
     methods = methods_map.table()
     checks = checklist(root)
