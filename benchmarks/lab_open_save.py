@@ -4,8 +4,8 @@
 
 Starts `jupyter lab` as `make lab` does (the project's kernels from tools/jupyter, --allow-root as
 root), drives Chromium over its DevTools protocol (no extra package: tornado's websocket client),
-waits for the kernel, presses Ctrl+S, takes a screenshot (``lab_saved.png`` in ``--out``, default
-``/tmp/lab_open_save``) and prints ``git status --porcelain`` of the notebook: empty means opening and
+waits for the kernel, says whether Lab marked the notebook modified on opening (``lab_opened.png``),
+presses Ctrl+S, takes a screenshot (``lab_saved.png`` in ``--out``, default ``/tmp/lab_open_save``) and prints ``git status --porcelain`` of the notebook: empty means opening and
 saving left git clean. Exits 77 when no Chromium is installed, 1 when the save changed the file.
 """
 
@@ -83,7 +83,11 @@ async def drive(debug_port: int, url: str, png: Path) -> None:
         if state == "nb idle":
             break
         await asyncio.sleep(0.5)
-    print(f"lab state before save: {state!r}", flush=True)
+    await asyncio.sleep(2.0)  # Lab fills in the kernel's language_info once the kernel is idle
+    dirty = await cdp.js("!!document.querySelector('.lm-TabBar-tab.jp-mod-dirty, .jp-mod-dirty')")
+    print(f"lab state before save: {state!r}; notebook marked modified on open: {dirty}", flush=True)
+    shot = await cdp.call("Page.captureScreenshot", format="png")
+    png.with_name("lab_opened.png").write_bytes(base64.b64decode(shot["data"]))
     await cdp.js("document.querySelector('.jp-Notebook').focus()")
     await asyncio.sleep(1.0)
     await cdp.key("s", "KeyS", 83, modifiers=2)  # Ctrl+S
