@@ -83,10 +83,11 @@ REASONS: dict[str, str] = {
     "mask_geometry_mismatch": "mask geometry differs from image",
     "invalid_reference_mask": "mask not binary or empty",
 }
-#: Phrases of :func:`amtlib.dicom.dicomio.check_series` messages that mean a broken file (reason
-#: ``unreadable_files``) rather than an inconsistent volume (``incomplete_or_poor_quality_ct``).
-FILE_LEVEL_MARKERS: tuple[str, ...] = ("unreadable file", " truncated", "cannot be decoded", "could not be decoded",
-                                       "has no pixel data", " lacks ", "samples per pixel")
+#: Exclusion reason of each :data:`amtlib.dicom.dicomio.SERIES_REASONS` code of a series that cannot be read
+#: (the code decides, never the message text, so rewording a message moves no patient in Fig 2).
+SERIES_REASON_TO_EXCLUSION: dict[str, str] = {"tilted_gantry": "tilted_gantry", "unreadable_file": "unreadable_files",
+                                              "inconsistent_series": "incomplete_or_poor_quality_ct",
+                                              "not_found": "incomplete_or_poor_quality_ct"}
 #: Columns of ``warnings.csv`` (nothing recorded there excludes a patient).
 WARNING_COLUMNS: tuple[str, ...] = ("patient_id", "series_uid", "kind", "detail")
 CLINICAL_COLUMNS: tuple[str, ...] = ("patient_id", "institution", "age", "sex", "histology", "pathology_confirmed")
@@ -263,11 +264,7 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
         volume, geometry = dicomio.read_series(list(row["files"]), tilt_policy=options["tilt_policy"],
                                                accept_derived=options["accept_derived"])
     except dicomio.DicomSeriesError as exc:
-        text = str(exc)
-        if "tilted_gantry" in text:
-            raise _Unusable("tilted_gantry", text) from None
-        unreadable = any(m in text for m in FILE_LEVEL_MARKERS)
-        raise _Unusable("unreadable_files" if unreadable else "incomplete_or_poor_quality_ct", text) from None
+        raise _Unusable(SERIES_REASON_TO_EXCLUSION.get(exc.reason, "incomplete_or_poor_quality_ct"), str(exc)) from None
     if volume.shape[0] < 2:
         raise _Unusable("single_slice_series", f"{row['folder']}: one slice of {volume.shape[2]}x{volume.shape[1]} pixels, "
                         "not a volume (its slice spacing is unknown); give the whole series")

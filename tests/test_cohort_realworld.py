@@ -317,3 +317,31 @@ def test_the_tilted_and_label_map_annotations_score_as_predictions(realworld, tm
                      "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--no-progress"]) == 0
     per_case = pd.read_csv(tmp_path / "ev" / "per_case.csv")
     assert per_case["case_id"].tolist() == ["R16", "R17"] and per_case["dice"].tolist() == [1.0, 1.0]
+
+
+def test_rewording_every_message_moves_no_patient(realworld, tmp_path, monkeypatch) -> None:
+    """Issue 24 item 2: exclusion reasons (Fig 2's flow) come from codes on the exceptions, never from the
+    messages. Every message of the series, mask and annotation readers is replaced by its reverse; the
+    cohort built again from the same tree excludes the same patients for the same reasons."""
+    from amtlib import masks
+    from amtlib.dicom import annotations
+
+    raw, _, result, _ = realworld
+    tilt_excluded = cohort.build_cohort(raw, tmp_path / "tilt", tilt_policy="exclude")
+    for cls in (dicomio.DicomSeriesError, masks.MaskError, annotations.AnnotationError):
+        original = cls.__init__
+
+        def reworded(self, message, *args, _original=original, **kw):
+            _original(self, "reworded: " + str(message)[::-1], *args, **kw)
+
+        monkeypatch.setattr(cls, "__init__", reworded)
+    again = cohort.build_cohort(raw, tmp_path / "out")
+    before = dict(zip(result.exclusions["patient_id"], result.exclusions["reason"]))
+    after = dict(zip(again.exclusions["patient_id"], again.exclusions["reason"]))
+    assert after == before and len(before) >= 6
+    assert again.exclusions["detail"].str.contains("reworded: ").any()  # the rewording did reach them
+    tilt_again = cohort.build_cohort(raw, tmp_path / "tilt_again", tilt_policy="exclude")
+    reasons = dict(zip(tilt_excluded.exclusions["patient_id"], tilt_excluded.exclusions["reason"]))
+    assert dict(zip(tilt_again.exclusions["patient_id"], tilt_again.exclusions["reason"])) == reasons
+    assert {"tilted_gantry", "unreadable_files", "mask_geometry_mismatch", "invalid_reference_mask"} <= set(reasons.values())
+    assert json.loads(Path(again.paths["cohort_flow"]).read_text()) == json.loads(Path(result.paths["cohort_flow"]).read_text())

@@ -63,8 +63,26 @@ _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpaci
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+#: Reason codes of :class:`DicomSeriesError`, most decisive first (the cohort maps them to its exclusion
+#: reasons; the messages are free to change).
+SERIES_REASONS: tuple[str, ...] = ("tilted_gantry", "unreadable_file", "inconsistent_series", "not_found")
+
+
 class DicomSeriesError(ValueError):
-    """A DICOM series that cannot be turned into one consistent volume; the message names the folder."""
+    """A DICOM series that cannot be turned into one consistent volume; the message names the folder.
+
+    ``reason`` (:data:`SERIES_REASONS`): ``tilted_gantry`` (sheared positions with
+    ``tilt_policy="exclude"``), ``unreadable_file`` (a file that does not parse, truncated or
+    undecodable pixel data, a frame without geometry tags), ``inconsistent_series`` (no image, several
+    series, mixed geometry, duplicate, missing or uneven slices) or ``not_found`` (no such folder).
+    """
+
+    def __init__(self, message: str, reason: str = "inconsistent_series") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (str(self), self.reason))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -603,7 +621,7 @@ def _as_paths(source: str | Path | Sequence[str | Path]) -> tuple[str, list[Path
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not folder.is_dir():
-            raise DicomSeriesError(f"{folder}: series folder not found")
+            raise DicomSeriesError(f"{folder}: series folder not found", reason="not_found")
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         return str(folder), files
     files = [Path(p) for p in source]
@@ -632,29 +650,28 @@ def _load_frames(files: list[Path], accept_derived: bool = True) -> tuple[list[_
             frames.extend(_frames_of(path, ds))
         except ValueError as exc:
             problems.append(f"file {path.name} {exc}")
-    if not frames and not problems:
-        problems.append("no CT image files")
     return frames, problems
 
 
-def _geometry_problems(frames: list[_Frame], tilt_policy: str = "resample") -> tuple[list[str], np.ndarray, np.ndarray, float]:
-    """Consistency checks across slices; returns (problems, sort order, positions along the normal,
-    tilt in degrees). A sheared stack (tilted gantry) is a problem only with ``tilt_policy="exclude"``."""
-    problems: list[str] = []
+def _geometry_problems(frames: list[_Frame], tilt_policy: str = "resample") -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray, float]:
+    """Consistency checks across slices; returns (problems as ``(reason, message)``, sort order, positions
+    along the normal, tilt in degrees). A sheared stack (tilted gantry) is a problem only with
+    ``tilt_policy="exclude"``."""
+    problems: list[tuple[str, str]] = []
     if not frames:
         return problems, np.zeros(0, dtype=int), np.zeros(0), 0.0
     uids = {_text(f.ds, "SeriesInstanceUID") for f in frames}
     if len(uids) > 1:
-        problems.append(f"{len(uids)} different SeriesInstanceUIDs in one series")
+        problems.append(("inconsistent_series", f"{len(uids)} different SeriesInstanceUIDs in one series"))
     orients = np.array([f.orientation for f in frames])
     if not np.allclose(orients, orients[0], atol=1e-4):
-        problems.append("mixed ImageOrientationPatient")
+        problems.append(("inconsistent_series", "mixed ImageOrientationPatient"))
     pix = np.array([f.pixel_spacing for f in frames])
     if not np.allclose(pix, pix[0], atol=1e-4):
-        problems.append(f"mixed PixelSpacing {sorted({tuple(p) for p in pix.round(4).tolist()})}")
+        problems.append(("inconsistent_series", f"mixed PixelSpacing {sorted({tuple(p) for p in pix.round(4).tolist()})}"))
     shapes = {(int(f.ds.Rows), int(f.ds.Columns)) for f in frames}
     if len(shapes) > 1:
-        problems.append(f"mixed image shape {sorted(shapes)}")
+        problems.append(("inconsistent_series", f"mixed image shape {sorted(shapes)}"))
     normal = np.cross(orients[0][:3], orients[0][3:])
     positions = np.array([f.position for f in frames])
     pos = positions @ normal
@@ -666,25 +683,27 @@ def _geometry_problems(frames: list[_Frame], tilt_policy: str = "resample") -> t
         dup = steps < POSITION_ATOL_MM
         if dup.any():
             names = [frames[order[i + 1]].name for i in np.flatnonzero(dup)]
-            problems.append(f"duplicate slice position ({len(names)}x, e.g. {names[0]} at {pos_sorted[np.flatnonzero(dup)[0]]:.2f} mm)")
+            problems.append(("inconsistent_series", f"duplicate slice position ({len(names)}x, e.g. {names[0]} at "
+                                                    f"{pos_sorted[np.flatnonzero(dup)[0]]:.2f} mm)"))
         real = steps[~dup]
         if real.size:
             step = float(np.median(real))
             gaps = np.flatnonzero(real > 1.5 * step)
             if gaps.size:
-                problems.append(
-                    f"missing slice: gap of {real[gaps[0]]:.2f} mm where the step is {step:.2f} mm ({gaps.size} gap(s))"
-                )
+                problems.append(("inconsistent_series", f"missing slice: gap of {real[gaps[0]]:.2f} mm where the step "
+                                                        f"is {step:.2f} mm ({gaps.size} gap(s))"))
             elif np.abs(real - step).max() > max(SPACING_RTOL * step, POSITION_ATOL_MM):
-                problems.append(f"uneven slice spacing: steps from {real.min():.3f} to {real.max():.3f} mm")
+                problems.append(("inconsistent_series",
+                                 f"uneven slice spacing: steps from {real.min():.3f} to {real.max():.3f} mm"))
         along = positions[order[-1]] - positions[order[0]]
         normal_part = float(along @ normal)
         inplane = float(np.linalg.norm(along - normal_part * normal))
         tilt = float(np.degrees(np.arctan2(inplane, abs(normal_part)))) if normal_part else 90.0
         if tilt > TILT_TOLERANCE_DEG and tilt_policy == "exclude":
             gantry = _text(frames[0].ds, "GantryDetectorTilt") or "not recorded"
-            problems.append(f"tilted_gantry: slice positions are sheared {tilt:.2f} degrees from the slice normal "
-                            f"(GantryDetectorTilt {gantry}); tilt_policy='resample' resamples to an orthogonal grid")
+            problems.append(("tilted_gantry", f"tilted_gantry: slice positions are sheared {tilt:.2f} degrees from the slice "
+                                              f"normal (GantryDetectorTilt {gantry}); tilt_policy='resample' resamples "
+                                              "to an orthogonal grid"))
     return problems, order, pos_sorted, tilt
 
 
@@ -699,11 +718,22 @@ def check_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "
     ``tilt_policy="exclude"``, a tilted gantry. Non-DICOM files are ignored. Decodes every file. A
     missing folder raises :class:`DicomSeriesError`.
     """
+    return [message for _, message in _series_problems(source, tilt_policy)[1]]
+
+
+def _series_problems(source: str | Path | Sequence[str | Path], tilt_policy: str, accept_derived: bool = True) -> tuple[Any, ...]:
+    """``(label, [(reason, message)], frames, pixels, order, pos_sorted, tilt)`` of a series: every
+    problem with its :data:`SERIES_REASONS` code (file-level ones from reading and decoding, the rest
+    from the geometry checks)."""
     label, files = _as_paths(source)
-    frames, problems = _load_frames(files)
-    problems += _decode_all(frames)[0]
-    geo, _, _, _ = _geometry_problems(frames, tilt_policy)
-    return problems + geo
+    frames, file_problems = _load_frames(files, accept_derived=accept_derived)
+    decode_problems, pixels = _decode_all(frames)
+    problems = [("unreadable_file", m) for m in file_problems + decode_problems]
+    if not frames and not file_problems:
+        problems.append(("inconsistent_series", "no CT image files"))
+    geo, order, pos_sorted, tilt = _geometry_problems(frames, tilt_policy)
+    problems += geo
+    return label, problems, frames, pixels, order, pos_sorted, tilt
 
 
 def _decode_all(frames: list[_Frame]) -> tuple[list[str], dict[Path, np.ndarray]]:
@@ -810,14 +840,11 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
     """
     if tilt_policy not in TILT_POLICIES:
         raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(TILT_POLICIES)}")
-    label, files = _as_paths(source)
-    frames, problems = _load_frames(files, accept_derived=accept_derived)
-    decode_problems, pixels = _decode_all(frames)
-    problems += decode_problems
-    geo, order, pos_sorted, tilt = _geometry_problems(frames, tilt_policy)
-    problems += geo
+    label, problems, frames, pixels, order, pos_sorted, tilt = _series_problems(source, tilt_policy, accept_derived)
     if problems:
-        raise DicomSeriesError(f"{label}: " + "; ".join(problems) + "; exclude this series or repair it")
+        found = {code for code, _ in problems}
+        raise DicomSeriesError(f"{label}: " + "; ".join(m for _, m in problems) + "; exclude this series or repair it",
+                               reason=next(code for code in SERIES_REASONS if code in found))
     slices = []
     for idx in order:
         f = frames[idx]
