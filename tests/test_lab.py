@@ -75,10 +75,14 @@ def test_the_lab_extension_records_after_the_cell_that_wrote_the_step(tmp_path, 
 def test_lab_kernel_loads_the_recorder_and_matches_the_tracked_kernelspec():
     spec = json.loads((REPO / "tools" / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
     assert "--ext=amtlib.pipeline" in spec["argv"] and spec["argv"][0] == "python"
+    sys.path.insert(0, str(REPO / "tools"))
+    import nbclean
+    import py2nb
+
+    assert nbclean.LAB_METADATA["kernelspec"]["display_name"] == spec["display_name"]
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
-        meta = json.loads(nb.read_text())["metadata"]
-        assert meta["kernelspec"] == {"display_name": spec["display_name"], "language": "python", "name": "python3"}, nb.name
-        assert meta["language_info"]["name"] == "python" and "codemirror_mode" in meta["language_info"], nb.name
+        assert json.loads(nb.read_text())["metadata"] == nbclean.LAB_METADATA, nb.name
+    assert py2nb.convert("# %%\nx = 1\n").metadata == nbclean.LAB_METADATA  # a rebuilt notebook too
 
 
 def test_nbclean_accepts_lab_metadata_of_another_python_but_not_outputs(tmp_path):

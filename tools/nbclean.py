@@ -18,6 +18,14 @@ import sys
 from pathlib import Path
 
 KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
+#: What JupyterLab writes into a notebook it opens with the project's kernel (python3 of the venv, as
+#: `make lab` starts it); tracked notebooks carry it so that opening and saving one changes nothing.
+LAB_METADATA = {
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                      "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                      "pygments_lexer": "ipython3", "version": "3.11.7"},
+}
 
 
 def clean(nb: dict) -> dict:

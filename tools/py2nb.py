@@ -9,13 +9,16 @@
     from amtlib import ...
 
 Usage: python tools/py2nb.py SOURCE.py notebooks/NN_step.ipynb
-The output has no outputs or execution counts, a python3 kernelspec, and exactly the tags given.
+The output has no outputs or execution counts, the metadata JupyterLab writes (tools/nbclean.py
+LAB_METADATA), and exactly the tags given.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from pathlib import Path
 
 import nbformat
 
@@ -24,8 +27,10 @@ HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?:\s+tags=\[(?P<tags>[^\]]*)\]
 
 def convert(text: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from nbclean import LAB_METADATA  # the metadata Lab writes: opening and saving changes nothing
+
+    nb.metadata.update(json.loads(json.dumps(LAB_METADATA)))
     cells: list[tuple[bool, list[str], list[str]]] = []
     for line in text.splitlines():
         m = HEADER.match(line)
