@@ -903,13 +903,15 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``amt report --run DIR [--out DIR]``."""
+    from amtlib.clihelp import HelpFormatter, examples
+
     p = argparse.ArgumentParser(
-        prog="amt report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=("Write the reviewer's report of a run folder: report/index.html (the verdict, every reported\n"
-                     "number beside its regenerated twin, the related papers, a reporting checklist, a statistical\n"
-                     "audit of the paper's tables, the methods map) with comparison.csv, audit.csv, checklist.csv\n"
+        prog="amt report", formatter_class=HelpFormatter,
+        description=("Write the reviewer's report of a run folder: report/index.html (the verdict, every reported "
+                     "number beside its regenerated twin, the related papers, a reporting checklist, a statistical "
+                     "audit of the paper's tables, the methods map) with comparison.csv, audit.csv, checklist.csv "
                      "and methods_map.csv. Steps that did not run show as missing."),
-        epilog="example:\n  amt report --run runs/demo        # then open runs/demo/report/index.html")
+        epilog=examples("amt report --run runs/demo        # then open runs/demo/report/index.html"))
     p.add_argument("--run", required=True, help="run folder (with run.json), e.g. runs/demo")
     p.add_argument("--out", default=None, help="output folder (default: RUN/report)")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
