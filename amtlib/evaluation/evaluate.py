@@ -526,9 +526,10 @@ per-lesion quality (--metrics pq, at --pq-iou-threshold, default 0.5, the matchi
   PQ = SQ x RQ, RQ = TP / (TP + FP/2 + FN/2), SQ = mean IoU of matched pairs
 
 outputs in --out: per_case.csv, lesion_counts.csv, froc.csv, summary.json (also in nnU-Net v2's schema:
-  metric_per_case, mean, foreground_mean), and with --clinical table3.csv and table4.csv (regenerated
-  beside the paper's values). --out must be new, empty or an
-  earlier amt evaluate output folder, whose outputs are all replaced (none is left from the earlier run).
+  metric_per_case, mean, foreground_mean); with --clinical table3.csv and table4.csv (regenerated
+  beside the paper's values); with --metrics conventions.csv, and boundary_table.csv (boundary
+  metrics) or lesion_pairs.csv (pq). --out must be new, empty or an earlier amt evaluate output
+  folder, whose outputs are all replaced (none is left from the earlier run).
 labels: --label N picks the tumour label of the predictions only; --ref-label M that of the references.
 """
 
