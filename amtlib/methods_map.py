@@ -117,7 +117,7 @@ ENTRIES: tuple[Entry, ...] = (
     E("Results: Table 3", "Subgroups by scanner manufacturer, tumour size and histology",
       "amtlib.evaluation.stats:table3", ("tests/test_stats.py::test_table3_rows_counts_and_paper_cells",), "04_evaluate", "stats.table3("),
     E("Results: Tables 3-4", "Tumour size is the largest diameter in the axial plane (< 5, 5-8, > 8 cm)",
-      "amtlib.evaluation.lesions:max_axial_diameter_mm", ("tests/test_lesions.py::test_diameter_matches_pyradiomics_maximum_2d_diameter_slice",
+      "amtlib.geometry:max_axial_diameter_mm", ("tests/test_lesions.py::test_diameter_matches_pyradiomics_maximum_2d_diameter_slice",
                                                "tests/test_subgroups.py::test_size_bin_boundaries"), "04_evaluate", "evaluate.evaluate_cases("),
     E("Post-processing for separating lesion-wise components", "3D connected components; predicted components under 10 voxels removed; reference decomposed the same way",
       "amtlib.evaluation.lesions:lesion_iou", ("tests/test_lesions.py::test_phantom_iou_and_counts",), "05_froc", "evaluate.evaluate_cases("),

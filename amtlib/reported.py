@@ -17,6 +17,14 @@ import pandas as pd
 import yaml
 
 REPORTED_VALUES = Path(__file__).with_name("data") / "reported_values.yaml"
+#: Cohort histology -> row of the fusion paper's Table 2 (``dmfn_fusion.table2_ctc_level``) whose CTC
+#: level describes it: thymomas go by WHO subtype (``thymoma_<subtype>``), the rest by this mapping, our
+#: choice of the closest row where the names differ; anything else is ``"others"``. The demo cohort draws
+#: its CTC levels from these rows and step 08 compares with them (one mapping for both).
+CTC_ROW: dict[str, str] = {
+    "thymic_carcinoma": "tscc", "lymphoma": "lymphoma", "thymic_cyst": "cyst", "teratoma": "mature_teratoma",
+    "carcinoid": "carcinoid", "sarcomatous_transformation_of_teratoma": "immature_teratoma",
+}
 
 @lru_cache(maxsize=1)
 def reported() -> dict[str, Any]:

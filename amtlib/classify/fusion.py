@@ -199,9 +199,8 @@ def beside_paper(table: pd.DataFrame) -> pd.DataFrame:
 
 def ctc_vs_paper(cases: pd.DataFrame) -> pd.DataFrame:
     """CTC level per histology (thymomas per WHO subtype) beside the fusion paper's Table 2 row that
-    the demo cohort draws it from (:data:`amtlib.phantom.clinical.CTC_ROW`): n, mean, SD."""
-    from amtlib.paper import reported
-    from amtlib.phantom.clinical import CTC_ROW
+    the demo cohort draws it from (:data:`amtlib.reported.CTC_ROW`): n, mean, SD."""
+    from amtlib.reported import CTC_ROW, reported
 
     rep = reported()["dmfn_fusion"]["table2_ctc_level"]
     sub = clf.text_column(cases, "who_subtype")

@@ -735,7 +735,6 @@ def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_case
     """
     from amtlib.dicom.annotations import read_rtstruct, read_seg
     from amtlib.dicom.dicomio import read_series
-    from amtlib.evaluation.metrics import voxel_metrics
     from amtlib.paths import RunPaths
 
     P = RunPaths(run_dir)
@@ -750,9 +749,17 @@ def verify_export(run_dir: str | Path, out_dir: str | Path | None = None, n_case
         for kind, reader in (("seg", read_seg), ("rtstruct", read_rtstruct)):
             if case[f"{kind}_path"]:
                 back = reader(out / case[f"{kind}_path"], geometry)
-                rows.append({"case_id": case["case_id"], "format": kind, "dice": voxel_metrics(back, pred)["dice"],
+                rows.append({"case_id": case["case_id"], "format": kind, "dice": _readback_dice(back, pred),
                              "identical": bool(np.array_equal(back, pred > 0))})
     return pd.DataFrame(rows, columns=["case_id", "format", "dice", "identical"])
+
+
+def _readback_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two 0/1 masks, NaN when both are empty: the read-back check only (the data layer does not
+    import the evaluation's metrics; :func:`amtlib.evaluation.metrics.voxel_metrics` scores the paper)."""
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    total = int(a.sum()) + int(b.sum())
+    return float("nan") if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def parse_formats(value: str | Sequence[str] | None) -> list[str]:

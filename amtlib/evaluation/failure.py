@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import ndimage
 
 from amtlib.io import load_nifti, same_geometry
-from amtlib.evaluation.lesions import bounding_box
+from amtlib.geometry import bounding_box
 
 #: Display names of anatomy label codes (architecture.md; TotalSegmentator-style plus generator codes).
 #: Lung lobes and ribs are merged because attribution cares about the structure, not the lobe.

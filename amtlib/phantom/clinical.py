@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from amtlib.reported import reported
+from amtlib.reported import CTC_ROW, reported
 
 #: Why a screened patient is built to be excluded, with its share of the 147 (our choice).
 EXCLUSION_REASONS: dict[str, int] = {
@@ -108,12 +108,6 @@ CLINICAL_COLUMNS: tuple[str, ...] = (
     "patient_id", "institution", "age", "sex", "histology", "pathology_confirmed", "scan_date",
     "intended_exclusion", "background", "role", "intended_split", *CLASSIFICATION_COLUMNS,
 )
-#: Cohort histology -> row of the fusion paper's Table 2 whose CTC mean ± SD it takes (thymomas by
-#: WHO subtype; our choice of the closest row where the names differ).
-CTC_ROW: dict[str, str] = {
-    "thymic_carcinoma": "tscc", "lymphoma": "lymphoma", "thymic_cyst": "cyst", "teratoma": "mature_teratoma",
-    "carcinoid": "carcinoid", "sarcomatous_transformation_of_teratoma": "immature_teratoma",
-}
 
 
 def allocate(total: int, weights: list[float] | tuple[float, ...], keep_nonzero: bool = True) -> list[int]:
@@ -379,7 +373,7 @@ def draw_classification_columns(design: pd.DataFrame, seed: int = 0) -> pd.DataF
       126/185 HRT; heterogeneous enhancement 43/81 LRT, 121/185 HRT); thymic carcinoma takes the HRT
       rates. Neither separates the groups on its own (about 12 % vs 68 % and 53 % vs 65 %).
     - ``ctc_level`` (every patient): normal with the mean and SD of the fusion paper's Table 2 row
-      of its histology (thymomas by subtype; :data:`CTC_ROW`), truncated at 0, rounded to 0.01, in
+      of its histology (thymomas by subtype; :data:`amtlib.reported.CTC_ROW`), truncated at 0, rounded to 0.01, in
       that table's unit.
     """
     rep = reported()

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from amtlib.evaluation.lesions import bounding_box
-from amtlib.evaluation.lesions import max_axial_diameter_mm as lesion_max_axial_diameter_mm
+from amtlib.geometry import bounding_box
+from amtlib.geometry import max_axial_diameter_mm as lesion_max_axial_diameter_mm
 from amtlib.subgroups import size_class
 from amtlib.phantom.backgrounds import (
     AORTA, CAVITY, HEART, LUNG_CODES, SOFT_TISSUE, STERNUM, TUMOUR_ALLOWED, VESSEL_CODES, Background,
