@@ -130,7 +130,11 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def clinical_reason(row: pd.Series, min_age: float = 18) -> tuple[str, str] | None:
+#: Inclusion: age in years at the scan at least this (paper: Inclusion criteria, adults of 18 or older).
+MIN_AGE_YEARS: float = 18
+
+
+def clinical_reason(row: pd.Series, min_age: float = MIN_AGE_YEARS) -> tuple[str, str] | None:
     """First failing clinical criterion of one ``clinical.csv`` row as ``(reason, detail)``, else None.
 
     Paper section: Inclusion and exclusion criteria. A non-numeric age or an unrecognised
@@ -426,7 +430,7 @@ def _no_series_reason(pid: str, dicom_root: Path, scan: Any) -> tuple[str, str]:
 def build_cohort(
     raw_dir: str | Path,
     out_dir: str | Path,
-    min_age: float = 18,
+    min_age: float = MIN_AGE_YEARS,
     workers: int = 1,
     central_name: str = CENTRAL,
     atol_mm: float = 1e-3,

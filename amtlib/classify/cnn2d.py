@@ -129,7 +129,7 @@ def make_network(n_classes: int, n_tabular: int = 0, widths: Sequence[int] = (8,
 class CNNConfig:
     """Training settings of the 2D CNNs (one source: the notebooks' parameters)."""
 
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 16
     lr: float = 1e-3
     widths: tuple[int, ...] = (8, 16, 32, 64)

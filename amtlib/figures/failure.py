@@ -18,6 +18,7 @@ import pandas as pd
 
 from amtlib.evaluation.failure import CaseVolumes, structure_mask
 from amtlib.figures import ARROW_COLOUR, PREDICTION_COLOUR, REFERENCE_COLOUR, show_slice
+from amtlib.subgroups import SIZE_EDGES_MM
 
 #: Group colours of the box plots (bottom = failures, top = successes).
 GROUP_PALETTE: dict[str, str] = {"bottom": "#d62728", "top": "#2ca02c"}
@@ -74,7 +75,7 @@ def plot_dice_vs_size(
     size_col: str = "max_axial_diameter_mm",
     dice_col: str = "dice",
     groups: pd.DataFrame | None = None,
-    bins_mm: Sequence[float] = (50.0, 80.0),
+    bins_mm: Sequence[float] = SIZE_EDGES_MM,
 ) -> plt.Figure:
     """Dice of each case against tumour size, with the paper's size-bin edges (50 and 80 mm) marked.
 

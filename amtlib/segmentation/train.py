@@ -89,9 +89,10 @@ class TrainConfig:
     iterations: int = 20000
     eval_every: int = 500
     checkpoint_every: int = 0
-    rotate_deg: float = 10.0
-    scale_range: tuple[float, float] = (0.8, 1.2)
-    fg_probability: float = 0.5
+    # the augmentation's ranges: one source, AugmentConfig's defaults (the paper's +-10 degrees, 0.8-1.2)
+    rotate_deg: float = AugmentConfig.rotate_deg
+    scale_range: tuple[float, float] = (AugmentConfig.scale_min, AugmentConfig.scale_max)
+    fg_probability: float = AugmentConfig.fg_probability
     dice_batch: bool = True
     sw_overlap: float = 0.25
     sw_batch_size: int = 4
