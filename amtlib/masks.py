@@ -70,6 +70,11 @@ def mask_suffix(path: str | Path) -> str:
 def _read_nifti(path: Path) -> LoadedMask:
     import nibabel as nib
 
+    from amtlib.io import nifti_size_problem
+
+    problem = nifti_size_problem(path)  # before allocating what the header claims (a tiny file can claim gigabytes)
+    if problem:
+        raise MaskError(f"{path}: {problem}")
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -200,30 +205,27 @@ def grid_embedding(mask_affine: np.ndarray, mask_shape: Sequence[int], image_aff
     return ornt, start
 
 
-def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
-                       label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM,
-                       notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
-    """Read a NIfTI/NRRD mask and place it on the image's (z, y, x) grid; return ``(mask, reoriented)``.
-
-    ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicom.dicomio.read_series`
-    gives). The mask is uint8 0/1: the file's voxels equal to ``label`` (an int, or a ``.seg.nrrd``
-    segment name), or, with ``label=None``, the file must hold only 0 and 1. ``reoriented`` is True when
-    the file's axes were permuted or flipped to match. Raises :class:`MaskError` naming the file: not
-    readable; grid not the image's (with the largest distance in mm and what to do); values not 0/1
-    without a ``label``; label absent; no tumour voxel; on a larger grid, a tumour voxel outside the
-    image. A mask cropped from a larger grid (:func:`grid_embedding`) adds ``("mask_cropped", detail)``
-    to ``notes``.
+def place_on_grid(binary_ijk: np.ndarray, affine: np.ndarray, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
+                  tolerance_mm: float = TOLERANCE_MM, path: str | Path = "mask",
+                  notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
+    """A 0/1 mask stored as (i, j, k) with its ``affine`` placed on an image's (z, y, x) grid by world
+    coordinates: ``(mask uint8 zyx, reoriented)``. The one rule of this module for every reader (the
+    cohort's reference masks, ``amt evaluate``'s predictions and references): the same grid in any axis
+    order or flip is reoriented; a grid padded in-plane around the image's is cropped when no foreground
+    voxel lies outside (``("mask_cropped", detail)`` in ``notes``); anything else is :class:`MaskError`
+    with :data:`OFF_GRID`, naming ``path`` and the largest distance between voxel centres.
     """
-    path = Path(path)
-    loaded = read_mask_file(path)
+    import nibabel as nib
+
     nz, ny, nx = (int(v) for v in image_shape_zyx)
     image_affine = np.asarray(image_affine, dtype=float)
-    ornt, distance = grid_mapping(loaded.affine, loaded.data.shape, image_affine, (nx, ny, nz))
+    shape = tuple(binary_ijk.shape)
+    ornt, distance = grid_mapping(affine, shape, image_affine, (nx, ny, nz))
     block = None
     if ornt is None or distance > tolerance_mm:
-        block = grid_embedding(loaded.affine, loaded.data.shape, image_affine, (nx, ny, nz), tolerance_mm)
+        block = grid_embedding(affine, shape, image_affine, (nx, ny, nz), tolerance_mm)
         if block is None:
-            shape_note = f"mask shape (i, j, k) {tuple(loaded.data.shape)} vs image (x, y, z) {(nx, ny, nz)}"
+            shape_note = f"mask shape (i, j, k) {shape} vs image (x, y, z) {(nx, ny, nz)}"
             if distance <= tolerance_mm:  # centres on the image's lattice, but the extents differ
                 what = (f"its voxel centres lie on the image's lattice (within {distance:.3g} mm) but its extent is "
                         f"not the image's ({shape_note}; only a mask padded in-plane around the image is cropped)")
@@ -234,6 +236,43 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
                             "image's own grid (same series, no resampling or cropping) or resample it to the image before use",
                             reason=OFF_GRID)
         ornt = block[0]
+    on_image = nib.orientations.apply_orientation(np.asarray(binary_ijk).astype(np.uint8), ornt)  # image (x, y, z)
+    reoriented = not np.array_equal(ornt, np.array([[0, 1], [1, 1], [2, 1]], dtype=float))
+    if block is not None:
+        (x0, y0, z0), total = block[1], int(on_image.sum())
+        on_image = on_image[x0:x0 + nx, y0:y0 + ny, z0:z0 + nz]
+        if int(on_image.sum()) != total:
+            raise MaskError(f"{path}: on a grid larger than the image's ({shape} vs (x, y, z) {(nx, ny, nz)}), "
+                            f"{total - int(on_image.sum())} tumour voxel(s) lie outside the image; "
+                            "export the mask on the image's own grid", reason=OFF_GRID)
+        if notes is not None:
+            notes.append(("mask_cropped", f"{path}: on a larger grid {shape} containing the image's (x, y, z) "
+                          f"{(nx, ny, nz)} at voxel {(int(x0), int(y0), int(z0))} (e.g. dcm2niix's padded tilt "
+                          "correction); cropped to the image, no tumour voxel outside"))
+    return np.ascontiguousarray(on_image.transpose(2, 1, 0)), reoriented
+
+
+def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
+                       label: int | str | None = None, tolerance_mm: float = TOLERANCE_MM,
+                       notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
+    """Read a NIfTI/NRRD mask and place it on the image's (z, y, x) grid; return ``(mask, reoriented)``.
+
+    ``image_affine`` maps the image's voxel (x, y, z) to RAS mm (as :func:`amtlib.dicom.dicomio.read_series`
+    gives). The mask is uint8 0/1: the file's voxels equal to ``label`` (an int, or a ``.seg.nrrd``
+    segment name), or, with ``label=None``, the file must hold only 0 and 1. ``reoriented`` is True when
+    the file's axes were permuted or flipped to match. Raises :class:`MaskError` naming the file: not
+    readable; grid not the image's (:func:`place_on_grid`); values not 0/1 without a ``label``; label
+    absent; no tumour voxel. A mask cropped from a larger grid adds ``("mask_cropped", detail)`` to ``notes``.
+    """
+    path = Path(path)
+    loaded = read_mask_file(path)
+    nz, ny, nx = (int(v) for v in image_shape_zyx)
+    # the grid first: a mask on another grid is a geometry problem whatever its values
+    grid_ok = grid_mapping(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz))
+    if grid_ok[0] is None or grid_ok[1] > tolerance_mm:
+        if grid_embedding(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz),
+                          tolerance_mm) is None:
+            place_on_grid(np.zeros(loaded.data.shape, bool), loaded.affine, image_affine, image_shape_zyx, tolerance_mm, path)
     values = loaded.data
     if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
         if label not in loaded.segments:
@@ -255,19 +294,4 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
         binary = values == 1
     if not binary.any():
         raise MaskError(f"{path}: no tumour voxel (label {label if label is not None else 1})")
-    import nibabel as nib
-
-    on_image = nib.orientations.apply_orientation(binary.astype(np.uint8), ornt)  # (x, y, z) of the image
-    reoriented = not np.array_equal(ornt, np.array([[0, 1], [1, 1], [2, 1]], dtype=float))
-    if block is not None:
-        (x0, y0, z0), total = block[1], int(on_image.sum())
-        on_image = on_image[x0:x0 + nx, y0:y0 + ny, z0:z0 + nz]
-        if int(on_image.sum()) != total:
-            raise MaskError(f"{path}: on a grid larger than the image's ({tuple(loaded.data.shape)} vs (x, y, z) "
-                            f"{(nx, ny, nz)}), {total - int(on_image.sum())} tumour voxel(s) lie outside the image; "
-                            "export the mask on the image's own grid", reason=OFF_GRID)
-        if notes is not None:
-            notes.append(("mask_cropped", f"{path}: on a larger grid {tuple(loaded.data.shape)} containing the image's "
-                          f"(x, y, z) {(nx, ny, nz)} at voxel {(int(x0), int(y0), int(z0))} (e.g. dcm2niix's padded tilt "
-                          "correction); cropped to the image, no tumour voxel outside"))
-    return np.ascontiguousarray(on_image.transpose(2, 1, 0)), reoriented
+    return place_on_grid(binary, loaded.affine, image_affine, image_shape_zyx, tolerance_mm, path, notes)

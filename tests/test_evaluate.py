@@ -90,11 +90,11 @@ def test_cli_with_clinical_metadata_writes_tables(folders, tmp_path, capsys):
 
 def test_shape_mismatch_names_the_case_and_writes_nothing(folders, tmp_path, capsys):
     pred, ref = folders
-    write(pred, "b", block(shape=(4, 16, 18)))
+    write(pred, "b", block(shape=(4, 8, 18)))  # fewer rows than the reference: not its grid stored another way
     out = tmp_path / "out"
     rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
     assert rc == 2
-    assert "case b" in err and "(4, 16, 18)" in err and "--resample-pred" in err
+    assert "case b" in err and "(4, 8, 18)" in err and "--resample-pred" in err
     assert not out.exists()
 
 
@@ -120,11 +120,42 @@ def test_resample_pred_maps_the_prediction_onto_the_reference_grid(folders, tmp_
     shifted[:2, 3] = -2.0
     write(pred, "a", big, shifted)
     out = tmp_path / "out"
+    # the same lattice, padded in-plane: placed exactly, as the cohort places reference masks (no resampling)
     rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
-    assert rc == 2 and "case a" in err
-    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--resample-pred"], capsys)
     assert rc == 0, err
     assert pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).set_index("case_id").loc["a", "dice"] == 1.0
+    half = AFFINE.copy()
+    half[:3, 3] += 0.5 * AFFINE[:3, 0]  # half a voxel off in x: really another grid
+    write(pred, "a", block(), half)
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 2 and "case a" in err and "--resample-pred" in err
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out), "--resample-pred"], capsys)
+    assert rc == 0, err
+
+
+def test_the_same_grid_stored_another_way_scores_without_resampling(folders, tmp_path, capsys):
+    """Issue 24 item 4: amt evaluate refused a pure axis flip of the reference's grid (dcm2niix's row flip)
+    unless --resample-pred, and read NIfTI only; it now reads masks as the cohort does."""
+    import SimpleITK as sitk
+
+    pred, ref = folders
+    m = block()
+    flip = AFFINE.copy()
+    flip[:, 1] = -AFFINE[:, 1]
+    flip[:3, 3] = AFFINE[:3, 3] + AFFINE[:3, 1] * (m.shape[1] - 1)
+    write(pred, "a", np.ascontiguousarray(m[:, ::-1, :]), flip)  # rows stored bottom-up
+    (pred / "b.nii.gz").unlink()
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ AFFINE  # the reference grid in LPS, as 3D Slicer writes NRRD
+    img = sitk.GetImageFromArray(block(y1=5).astype(np.uint8))  # (z, y, x) -> x, y, z image
+    img.SetSpacing([float(v) for v in np.linalg.norm(lps[:3, :3], axis=0)])
+    img.SetOrigin([float(v) for v in lps[:3, 3]])
+    img.SetDirection([float(v) for v in (lps[:3, :3] / np.linalg.norm(lps[:3, :3], axis=0)).ravel()])
+    sitk.WriteImage(img, str(pred / "b.nrrd"))
+    out = tmp_path / "out"
+    rc, _, err = run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)
+    assert rc == 0, err
+    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).set_index("case_id")
+    assert pc.loc["a", "dice"] == 1.0 and pc.loc["b", "dice"] == pytest.approx(2 * 36 / (36 + 72))
 
 
 def test_label_values_other_than_binary(folders, tmp_path, capsys):

@@ -141,3 +141,18 @@ def test_a_mask_with_more_slices_than_its_series_is_never_cropped(tmp_path: Path
     with pytest.raises(masks.MaskError, match=r"but its extent is not the image's \(mask shape \(i, j, k\) \(5, 6, 6\)") as err:
         masks.mask_on_image_grid(path, IMAGE_AFFINE, SHAPE_ZYX)
     assert err.value.reason == masks.OFF_GRID
+
+
+def test_a_tiny_file_claiming_gigabytes_is_refused_before_reading(tmp_path: Path) -> None:
+    """A reference mask from a stranger: a 2000^3 header in a few hundred bytes (issue 23 item 5, mask side)."""
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((2000, 2000, 2000))
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(header.binaryblock + b"\0" * 68)  # the 4-byte extension flag and a few voxels
+    assert path.stat().st_size < 1000
+    with pytest.raises(masks.MaskError, match=r"bomb.nii.gz: \d+ compressed bytes cannot hold what its header claims"):
+        masks.mask_on_image_grid(path, IMAGE_AFFINE, SHAPE_ZYX)

@@ -11,8 +11,10 @@ Bad input is reported, never silently dropped: a reference without prediction is
 prediction (``pred_missing`` is True) with a warning that counts them; a prediction folder in which no
 file is named after a reference case (empty, misnamed ``c1_pred.nii.gz``, nested ``fold0/``) is an
 error; a prediction without reference is ignored with a warning; ``c1.nii`` beside ``c1.nii.gz`` is an
-error; a shape or affine mismatch is an error naming the case unless ``resample_pred`` (nearest
-neighbour onto the reference grid). Label values other than 0/1 are an error unless a label is chosen:
+error. Masks are read as the cohort reads reference masks (:mod:`amtlib.masks`: NIfTI or NRRD, the
+reference's grid in any axis order or flip, or padded in-plane, placed by world coordinates); a grid
+that really differs is an error naming the case unless ``resample_pred`` (nearest neighbour onto the
+reference grid). Label values other than 0/1 are an error unless a label is chosen:
 ``label`` (``--label``) picks the tumour label of the *predictions* only, ``ref_label``
 (``--ref-label``) that of the references; each side is otherwise read as 0/1.
 
@@ -32,7 +34,6 @@ import contextlib
 import shutil
 import sys
 import warnings
-from amtlib.workers import process_pool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,10 +41,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from amtlib import io, subgroups
+from amtlib import io, masks, subgroups
 from amtlib.evaluation import boundary, lesions, panoptic, stats
 from amtlib.errors import AmtError
 from amtlib.evaluation.metrics import VOXEL_METRICS, metrics_from_counts
+from amtlib.workers import process_pool
 
 
 #: ``per_case.csv`` columns (docs/architecture.md), then ``pred_missing``; metadata columns follow.
@@ -55,7 +57,8 @@ PER_CASE_COLUMNS: tuple[str, ...] = (
 META_COLUMNS: tuple[str, ...] = ("manufacturer", "histology", "split")
 LESION_COUNT_COLUMNS: tuple[str, ...] = ("case_id", "iou_threshold", "tp", "fp", "fn", "n_ref_lesions", "n_pred_lesions",
                                          "fp_no_overlap")
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+#: Mask files paired by name (the mask reader's: NIfTI, and NRRD as 3D Slicer writes it).
+NIFTI_SUFFIXES: tuple[str, ...] = masks.MASK_SUFFIXES
 #: Every file ``amt evaluate`` may write into ``--out`` (replaced as a whole on a re-run).
 OUTPUT_FILES: tuple[str, ...] = ("per_case.csv", "lesion_counts.csv", "froc.csv", "table3.csv", "table4.csv",
                                   "boundary_table.csv", "conventions.csv", "lesion_pairs.csv", "summary.json")
@@ -205,16 +208,27 @@ def score_case(
     return row, counts
 
 
+def _read_any_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """``(array zyx, spacing zyx mm, affine)`` of a NIfTI (:func:`amtlib.io.load_nifti`) or NRRD mask
+    (:func:`amtlib.masks.read_mask_file`, LPS turned to RAS as for NIfTI)."""
+    if not masks.mask_suffix(path).endswith("nrrd"):
+        return io.load_nifti(path)
+    loaded = masks.read_mask_file(path)
+    zooms = np.linalg.norm(loaded.affine[:3, :3], axis=0)
+    return (np.ascontiguousarray(loaded.data.transpose(2, 1, 0)), (float(zooms[2]), float(zooms[1]), float(zooms[0])),
+            loaded.affine)
+
+
 def load_mask(path: str | Path, label: int | None = None,
               hint: str = "choose the tumour label with --label N (label=N)") -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    """Read a binary mask NIfTI as ``(bool array zyx, spacing_zyx_mm, affine)``.
+    """Read a binary mask (NIfTI, or NRRD through :mod:`amtlib.masks`) as ``(bool array zyx, spacing_zyx_mm, affine)``.
 
     Values must be 0/1 unless ``label`` is given, in which case voxels equal to ``label`` are the
     tumour; a mask with other nonzero values but none equal to ``label`` gives a warning (the label
-    is probably wrong). Raises ``ValueError`` naming the file for non-NIfTI input or other label
+    is probably wrong). Raises ``ValueError`` naming the file for unreadable input or other label
     values (``hint`` says which option picks the label).
     """
-    arr, spacing, affine = io.load_nifti(path)
+    arr, spacing, affine = _read_any_mask(path)
     if label is not None:
         tumour = arr == label
         if not tumour.any() and arr.any():
@@ -253,8 +267,11 @@ def load_pair(
     ``label`` is the tumour label of the prediction, ``ref_label`` that of the reference (None: 0/1).
     With ``pred_sources`` (the files of the CT series it references) the prediction is a DICOM SEG or
     RTSTRUCT, read onto that series' grid (:func:`amtlib.dicom.predictions.read_prediction`; ``segment``
-    names the segment or ROI). A missing prediction (``pred_path`` None) is an empty mask. Raises
-    ``ValueError`` naming the case when the geometries differ and ``resample_pred`` is False.
+    names the segment or ROI). A missing prediction (``pred_path`` None) is an empty mask. A
+    prediction on the reference's grid in another axis order or flip (dcm2niix's row flip, a permuted
+    export) or padded in-plane around it is placed by world coordinates, as the cohort places reference
+    masks (:func:`amtlib.masks.place_on_grid`); only a grid that really differs needs ``resample_pred``
+    (nearest neighbour), else ``ValueError`` names the case.
     """
     ref, spacing, ref_aff = load_mask(ref_path, ref_label, "choose the reference's tumour label with --ref-label N "
                                                             "(--label N applies to the predictions only)")
@@ -267,12 +284,16 @@ def load_pair(
     else:
         pred, _, pred_aff = load_mask(pred_path, label)
     if not io.same_geometry(pred.shape, pred_aff, ref.shape, ref_aff):
-        if not resample_pred:
-            what = (f"shape {pred.shape} != reference shape {ref.shape} (z, y, x)" if pred.shape != ref.shape
-                    else f"affine differs from the reference's by up to {np.abs(pred_aff - ref_aff).max():.3g} mm")
-            raise ValueError(f"case {case_id}: prediction {pred_path} {what}; resample it onto the reference "
-                             "grid with --resample-pred (resample_pred=True, nearest neighbour)")
-        pred = resample_nearest(pred, pred_aff, ref.shape, ref_aff)
+        try:  # the same grid stored another way: placed exactly, no resampling
+            pred = masks.place_on_grid(pred.transpose(2, 1, 0), pred_aff, ref_aff, ref.shape, path=pred_path)[0] > 0
+        except masks.MaskError:
+            if not resample_pred:
+                what = (f"shape {pred.shape} != reference shape {ref.shape} (z, y, x)" if pred.shape != ref.shape
+                        else f"affine differs from the reference's by up to {np.abs(pred_aff - ref_aff).max():.3g} mm")
+                raise ValueError(f"case {case_id}: prediction {pred_path} {what}, and it is not the reference's grid in "
+                                 "another axis order; resample it onto the reference grid with --resample-pred "
+                                 "(resample_pred=True, nearest neighbour)") from None
+            pred = resample_nearest(pred, pred_aff, ref.shape, ref_aff)
     return pred, ref, spacing
 
 
