@@ -158,16 +158,22 @@ def test_repository_notebooks_have_one_parsable_parameters_cell():
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{step.name}: parameters must be the first code cell"
 
 
+def _one_step(tmp_path: Path, name: str, params: str, body: str) -> tuple[Path, Path]:
+    """A project of one notebook ``name`` and an empty config: ``(notebooks folder, config)``."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / f"{name}.ipynb", params, body)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}\n")
+    return nbs, cfg
+
+
 def test_a_step_reruns_when_a_file_it_reads_is_replaced(tmp_path):
     """Issue 23 item 20: after 03_train/predictions/ was replaced by hand, `--only 07_histology` called the
     step unchanged and kept the old tables. The files a step reads are part of its fingerprint."""
-    nbs = tmp_path / "notebooks"
-    nbs.mkdir()
-    _notebook(nbs / "07_histology.ipynb", 'run_dir = "x"',
-              "from pathlib import Path\nfiles = sorted(Path(run_dir, '03_train', 'predictions').iterdir())\n"
-              "Path(run_dir, 'seen.txt').write_text(' '.join(f.read_text() for f in files))")
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}\n")
+    nbs, cfg = _one_step(tmp_path, "07_histology", 'run_dir = "x"',
+                         "from pathlib import Path\nfiles = sorted(Path(run_dir, '03_train', 'predictions').iterdir())\n"
+                         "Path(run_dir, 'seen.txt').write_text(' '.join(f.read_text() for f in files))")
     run = tmp_path / "run"
     preds = run / "03_train" / "predictions"
     preds.mkdir(parents=True)
@@ -185,13 +191,9 @@ def test_a_step_reruns_when_a_file_it_reads_is_replaced(tmp_path):
 
 def test_a_step_that_skips_its_work_says_so_on_the_terminal(tmp_path):
     """Issue 23 item 12: a skipped 07/08 said "done"; the skip was only in skipped.json."""
-    nbs = tmp_path / "notebooks"
-    nbs.mkdir()
-    _notebook(nbs / "08_fusion.ipynb", 'run_dir = "x"\nskip = True',
-              "import json\nfrom pathlib import Path\nout = Path(run_dir, '08_fusion')\nout.mkdir(exist_ok=True)\n"
-              "if skip:\n    (out / 'skipped.json').write_text(json.dumps({'reason': 'no ctc_level column'}))")
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("{}\n")
+    nbs, cfg = _one_step(tmp_path, "08_fusion", 'run_dir = "x"\nskip = True',
+                         "import json\nfrom pathlib import Path\nout = Path(run_dir, '08_fusion')\nout.mkdir(exist_ok=True)\n"
+                         "if skip:\n    (out / 'skipped.json').write_text(json.dumps({'reason': 'no ctc_level column'}))")
     run, lines = tmp_path / "run", []
     pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lines.append)
     said = [line for line in lines if "08_fusion:" in line][-1]
