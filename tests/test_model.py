@@ -90,5 +90,7 @@ def test_output_shape_and_divisibility_error():
 def test_config_round_trip_and_invalid():
     cfg = ModelConfig(base_width=8, blocks_per_level=1)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError):
-        UNet3D(ModelConfig(levels=1))
+    for bad in (dict(levels=1), dict(base_width=0), dict(blocks_per_level=0)):
+        with pytest.raises(ValueError, match=r"invalid model configuration .*need levels >= 2, base_width >= 1, blocks_per_level >= 1"):
+            UNet3D(ModelConfig(**bad))
+    UNet3D(ModelConfig(levels=2, base_width=1, blocks_per_level=1))  # the smallest valid one builds

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -64,12 +65,15 @@ def test_evaluation_constants_agree_everywhere() -> None:
         p = NOTEBOOK[nb]
         assert (p["min_lesion_voxels"], p["connectivity"], p["iou_thresholds"]) == (10, 26, None), nb
         assert (p["bootstrap_resamples"], p["ci_level"], p["eval_split"]) == (PAPER["bootstrap_resamples"], PAPER["ci_level"], "external_test")
-    assert stats.mean_sd_ci.__defaults__[:2] == (PAPER["bootstrap_resamples"], PAPER["ci_level"])  # type: ignore[index]
+    # the defaults by what they do: the same interval as the paper config's settings, another with other settings
+    values = np.random.default_rng(3).beta(5, 2, size=40)
+    assert stats.mean_sd_ci(values) == stats.mean_sd_ci(values, PAPER["bootstrap_resamples"], PAPER["ci_level"])
+    assert stats.mean_sd_ci(values) != stats.mean_sd_ci(values, 500, 0.9)
 
 
 def test_failure_analysis_constants_agree_everywhere() -> None:
     """Top/bottom 10% by Dice (17 of 164), Methods: Failure analysis."""
-    assert failure.group_size.__defaults__ == (PAPER["failure_fraction"],)
+    assert [failure.group_size(n) for n in range(5, 400)] == [failure.group_size(n, PAPER["failure_fraction"]) for n in range(5, 400)]
     assert NOTEBOOK["06"]["failure_fraction"] == PAPER["failure_fraction"] == 0.1
     assert failure.group_size(164) == 17
 
@@ -119,7 +123,9 @@ def test_min_age_is_one_setting() -> None:
 
     assert cohort.MIN_AGE_YEARS == ALL_NOTEBOOKS["01_cohort"]["min_age"] == 18
     assert {name: c.get("min_age", cohort.MIN_AGE_YEARS) for name, c in CONFIGS.items()} == {n: 18 for n in CONFIGS}
-    assert cohort.clinical_reason.__defaults__ == (cohort.MIN_AGE_YEARS,)
+    row = {"patient_id": "P", "age": "17", "sex": "F", "histology": "thymoma", "institution": "I", "pathology_confirmed": "true"}
+    assert cohort.clinical_reason(pd.Series(row))[0] == "age_below_minimum"  # the default rule is the paper's 18
+    assert cohort.clinical_reason(pd.Series({**row, "age": "18"})) is None
     assert split.PAPER_TUNING_FRACTION == pytest.approx(62 / 547) == PAPER["tuning_fraction"]
     assert "tuning_fraction = 62 / 547" in (ROOT / "notebooks" / "02_split.ipynb").read_text()
 
