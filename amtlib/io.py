@@ -302,6 +302,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class NiftiError(ValueError):
+    """A NIfTI file that cannot be read as one 3D volume; the message names the file.
+
+    ``reason``: ``not_found``, ``unreadable`` (not NIfTI, truncated, or fewer bytes than its header
+    claims) or ``not_3d``; callers decide by the code, never by the message.
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (str(self), self.reason))
+
+
 def load_nifti(path: str | Path, dtype: "np.typing.DTypeLike | None" = None) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Read a NIfTI file as ``(array_zyx, spacing_zyx_mm, affine)``.
 
@@ -309,25 +324,25 @@ def load_nifti(path: str | Path, dtype: "np.typing.DTypeLike | None" = None) -> 
     amtlib's (z, y, x). ``affine`` is the file's 4x4 voxel (i, j, k) -> RAS mm matrix, unchanged, so that
     :func:`save_nifti` writes the same geometry back. Raises ``ValueError`` naming the file when it is
     missing, not NIfTI, too small for the voxels its header claims (:func:`nifti_size_problem`, checked
-    before any allocation), or not 3D.
+    before any allocation), or not 3D (:class:`NiftiError`, a ``ValueError``, with its ``reason``).
     """
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise NiftiError(f"{path}: file not found", "not_found")
     problem = nifti_size_problem(path)  # before allocating what the header claims (a 79-byte file can claim 16 GB)
     if problem:
-        raise ValueError(f"{path}: {problem}")
+        raise NiftiError(f"{path}: {problem}")
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for non-NIfTI input
-        raise ValueError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+        raise NiftiError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
+        raise NiftiError(f"{path}: expected a 3D volume, got shape {data.shape}", "not_3d")
     arr = np.ascontiguousarray(data.transpose(2, 1, 0))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)

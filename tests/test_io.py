@@ -114,3 +114,19 @@ def test_amt_evaluate_into_a_folder_in_use_is_refused(tmp_path, capsys):
     with output_lock(tmp_path / "out", "amt evaluate"):
         rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(tmp_path / "out")])
     assert rc == 2 and "in use by another amt evaluate writing into it" in capsys.readouterr().err
+
+
+def test_load_nifti_gives_a_reason_code_with_its_message(tmp_path):
+    """amt predict tells not_3d from unreadable by this code (issue 24: codes, not message text)."""
+    import nibabel as nib
+
+    from amtlib.io import NiftiError, load_nifti
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 5), np.int16), np.eye(4)), str(tmp_path / "slice.nii.gz"))
+    (tmp_path / "junk.nii.gz").write_bytes(b"not a nifti")
+    for name, reason, words in (("slice.nii.gz", "not_3d", "expected a 3D volume"), ("junk.nii.gz", "unreadable", "not a readable"),
+                                ("absent.nii.gz", "not_found", "file not found")):
+        with pytest.raises(NiftiError, match=words) as err:
+            load_nifti(tmp_path / name)
+        assert err.value.reason == reason and str(err.value).startswith(str(tmp_path / name))
+        assert isinstance(err.value, ValueError)

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.errors import AmtError
-from amtlib.io import load_nifti, refuse_link, save_nifti, sha256_file, write_csv, write_json
+from amtlib.io import NiftiError, load_nifti, refuse_link, save_nifti, sha256_file, write_csv, write_json
 from amtlib.paths import is_safe_id
 
 PREDICT_FORMAT = "amtlib-predict/1"
@@ -215,9 +215,9 @@ def _volume(item: Item) -> tuple[np.ndarray, tuple[float, float, float], np.ndar
     if item.kind == "nifti":
         try:  # load_nifti checks the file's size against its header before allocating
             image, spacing, affine = load_nifti(item.source, dtype=np.float32)
-        except ValueError as exc:
+        except NiftiError as exc:
             problem = str(exc).split(": ", 1)[-1]
-            if "expected a 3D volume" in problem:
+            if exc.reason == "not_3d":
                 raise _Skip("not_3d", f"{problem}; give one 3D CT volume per file") from None
             raise _Skip("unreadable", f"{problem}; re-export the file") from None
         return image, spacing, affine, None
