@@ -200,6 +200,8 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
     import fcntl
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AmtError(folder, "--out is a file, not a folder", "give a new or empty folder as --out")
     created = [p for p in [folder, *folder.parents] if not p.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
