@@ -205,41 +205,45 @@ def grid_embedding(mask_affine: np.ndarray, mask_shape: Sequence[int], image_aff
     return ornt, start
 
 
-def place_on_grid(binary_ijk: np.ndarray, affine: np.ndarray, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
-                  tolerance_mm: float = TOLERANCE_MM, path: str | Path = "mask",
-                  notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
-    """A 0/1 mask stored as (i, j, k) with its ``affine`` placed on an image's (z, y, x) grid by world
-    coordinates: ``(mask uint8 zyx, reoriented)``. The one rule of this module for every reader (the
-    cohort's reference masks, ``amt evaluate``'s predictions and references): the same grid in any axis
-    order or flip is reoriented; a grid padded in-plane around the image's is cropped when no foreground
-    voxel lies outside (``("mask_cropped", detail)`` in ``notes``); anything else is :class:`MaskError`
-    with :data:`OFF_GRID`, naming ``path`` and the largest distance between voxel centres.
-    """
+def grid_placement(affine: np.ndarray, shape: Sequence[int], image_affine: np.ndarray, image_shape_zyx: Sequence[int],
+                   tolerance_mm: float = TOLERANCE_MM, path: str | Path = "mask") -> tuple[np.ndarray, np.ndarray | None]:
+    """How a mask grid (``shape`` (i, j, k), ``affine``) lies on an image's: ``(ornt, start)``, ``start`` None
+    for the same grid (in any axis order or flip), else the image's voxel 0 in a grid padded in-plane around
+    it (:func:`grid_embedding`). :class:`MaskError` with :data:`OFF_GRID` names ``path`` and the largest
+    distance between voxel centres for anything else."""
+    nz, ny, nx = (int(v) for v in image_shape_zyx)
+    image_affine = np.asarray(image_affine, dtype=float)
+    shape = tuple(int(v) for v in shape[:3])
+    ornt, distance = grid_mapping(affine, shape, image_affine, (nx, ny, nz))
+    if ornt is not None and distance <= tolerance_mm:
+        return ornt, None
+    block = grid_embedding(affine, shape, image_affine, (nx, ny, nz), tolerance_mm)
+    if block is not None:
+        return block
+    shape_note = f"mask shape (i, j, k) {shape} vs image (x, y, z) {(nx, ny, nz)}"
+    if distance <= tolerance_mm:  # centres on the image's lattice, but the extents differ
+        what = (f"its voxel centres lie on the image's lattice (within {distance:.3g} mm) but its extent is "
+                f"not the image's ({shape_note}; only a mask padded in-plane around the image is cropped)")
+    else:
+        what = f"largest distance between voxel centres {distance:.3g} mm (tolerance {tolerance_mm:g} mm; {shape_note})"
+    raise MaskError(f"{path}: voxel grid does not coincide with the image's: {what}; export the mask on the "
+                    "image's own grid (same series, no resampling or cropping) or resample it to the image before use",
+                    reason=OFF_GRID)
+
+
+def _apply_placement(binary_ijk: np.ndarray, placement: tuple[np.ndarray, np.ndarray | None],
+                     image_shape_zyx: Sequence[int], path: str | Path,
+                     notes: list[tuple[str, str]] | None) -> tuple[np.ndarray, bool]:
+    """A 0/1 mask moved by :func:`grid_placement`'s ``placement``: ``(mask uint8 zyx, reoriented)``."""
     import nibabel as nib
 
     nz, ny, nx = (int(v) for v in image_shape_zyx)
-    image_affine = np.asarray(image_affine, dtype=float)
+    ornt, start = placement
     shape = tuple(binary_ijk.shape)
-    ornt, distance = grid_mapping(affine, shape, image_affine, (nx, ny, nz))
-    block = None
-    if ornt is None or distance > tolerance_mm:
-        block = grid_embedding(affine, shape, image_affine, (nx, ny, nz), tolerance_mm)
-        if block is None:
-            shape_note = f"mask shape (i, j, k) {shape} vs image (x, y, z) {(nx, ny, nz)}"
-            if distance <= tolerance_mm:  # centres on the image's lattice, but the extents differ
-                what = (f"its voxel centres lie on the image's lattice (within {distance:.3g} mm) but its extent is "
-                        f"not the image's ({shape_note}; only a mask padded in-plane around the image is cropped)")
-            else:
-                what = (f"largest distance between voxel centres {distance:.3g} mm (tolerance {tolerance_mm:g} mm; "
-                        f"{shape_note})")
-            raise MaskError(f"{path}: voxel grid does not coincide with the image's: {what}; export the mask on the "
-                            "image's own grid (same series, no resampling or cropping) or resample it to the image before use",
-                            reason=OFF_GRID)
-        ornt = block[0]
     on_image = nib.orientations.apply_orientation(np.asarray(binary_ijk).astype(np.uint8), ornt)  # image (x, y, z)
     reoriented = not np.array_equal(ornt, np.array([[0, 1], [1, 1], [2, 1]], dtype=float))
-    if block is not None:
-        (x0, y0, z0), total = block[1], int(on_image.sum())
+    if start is not None:
+        (x0, y0, z0), total = start, int(on_image.sum())
         on_image = on_image[x0:x0 + nx, y0:y0 + ny, z0:z0 + nz]
         if int(on_image.sum()) != total:
             raise MaskError(f"{path}: on a grid larger than the image's ({shape} vs (x, y, z) {(nx, ny, nz)}), "
@@ -250,6 +254,20 @@ def place_on_grid(binary_ijk: np.ndarray, affine: np.ndarray, image_affine: np.n
                           f"{(nx, ny, nz)} at voxel {(int(x0), int(y0), int(z0))} (e.g. dcm2niix's padded tilt "
                           "correction); cropped to the image, no tumour voxel outside"))
     return np.ascontiguousarray(on_image.transpose(2, 1, 0)), reoriented
+
+
+def place_on_grid(binary_ijk: np.ndarray, affine: np.ndarray, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
+                  tolerance_mm: float = TOLERANCE_MM, path: str | Path = "mask",
+                  notes: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, bool]:
+    """A 0/1 mask stored as (i, j, k) with its ``affine`` placed on an image's (z, y, x) grid by world
+    coordinates: ``(mask uint8 zyx, reoriented)``. The one rule of this module for every reader (the
+    cohort's reference masks, ``amt evaluate``'s predictions and references): the same grid in any axis
+    order or flip is reoriented; a grid padded in-plane around the image's is cropped when no foreground
+    voxel lies outside (``("mask_cropped", detail)`` in ``notes``); anything else is :class:`MaskError`
+    with :data:`OFF_GRID` (:func:`grid_placement`).
+    """
+    placement = grid_placement(affine, binary_ijk.shape, image_affine, image_shape_zyx, tolerance_mm, path)
+    return _apply_placement(binary_ijk, placement, image_shape_zyx, path, notes)
 
 
 def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_zyx: Sequence[int],
@@ -266,13 +284,8 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
     """
     path = Path(path)
     loaded = read_mask_file(path)
-    nz, ny, nx = (int(v) for v in image_shape_zyx)
     # the grid first: a mask on another grid is a geometry problem whatever its values
-    grid_ok = grid_mapping(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz))
-    if grid_ok[0] is None or grid_ok[1] > tolerance_mm:
-        if grid_embedding(loaded.affine, loaded.data.shape, np.asarray(image_affine, dtype=float), (nx, ny, nz),
-                          tolerance_mm) is None:
-            place_on_grid(np.zeros(loaded.data.shape, bool), loaded.affine, image_affine, image_shape_zyx, tolerance_mm, path)
+    placement = grid_placement(loaded.affine, loaded.data.shape, image_affine, image_shape_zyx, tolerance_mm, path)
     values = loaded.data
     if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
         if label not in loaded.segments:
@@ -294,4 +307,4 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
         binary = values == 1
     if not binary.any():
         raise MaskError(f"{path}: no tumour voxel (label {label if label is not None else 1})")
-    return place_on_grid(binary, loaded.affine, image_affine, image_shape_zyx, tolerance_mm, path, notes)
+    return _apply_placement(binary, placement, image_shape_zyx, path, notes)

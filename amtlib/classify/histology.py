@@ -174,8 +174,9 @@ def delong_cnn_vs_svm(scores: pd.DataFrame) -> pd.DataFrame:
     ext = scores[scores["split"] == "external_test"]
     for roi, g in ext.groupby("roi", sort=False):
         wide = g.pivot_table(index="case_id", columns="model", values="score").dropna()
-        if not {"cnn_resnet2d", "radiomics_svm"} <= set(wide.columns) or len(wide) < 2:
-            rows.append({"roi": roi, "n": len(wide) if {"cnn_resnet2d", "radiomics_svm"} <= set(wide.columns) else 0})
+        both = {"cnn_resnet2d", "radiomics_svm"} <= set(wide.columns)
+        if not both or len(wide) < 2:
+            rows.append({"roi": roi, "n": len(wide) if both else 0})
             continue
         lab = g.drop_duplicates("case_id").set_index("case_id").loc[wide.index, "label"].to_numpy(int)
         test = roc.delong_test(lab, wide["cnn_resnet2d"], wide["radiomics_svm"])

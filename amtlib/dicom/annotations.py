@@ -270,16 +270,18 @@ def _check_seg_grid(path: Path, seg: Any, geometry: dict[str, Any], atol_mm: flo
                                   f"{list(geometry['spacing'][1:])}; the SEG is on another grid", reason=OFF_GRID)
 
 
-def _check_segment_numbers(path: Path, seg: Any, frames: np.ndarray, kind: str, shared: Any) -> None:
-    """Refuse frames (or label-map values) naming a segment the SEG does not define: they would be dropped
-    silently (a reference losing part of its tumour, a prediction scoring Dice 0)."""
+def _frame_segments(path: Path, seg: Any, frames: np.ndarray, kind: str, shared: Any) -> list[int] | None:
+    """The segment number of each frame (None for a label map, whose frames hold every segment as pixel
+    values), after refusing frames or label-map values naming a segment the SEG does not define: they
+    would be dropped silently (a reference losing part of its tumour, a prediction scoring Dice 0)."""
     defined = {int(s.SegmentNumber) for s in seg.SegmentSequence}
     if kind == "LABELMAP":
         values = {int(v) for v in np.unique(frames)} - defined - {0}
         if values:
             raise AnnotationError(f"{path}: pixel values {sorted(values)[:5]} name no segment of this label map "
                                   f"(segments {sorted(defined)}); re-export the SEG from its tool")
-        return
+        return None
+    numbers: list[int] = []
     undefined: dict[int, list[int]] = {}
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         ident = item.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
@@ -287,6 +289,7 @@ def _check_segment_numbers(path: Path, seg: Any, frames: np.ndarray, kind: str, 
             raise AnnotationError(f"{path}: frame {i + 1} names no segment (no SegmentIdentificationSequence); "
                                   "re-export the SEG from its tool")
         number = int(ident[0].ReferencedSegmentNumber)
+        numbers.append(number)
         if number not in defined:
             undefined.setdefault(number, []).append(i + 1)
     if undefined:
@@ -294,6 +297,7 @@ def _check_segment_numbers(path: Path, seg: Any, frames: np.ndarray, kind: str, 
         raise AnnotationError(f"{path}: {sum(map(len, undefined.values()))} frame(s) (e.g. frame {where[0]}) reference "
                               f"segment {number}, which the SEG does not define (segments {sorted(defined)}); "
                               "re-export the SEG from its tool")
+    return numbers
 
 
 def _max_fractional_value(path: Path, seg: Any) -> float:
@@ -339,15 +343,13 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
         frames = frames[None]
     kind = str(seg.SegmentationType)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
-    _check_segment_numbers(path, seg, frames, kind, shared)
+    frame_segments = _frame_segments(path, seg, frames, kind, shared)
     max_value = _max_fractional_value(path, seg) if kind == "FRACTIONAL" else 1.0
     slice_of_uid = {uid: k for k, uid in enumerate(geometry.get("sop_uids", ()))}
     mask = np.zeros(tuple(geometry["shape"]), dtype=np.uint8)
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        if kind != "LABELMAP":  # a label map holds every segment in each frame, as its pixel values
-            ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")  # checked above
-            if int(ident[0].ReferencedSegmentNumber) != number:
-                continue
+        if frame_segments is not None and frame_segments[i] != number:
+            continue
         k = _frame_slice(path, item, shared, i, geometry, slice_of_uid, atol_mm)
         frame = frames[i]
         if kind == "LABELMAP":
