@@ -215,79 +215,112 @@ def _nifti_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float,
     return shape, np.asarray(img.affine, dtype=float), zooms
 
 
+_FILE_COLUMNS = ("image_path", "mask_path", "anatomy_path")
+
+
 def _file_issues(
     df: pd.DataFrame, base: Path, checksums: bool, geometry: bool, mask_values: bool, atol_mm: float
 ) -> list[Issue]:
-    import nibabel as nib
-
+    """Row by row: each listed file is there and whole, the mask lies on its image's grid, the header
+    columns match the image header, and the mask holds 0/1 with a tumour (:func:`validate_manifest`)."""
     issues: list[Issue] = []
     for i, row in df.iterrows():
         line, case = int(i) + 2, _case(df, i)
         headers: dict[str, tuple] = {}
-        for col in ("image_path", "mask_path", "anatomy_path"):
+        for col in _FILE_COLUMNS:
             rel = row.get(col, "")
-            if not rel or Path(rel).is_absolute():
-                continue
-            f = base / rel
-            if not f.is_file():
-                issues.append(Issue(line, case, col, f"file not found: {f}"))
-                continue
-            if checksums and col != "anatomy_path":
-                expected = row.get(col.replace("_path", "_sha256"), "")
-                if expected and SHA256_PATTERN.match(expected):
-                    actual = sha256_file(f)
-                    if actual != expected:
-                        issues.append(Issue(line, case, col, f"{f}: SHA-256 {actual[:12]}... != manifest {expected[:12]}...; "
-                                            "the file changed since the manifest was written (re-run step 01)"))
-            if checksums:  # every byte is read for the checksum anyway: check the data is all there
-                problem = nifti_data_problem(f)
-                if problem:
-                    issues.append(Issue(line, case, col, f"{f}: {problem}; copy or export the file again"))
-                    continue
-            if geometry:
-                try:
-                    headers[col] = _nifti_header(f)
-                except Exception as exc:  # nibabel raises several types for non-NIfTI input
-                    issues.append(Issue(line, case, col, f"{f}: not a readable NIfTI file ({type(exc).__name__})"))
+            if rel and not Path(rel).is_absolute():
+                problems, header = _one_file_issues(base / rel, col, row, checksums, geometry)
+                issues += [Issue(line, case, col, p) for p in problems]
+                if header is not None:
+                    headers[col] = header
         if "image_path" not in headers:
             continue
         shape, affine, zooms = headers["image_path"]
         if len(shape) != 3:
             issues.append(Issue(line, case, "image_path", f"expected a 3D image, got shape {shape}"))
             continue
-        for col in ("mask_path", "anatomy_path"):
-            if col in headers:
-                s, a, _ = headers[col]
-                if s != shape or not np.allclose(a, affine, atol=atol_mm):
-                    diff = f"shape (z, y, x) {s[::-1]} vs {shape[::-1]}" if s != shape else f"affine differs by up to {np.abs(a - affine).max():.3g} mm"
-                    issues.append(Issue(line, case, col, f"geometry differs from the image ({diff}); "
-                                        "a mask must be drawn on exactly its image's voxel grid"))
-        expected_zyx = {"shape_z": shape[2], "shape_y": shape[1], "shape_x": shape[0],
-                        "spacing_z": zooms[2], "spacing_y": zooms[1], "spacing_x": zooms[0]}
-        for name, actual in expected_zyx.items():
-            value = row.get(name, "")
-            try:
-                ok = value == "" or abs(float(value) - float(actual)) <= 1e-3
-            except ValueError:
-                continue  # already reported as not a number
-            if not ok:
-                issues.append(Issue(line, case, name, f"{value} != {actual:g} read from the image header"))
+        issues += [Issue(line, case, col, p) for col, p in _grid_issues(headers, atol_mm)]
+        issues += [Issue(line, case, col, p) for col, p in _header_column_issues(row, shape, zooms)]
         if mask_values and "mask_path" in headers and headers["mask_path"][0] == shape:
-            f = base / row["mask_path"]
-            try:
-                data = np.asanyarray(nib.load(str(f)).dataobj)
-            except Exception as exc:  # a truncated .gz raises EOFError, others raise other types
-                issues.append(Issue(line, case, "mask_path", f"{f}: voxel data unreadable, truncated or corrupt "
-                                    f"({type(exc).__name__}: {exc}); copy or export the file again"))
-                continue
-            values = np.unique(data)
-            extra = np.setdiff1d(values, [0, 1])
-            if extra.size:
-                issues.append(Issue(line, case, "mask_path", f"mask holds values other than 0/1: {extra[:5].tolist()}"))
-            elif not values.any():
-                issues.append(Issue(line, case, "mask_path", f"{f}: mask is empty (all zero); every included case "
-                                    "needs its tumour outlined: check the file or exclude the case"))
+            issues += [Issue(line, case, "mask_path", p) for p in _mask_value_issues(base / row["mask_path"])]
     return issues
+
+
+def _one_file_issues(f: Path, col: str, row: pd.Series, checksums: bool, geometry: bool) -> tuple[list[str], tuple | None]:
+    """Problems of one listed file (missing, changed since the manifest, truncated, not NIfTI) and its
+    header ``(shape, affine, zooms)`` when ``geometry`` asks for it and it could be read."""
+    if not f.is_file():
+        return [f"file not found: {f}"], None
+    problems = []
+    if checksums and col != "anatomy_path":
+        expected = row.get(col.replace("_path", "_sha256"), "")
+        if expected and SHA256_PATTERN.match(expected):
+            actual = sha256_file(f)
+            if actual != expected:
+                problems.append(f"{f}: SHA-256 {actual[:12]}... != manifest {expected[:12]}...; "
+                                "the file changed since the manifest was written (re-run step 01)")
+    if checksums:  # every byte is read for the checksum anyway: check the data is all there
+        problem = nifti_data_problem(f)
+        if problem:
+            return problems + [f"{f}: {problem}; copy or export the file again"], None
+    if not geometry:
+        return problems, None
+    try:
+        return problems, _nifti_header(f)
+    except Exception as exc:  # nibabel raises several types for non-NIfTI input
+        return problems + [f"{f}: not a readable NIfTI file ({type(exc).__name__})"], None
+
+
+def _grid_issues(headers: dict[str, tuple], atol_mm: float) -> list[tuple[str, str]]:
+    """``(column, problem)`` for a mask or anatomy file whose shape or affine differs from the image's."""
+    shape, affine, _ = headers["image_path"]
+    issues = []
+    for col in ("mask_path", "anatomy_path"):
+        if col not in headers:
+            continue
+        s, a, _ = headers[col]
+        if s != shape or not np.allclose(a, affine, atol=atol_mm):
+            diff = f"shape (z, y, x) {s[::-1]} vs {shape[::-1]}" if s != shape else f"affine differs by up to {np.abs(a - affine).max():.3g} mm"
+            issues.append((col, f"geometry differs from the image ({diff}); "
+                                "a mask must be drawn on exactly its image's voxel grid"))
+    return issues
+
+
+def _header_column_issues(row: pd.Series, shape: tuple[int, ...], zooms: tuple[float, ...]) -> list[tuple[str, str]]:
+    """``(column, problem)`` for each filled shape_*/spacing_* cell that differs from the image header
+    (NIfTI x, y, z; the manifest names z, y, x) by more than 1e-3; non-numbers are reported elsewhere."""
+    expected_zyx = {"shape_z": shape[2], "shape_y": shape[1], "shape_x": shape[0],
+                    "spacing_z": zooms[2], "spacing_y": zooms[1], "spacing_x": zooms[0]}
+    issues = []
+    for name, actual in expected_zyx.items():
+        value = row.get(name, "")
+        try:
+            ok = value == "" or abs(float(value) - float(actual)) <= 1e-3
+        except ValueError:
+            continue  # already reported as not a number
+        if not ok:
+            issues.append((name, f"{value} != {actual:g} read from the image header"))
+    return issues
+
+
+def _mask_value_issues(f: Path) -> list[str]:
+    """A mask's voxel data is readable, holds only 0 and 1, and is not all zero."""
+    import nibabel as nib
+
+    try:
+        data = np.asanyarray(nib.load(str(f)).dataobj)
+    except Exception as exc:  # a truncated .gz raises EOFError, others raise other types
+        return [f"{f}: voxel data unreadable, truncated or corrupt ({type(exc).__name__}: {exc}); "
+                "copy or export the file again"]
+    values = np.unique(data)
+    extra = np.setdiff1d(values, [0, 1])
+    if extra.size:
+        return [f"mask holds values other than 0/1: {extra[:5].tolist()}"]
+    if not values.any():
+        return [f"{f}: mask is empty (all zero); every included case needs its tumour outlined: "
+                "check the file or exclude the case"]
+    return []
 
 
 def validate_manifest(

@@ -191,3 +191,36 @@ def test_classifier_columns_are_optional_and_checked_when_present(tmp_path) -> N
     bad = df.assign(who_subtype=["C", ""])
     issues = mf.validate_manifest(bad, stage="input", files=False)
     assert [i.column for i in issues] == ["who_subtype"]
+
+
+def test_each_file_problem_is_one_issue_on_its_row_and_stops_that_files_later_checks(good: Path) -> None:
+    """One problem per file, in the order the checks run (issue 24, item 6: the row checks as named steps):
+    an all-zero mask, a 4D image, a file that is not NIfTI, and a truncated mask (with checksums off,
+    the voxel-data read names it; with them on, the whole-file check does, once)."""
+    import gzip
+
+    base = good.parent
+    save_nifti(np.zeros((3, 4, 5), np.uint8), affine_from_spacing((2.0, 0.5, 0.7), (10.0, -5.0, 3.0)), base / "masks" / "A.nii.gz")
+    assert _messages(good, checksums=False) == [
+        f"line 2 (case A): mask_path: {base / 'masks' / 'A.nii.gz'}: mask is empty (all zero); every included "
+        "case needs its tumour outlined: check the file or exclude the case"]
+
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((5, 4, 3, 2), np.int16), np.eye(4)), str(base / "images" / "B.nii.gz"))
+    msgs = _messages(good, checksums=False)
+    assert msgs[1] == "line 3 (case B): image_path: expected a 3D image, got shape (5, 4, 3, 2)" and len(msgs) == 2
+
+    _case(base, "B")
+    (base / "images" / "B.nii.gz").write_bytes(gzip.compress(b"not a nifti header" * 30))
+    msgs = _messages(good, checksums=False)
+    assert msgs[1] == f"line 3 (case B): image_path: {base / 'images' / 'B.nii.gz'}: not a readable NIfTI file (ImageFileError)"
+    assert len(msgs) == 2  # no geometry or header-column issues for a row without a readable image
+
+    _case(base, "A"), _case(base, "B")
+    whole = gzip.decompress((base / "masks" / "B.nii.gz").read_bytes())
+    (base / "masks" / "B.nii.gz").write_bytes(gzip.compress(whole[:-20]))
+    msgs = _messages(good, checksums=False)
+    assert len(msgs) == 1 and msgs[0].startswith(f"line 3 (case B): mask_path: {base / 'masks' / 'B.nii.gz'}: voxel data unreadable")
+    msgs = _messages(good)
+    assert len(msgs) == 2 and "SHA-256" in msgs[0] and "voxel data unreadable" not in msgs[1] and msgs[1].endswith("copy or export the file again")
