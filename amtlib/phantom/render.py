@@ -314,19 +314,55 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     heterogeneous_enhancement. Anatomy (deformation, tumour shape) draws from ``rng`` before the
     acquisition, so two series of one patient made from equal generators share the anatomy draws.
     The correlates draw only from ``correlates_rng`` (a stream of their own), so a case without
-    them renders exactly as it did before they existed.
+    them renders exactly as it did before they existed. The steps below draw from ``rng`` in the
+    order they are called: reordering them changes every case of the demo cohort.
     """
     corr_rng = correlates_rng if correlates_rng is not None else np.random.default_rng(0)
-    from amtlib.phantom.clinical import VENDORS
-
     pixel_mm = float(design["fov_mm"]) / DEMO_MATRIX
     hu, labels, spacing, facts = sample_background(bg, float(design["slice_thickness_mm"]), pixel_mm, crop_yx, rng)
     noise_sd = _noise_sd(hu, labels)
     centre, place = _place_centre(labels, spacing, rng, bool(design.get("abut_aorta")))
     facts.update(place)
     hist = str(design.get("histology") or "thymoma")
+    size = str(design.get("size_bin") or "medium")
+    shape = _tumour_shape(hist, size, rng)
+    if _flag(design, "margin_irregular"):
+        shape["lobes"] = shape["lobes"] + irregular_margin_lobes(corr_rng, shape["lobe_amp"])
+    edge_mm = spacing[1] * (2.5 if design.get("low_contrast") else 1.0)
+    frac, box, mask_box, diameter = _sized_tumour(labels, spacing, centre, shape, edge_mm, SIZE_RANGES_MM[size])
+    mask = np.zeros(labels.shape, bool)
+    mask[box] = mask_box
+    # The reference mask is the >= 50 % tumour region; render its voxels as pure tumour and keep the
+    # partial-volume blend outside it, so that mask statistics (mean HU) do not depend on tumour size
+    # through the share of edge voxels (the scanner blur below still softens the boundary).
+    frac = np.where(mask_box, 1.0, np.minimum(frac, 0.49))
+    t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd)
+    if _flag(design, "heterogeneous_enhancement"):
+        t_field = heterogeneous_enhancement(t_field, spacing, corr_rng)
+    out = hu.copy()
+    bed = np.zeros(labels.shape, bool)
+    if design.get("low_contrast") and mask.any():
+        bed = _add_thymic_bed(out, labels, mask, t_mean, spacing, noise_sd, rng)
+    out[box] = out[box] * (1 - frac) + t_field * frac
+    anatomy, effusion_ml = _anatomy(out, labels, mask, bed, spacing, noise_sd, rng,
+                                    bool(design.get("effusion")) and bg.name in HEART_MAPPED)
+    out, scanner = _scanner(out, str(design["vendor"]), spacing, rng)
+    aorta_contact = float((ndi.binary_dilation(mask, iterations=1) & (labels == AORTA)).sum()) / max(float(mask.sum()), 1.0)
+    facts.update({
+        "max_axial_diameter_mm": round(diameter, 2), "size_bin_measured": size_bin(diameter) if diameter else "",
+        "tumour_volume_ml": round(float(mask.sum() * np.prod(spacing) / 1000.0), 3), "tumour_mean_hu_design": round(t_mean, 1),
+        "aorta_contact_ratio": round(aorta_contact, 4), "effusion_ml": round(effusion_ml, 3),
+        "native_noise_sd": round(noise_sd, 2), **scanner,
+        "thymic_bed_ml": round(float(bed.sum() * np.prod(spacing) / 1000.0), 3),
+    })
+    return CaseImage(out, mask.astype(np.uint8), anatomy, spacing, facts, labels)
+
+
+def _tumour_shape(hist: str, size: str, rng: np.random.Generator) -> dict:
+    """The tumour's design outline: a target diameter in the size bin's range (mm), ellipsoid radii
+    (mm; a thymic cyst rounder), in-plane angle (rad), lobulation amplitude and four lobe terms."""
     p = _HISTOLOGY.get(hist, _HISTOLOGY["thymoma"])
-    target = rng.uniform(*SIZE_RANGES_MM[str(design.get("size_bin") or "medium")])
+    target = rng.uniform(*SIZE_RANGES_MM[size])
     radii = np.array([target / 2 * rng.uniform(1.1, 1.5), target / 2 * rng.uniform(0.55, 0.85), target / 2])
     if hist == "thymic_cyst":
         radii[1] = target / 2 * rng.uniform(0.75, 0.95)
@@ -334,15 +370,21 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     angle = rng.uniform(-0.4, 0.4)
     lobe_amp = rng.uniform(*p["lobe"])
     lobes = [(rng.uniform(0.3, 0.6), rng.normal(0.0, 2.2, 3), rng.uniform(0, 2 * np.pi)) for _ in range(4)]
-    if _flag(design, "margin_irregular"):
-        lobes = lobes + irregular_margin_lobes(corr_rng, lobe_amp)
-    edge_mm = spacing[1] * (2.5 if design.get("low_contrast") else 1.0)
+    return {"target": target, "radii": radii, "angle": angle, "lobe_amp": lobe_amp, "lobes": lobes}
+
+
+def _sized_tumour(labels: np.ndarray, spacing, centre, shape: dict, edge_mm: float, size_range: tuple[float, float]
+                  ) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray, float]:
+    """Scale the outline until the clipped mask's maximum axial diameter lies in ``size_range`` (mm,
+    1 mm slack; at most 10 tries, scale at most 2.5). Returns the tumour fraction and mask on a box
+    around it, the box, and the diameter reached (0 when nothing fits the allowed region)."""
     allowed = tumour_bounding_region(labels)
-    lo, hi = SIZE_RANGES_MM[str(design.get("size_bin") or "medium")]
-    scale, diameter = 1.0, 0.0
-    s_lo, s_hi = 0.0, np.inf
+    lo, hi = size_range
+    target = shape["target"]
+    scale, s_lo, s_hi = 1.0, 0.0, np.inf
     for _ in range(10):
-        frac, box = _tumour_fraction(labels.shape, spacing, centre, radii * scale, angle, lobes, lobe_amp, edge_mm)
+        frac, box = _tumour_fraction(labels.shape, spacing, centre, shape["radii"] * scale, shape["angle"],
+                                     shape["lobes"], shape["lobe_amp"], edge_mm)
         frac = frac * allowed[box]
         # an in-plane opening drops the one-voxel slivers that clipping leaves between vessels, which
         # no reader would draw
@@ -368,30 +410,32 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
             scale = (s_lo + scale) / 2 if s_lo > 0 else scale * target / diameter
         if s_lo >= 2.5:
             break
-    # The reference mask is the >= 50 % tumour region; render its voxels as pure tumour and keep the
-    # partial-volume blend outside it, so that mask statistics (mean HU) do not depend on tumour size
-    # through the share of edge voxels (the scanner blur below still softens the boundary).
-    frac = np.where(mask_box, 1.0, np.minimum(frac, 0.49))
-    t_field, t_mean = tumour_hu(hist, frac.shape, spacing, rng, bg.contrast, noise_sd)
-    if _flag(design, "heterogeneous_enhancement"):
-        t_field = heterogeneous_enhancement(t_field, spacing, corr_rng)
-    out = hu.copy()
+    return frac, box, mask_box, diameter
+
+
+def _add_thymic_bed(out: np.ndarray, labels: np.ndarray, mask: np.ndarray, t_mean: float, spacing, noise_sd: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Blend residual thymic tissue, 5-20 HU below the tumour, into the fat around it (a low-contrast
+    case; unlabelled thoracic-cavity tissue where the procedural background leaves it at 0), in place
+    in ``out``; returns where the tissue is at least half (the thymic-bed label)."""
+    cavity = labels == (CAVITY if (labels == CAVITY).any() else 0)
+    weight, bed_box = _thymic_bed(mask, cavity & (out > -250.0), spacing, rng)
+    bed_hu = t_mean - rng.uniform(5.0, 20.0) + _smooth_field(weight.shape, (0.1, 0.6, 0.6), rng) * noise_sd
+    out[bed_box] = out[bed_box] * (1 - weight) + bed_hu * weight
     bed = np.zeros(labels.shape, bool)
-    if design.get("low_contrast") and mask.any():
-        # residual thymic tissue in the surrounding fat, 5-20 HU below the tumour: low contrast
-        # unlabelled thoracic-cavity tissue (the procedural background leaves it at 0)
-        cavity = labels == (CAVITY if (labels == CAVITY).any() else 0)
-        weight, bed_box = _thymic_bed(mask, cavity & (hu > -250.0), spacing, rng)
-        bed_hu = t_mean - rng.uniform(5.0, 20.0) + _smooth_field(weight.shape, (0.1, 0.6, 0.6), rng) * noise_sd
-        out[bed_box] = out[bed_box] * (1 - weight) + bed_hu * weight
-        bed[bed_box] = weight >= 0.5
-    region = out[box]
-    out[box] = region * (1 - frac) + t_field * frac
+    bed[bed_box] = weight >= 0.5
+    return bed
+
+
+def _anatomy(out: np.ndarray, labels: np.ndarray, mask: np.ndarray, bed: np.ndarray, spacing, noise_sd: float,
+             rng: np.random.Generator, effusion: bool) -> tuple[np.ndarray, float]:
+    """The anatomy label map (organs, a pericardial effusion drawn into ``out`` in place when asked,
+    thymic bed, tumour) and the effusion's volume in ml. HU-rule maps (lung1/lung2) call all soft
+    tissue below the carina "heart", so the caller asks for an effusion only on other backgrounds."""
     anatomy = labels.copy()
     anatomy[np.isin(anatomy, (CAVITY, SOFT_TISSUE))] = 0
     effusion_ml = 0.0
-    # HU-rule maps (lung1/lung2) call all soft tissue below the carina "heart": no effusion there
-    if design.get("effusion") and bg.name in HEART_MAPPED:
+    if effusion:
         eff = _effusion(labels, spacing, rng) & ~mask
         if eff.any():
             out[eff] = rng.uniform(5.0, 20.0) + rng.standard_normal(int(eff.sum()), dtype=np.float32) * noise_sd
@@ -399,21 +443,20 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
             effusion_ml = float(eff.sum() * np.prod(spacing) / 1000.0)
     anatomy[bed & ~mask & (anatomy == 0)] = THYMIC_BED_LABEL
     anatomy[mask] = TUMOUR_LABEL
-    vendor = VENDORS[str(design["vendor"])]
-    blur = rng.uniform(*vendor["blur_mm"]) / spacing[1]
+    return anatomy, effusion_ml
+
+
+def _scanner(out: np.ndarray, vendor: str, spacing, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """The vendor's in-plane blur, added correlated noise and HU offset, clipped to -1024..3071 HU;
+    returns the image (float32) and the drawn blur (px) and noise SD (HU) for the case's facts."""
+    from amtlib.phantom.clinical import VENDORS
+
+    v = VENDORS[vendor]
+    blur = rng.uniform(*v["blur_mm"]) / spacing[1]
     out = ndi.gaussian_filter(out, (0.0, blur, blur))
-    add_sd = rng.uniform(*vendor["noise"])
-    out += _smooth_field(out.shape, (0.0, 0.6, 0.6), rng) * add_sd + rng.uniform(*vendor["offset"])
-    out = np.clip(out, -1024.0, 3071.0).astype(np.float32)
-    aorta_contact = float((ndi.binary_dilation(mask, iterations=1) & (labels == AORTA)).sum()) / max(float(mask.sum()), 1.0)
-    facts.update({
-        "max_axial_diameter_mm": round(diameter, 2), "size_bin_measured": size_bin(diameter) if diameter else "",
-        "tumour_volume_ml": round(float(mask.sum() * np.prod(spacing) / 1000.0), 3), "tumour_mean_hu_design": round(t_mean, 1),
-        "aorta_contact_ratio": round(aorta_contact, 4), "effusion_ml": round(effusion_ml, 3),
-        "native_noise_sd": round(noise_sd, 2), "added_noise_sd": round(add_sd, 2), "blur_px": round(blur, 3),
-        "thymic_bed_ml": round(float(bed.sum() * np.prod(spacing) / 1000.0), 3),
-    })
-    return CaseImage(out, mask.astype(np.uint8), anatomy, spacing, facts, labels)
+    add_sd = rng.uniform(*v["noise"])
+    out += _smooth_field(out.shape, (0.0, 0.6, 0.6), rng) * add_sd + rng.uniform(*v["offset"])
+    return np.clip(out, -1024.0, 3071.0).astype(np.float32), {"added_noise_sd": round(add_sd, 2), "blur_px": round(blur, 3)}
 
 
 def _thymic_bed(mask: np.ndarray, fat: np.ndarray, spacing, rng: np.random.Generator) -> tuple[np.ndarray, tuple[slice, ...]]:
