@@ -7,8 +7,8 @@ import torch
 from amtlib.segmentation import preprocess
 from conftest import write_nifti_case
 from amtlib.segmentation.infer import load_model, predict_cases, predict_nifti, predict_probability
-from amtlib.io import affine_from_spacing, load_nifti, save_nifti
-from amtlib.segmentation.model import ModelConfig, UNet3D
+from amtlib.io import load_nifti, save_nifti
+from amtlib.segmentation.model import UNet3D
 from amtlib.segmentation.preprocess import Normalisation, grid_shape, load_case, resample_to_shape, training_normalisation
 from amtlib.segmentation.train import TrainConfig, _model_blob, save_checkpoint
 
@@ -95,11 +95,77 @@ def test_training_normalisation_ignores_other_splits(tmp_path):
         training_normalisation([])
 
 
+class _InputPlusWindowMean(torch.nn.Module):
+    """A stand-in network whose logit is a known function of its window: the voxel plus the window's mean.
+
+    The voxel term shows where each output lands (padding cropped, flips undone); the mean term differs
+    between windows, so overlapping windows show how they are blended.
+    """
+
+    def forward(self, x):
+        return x + x.mean(dim=(2, 3, 4), keepdim=True)
+
+
+def _gaussian_weights(patch):
+    """The blending weight of each patch voxel: a separable Gaussian, sigma patch/8, centred on the patch,
+    floored at max(its minimum, 1e-3) (the importance map of MONAI's "gaussian" mode)."""
+    w = np.ones((), np.float64)
+    for p in patch:
+        g = np.exp(-((np.arange(p) - (p - 1) / 2) ** 2) / (2 * (p / 8) ** 2))
+        w = np.multiply.outer(w, g)
+    return np.maximum(w, max(w.min(), 1e-3))
+
+
+def _expected_probability(image, patch, starts, pad_value):
+    """sigmoid of the weighted mean of ``_InputPlusWindowMean``'s logits over the windows at ``starts``
+    (one list per axis, on the padded grid), after padding each short axis on both sides with
+    ``pad_value`` (the smaller half first), then cropped back to ``image``'s shape."""
+    pads = [((p - s) // 2 if p > s else 0, p - s - (p - s) // 2 if p > s else 0) for s, p in zip(image.shape, patch)]
+    padded = np.pad(image.astype(np.float64), pads, constant_values=pad_value)
+    weights = _gaussian_weights(patch)
+    total = np.zeros_like(padded)
+    count = np.zeros_like(padded)
+    for corner in np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T:
+        window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        total[window] += weights * (padded[window] + padded[window].mean())
+        count[window] += weights
+    prob = 1 / (1 + np.exp(-total / count))
+    return prob[tuple(slice(b, b + s) for (b, _), s in zip(pads, image.shape))]
+
+
 def test_sliding_window_on_volume_smaller_than_patch():
-    torch.manual_seed(0)
-    model = UNet3D(ModelConfig(base_width=2, blocks_per_level=1))
-    prob = predict_probability(model, np.zeros((5, 11, 13), np.float32), (8, 16, 16))
-    assert prob.shape == (5, 11, 13) and prob.dtype == np.float32 and np.all((prob >= 0) & (prob <= 1))
+    """One window: the volume is padded with pad_value on both sides, the logit is the voxel plus the
+    padded window's mean, the padding is cropped off again and the sigmoid applied."""
+    image = np.random.default_rng(0).normal(size=(5, 11, 13)).astype(np.float32)
+    prob = predict_probability(_InputPlusWindowMean(), image, (8, 16, 16), pad_value=-1.5)
+    assert prob.shape == (5, 11, 13) and prob.dtype == np.float32
+    padded_mean = (image.sum(dtype=np.float64) - 1.5 * (8 * 16 * 16 - image.size)) / (8 * 16 * 16)
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-(image + padded_mean))), rtol=0, atol=1e-6)
+
+
+def test_sliding_window_blends_overlapping_windows():
+    """A volume longer than the patch in y and x (several windows at overlap 0.5) and shorter in z
+    (padded): each voxel's probability is the sigmoid of the Gaussian-weighted mean of the windows
+    covering it; with ``mirror`` the mean over the 8 flips, each flipped back."""
+    rng = np.random.default_rng(1)
+    image = (rng.normal(size=(6, 20, 37)) + np.linspace(-2, 2, 37)).astype(np.float32)
+    patch = (8, 16, 16)
+    prob = predict_probability(_InputPlusWindowMean(), image, patch, overlap=0.5, sw_batch_size=3, pad_value=-1.0)
+    assert prob.shape == image.shape and prob.dtype == np.float32
+    # interval int(16 * 0.5) = 8; the last window is moved back to end at the edge: y 0, 4 and x 0, 8, 16, 21;
+    # z is padded to 8 (one slice each side), one window
+    starts = ([0], [0, 4], [0, 8, 16, 21])
+    np.testing.assert_allclose(prob, _expected_probability(image, patch, starts, -1.0), rtol=0, atol=1e-5)
+    # where one window alone covers a voxel its weight cancels: the voxel plus that window's mean
+    padded = np.pad(image.astype(np.float64), ((1, 1), (0, 0), (0, 0)), constant_values=-1.0)
+    for ys, xs, first_y, first_x in ((slice(0, 4), slice(0, 8), 0, 0), (slice(16, 20), slice(32, 37), 4, 21)):
+        mean = padded[:, first_y:first_y + 16, first_x:first_x + 16].mean()
+        np.testing.assert_allclose(prob[:, ys, xs], 1 / (1 + np.exp(-(image[:, ys, xs] + mean))), rtol=0, atol=1e-6)
+    mirrored = predict_probability(_InputPlusWindowMean(), image, patch, overlap=0.5, pad_value=-1.0, mirror=True)
+    flips = [tuple(a for a, bit in zip(range(3), (i & 1, i & 2, i & 4)) if bit) for i in range(8)]
+    expected = np.mean([np.flip(_expected_probability(np.flip(image, f), patch, starts, -1.0), f) for f in flips], axis=0)
+    np.testing.assert_allclose(mirrored, expected, rtol=0, atol=1e-5)
+    assert np.abs(mirrored - prob).max() > 1e-3  # the flipped volumes are tiled by other windows
 
 
 def test_predictions_land_in_original_geometry_after_coarse_grid(tmp_path):
