@@ -54,7 +54,7 @@ import shutil
 from amtlib.workers import process_pool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -254,11 +254,20 @@ def annotation_index(raw_dir: Path, objects: pd.DataFrame) -> dict[str, list[str
 
 
 def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[Any, ...]:
-    """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``."""
-    from amtlib.dicom import annotations as an
-    from amtlib.paths import is_safe_id
+    """Read one candidate: ``(volume, geometry, mask, anatomy, warnings)`` or raise ``_Unusable(reason, detail)``.
 
-    uid = row["series_uid"]
+    The CT is checked before its mask, in the order of :data:`REASONS` (a broken CT without a mask is
+    ``unreadable_files``)."""
+    volume, geometry = _read_ct(row, unreadable_files, options)
+    mask_path = _the_reference_mask(row, raw_dir)
+    mask, notes = _mask_on_series(mask_path, geometry, volume.shape, options)
+    anatomy = _anatomy_on_series(raw_dir, row["series_uid"], volume.shape, geometry, options)
+    return volume, geometry, mask, anatomy, _tilt_warnings(row["folder"], geometry) + notes
+
+
+def _read_ct(row: dict[str, Any], unreadable_files: dict[str, list[str]], options: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """The candidate's CT volume and geometry; unusable beside an unreadable file, when the reader
+    refuses it (:data:`SERIES_REASON_TO_EXCLUSION`), or when it is a single slice."""
     broken = sorted(f for folder in {str(Path(f).parent) for f in row["files"]} for f in unreadable_files.get(folder, []))
     if broken:
         # a file that claims to be DICOM and does not parse may be a slice of this series: never guess
@@ -272,7 +281,12 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
     if volume.shape[0] < 2:
         raise _Unusable("single_slice_series", f"{row['folder']}: one slice of {volume.shape[2]}x{volume.shape[1]} pixels, "
                         "not a volume (its slice spacing is unknown); give the whole series")
-    # the CT is checked before its mask, in the order of REASONS (a broken CT without a mask is unreadable_files)
+    return volume, geometry
+
+
+def _the_reference_mask(row: dict[str, Any], raw_dir: Path) -> Path:
+    """The one mask file, SEG or RTSTRUCT of the candidate (:func:`find_masks`); none or several: unusable."""
+    uid = row["series_uid"]
     found = find_masks(raw_dir, uid, str(row.get("patient_folder", "")), int(row.get("_n_candidates", 1)), row.get("_annotations", ()))
     if not found:
         keys = f"{uid}" + (f" or {row.get('patient_folder')}" if int(row.get("_n_candidates", 1)) == 1 else "")
@@ -280,46 +294,58 @@ def _try_series(row: dict[str, Any], raw_dir: Path, unreadable_files: dict[str, 
                         "and no DICOM SEG or RTSTRUCT referencing the series")
     if len(found) > 1:
         raise _Unusable("invalid_reference_mask", f"{len(found)} masks for one series ({', '.join(str(p) for p in found)}); keep one")
-    mask_path = found[0]
+    return found[0]
+
+
+def _tilt_warnings(folder: str, geometry: dict) -> list[tuple[str, str]]:
+    """A GantryDetectorTilt tag the positions do not show, or a tilted series resampled (warnings.csv)."""
     warnings = []
     tag = geometry.get("gantry_tilt_tag_deg", float("nan"))
     if not geometry.get("tilt_deg", 0.0) and np.isfinite(tag) and abs(tag) > 0.05:
-        warnings.append(("gantry_tilt_tag", f"{row['folder']}: GantryDetectorTilt {tag:g} degrees, but the slice positions "
+        warnings.append(("gantry_tilt_tag", f"{folder}: GantryDetectorTilt {tag:g} degrees, but the slice positions "
                          "lie along the slice normal (oblique orientation or already corrected); read as positioned"))
     if geometry.get("tilt_deg", 0.0):
-        warnings.append(("gantry_tilt_resampled", f"{row['folder']}: positions sheared {geometry['tilt_deg']:.2f} degrees "
+        warnings.append(("gantry_tilt_resampled", f"{folder}: positions sheared {geometry['tilt_deg']:.2f} degrees "
                          "(tilted gantry); resampled to an orthogonal grid (linear interpolation)"))
-    reoriented = False
+    return warnings
+
+
+def _mask_on_series(mask_path: Path, geometry: dict, shape: tuple[int, ...], options: dict[str, Any]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The reference mask (a NIfTI/NRRD file, or a SEG/RTSTRUCT rasterised) on the series' grid, with
+    its notes; off the grid: ``mask_geometry_mismatch``, otherwise invalid: ``invalid_reference_mask``."""
+    from amtlib.dicom import annotations as an
+
+    notes: list[tuple[str, str]] = []
     try:
         if mk.mask_suffix(mask_path):
-            notes = []
-            mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], volume.shape, label=options["mask_label"],
+            mask, reoriented = mk.mask_on_image_grid(mask_path, geometry["affine"], shape, label=options["mask_label"],
                                                      tolerance_mm=options["mask_tolerance_mm"], notes=notes)
-            warnings += notes
-        else:
-            notes = []
-            mask = an.read_annotation(mask_path, geometry, label=options["mask_label"], notes=notes)
-            warnings += notes
-            if not mask.any():
-                raise _Unusable("invalid_reference_mask", f"{mask_path}: no tumour voxel in the chosen segment/ROI")
-            warnings.append(("mask_from_annotation", f"{mask_path}: {an.annotation_kind(mask_path)} rasterised onto the series grid"))
+            if reoriented:
+                notes.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))
+            return mask, notes
+        mask = an.read_annotation(mask_path, geometry, label=options["mask_label"], notes=notes)
     except mk.MaskError as exc:
-        reason = "mask_geometry_mismatch" if exc.reason == mk.OFF_GRID else "invalid_reference_mask"
-        raise _Unusable(reason, str(exc)) from None
+        raise _Unusable("mask_geometry_mismatch" if exc.reason == mk.OFF_GRID else "invalid_reference_mask", str(exc)) from None
     except an.AnnotationError as exc:
-        reason = "mask_geometry_mismatch" if exc.reason == an.OFF_GRID else "invalid_reference_mask"
-        raise _Unusable(reason, str(exc)) from None
-    if reoriented:
-        warnings.append(("mask_reoriented", f"{mask_path}: axes permuted or flipped relative to the image; reoriented by world coordinates"))
-    anatomy = None
+        raise _Unusable("mask_geometry_mismatch" if exc.reason == an.OFF_GRID else "invalid_reference_mask", str(exc)) from None
+    if not mask.any():
+        raise _Unusable("invalid_reference_mask", f"{mask_path}: no tumour voxel in the chosen segment/ROI")
+    notes.append(("mask_from_annotation", f"{mask_path}: {an.annotation_kind(mask_path)} rasterised onto the series grid"))
+    return mask, notes
+
+
+def _anatomy_on_series(raw_dir: Path, uid: str, shape: tuple[int, ...], geometry: dict, options: dict[str, Any]) -> np.ndarray | None:
+    """``anatomy/<series_uid>.nii.gz`` (the synthetic cohort's organ labels) when it lies on the series' grid."""
+    from amtlib.paths import is_safe_id
+
     anat_path = raw_dir / "anatomy" / f"{uid}.nii.gz"
-    if is_safe_id(uid) and anat_path.is_file():
-        anat, anat_affine = _load_mask(anat_path)
-        if anat.shape == volume.shape and np.allclose(anat_affine, geometry["affine"], atol=options["atol_mm"]):
-            anatomy = anat
-        else:
-            log.warning("%s: anatomy geometry differs from its image; anatomy not used", anat_path)
-    return volume, geometry, mask, anatomy, warnings
+    if not (is_safe_id(uid) and anat_path.is_file()):
+        return None
+    anat, anat_affine = _load_mask(anat_path)
+    if anat.shape == shape and np.allclose(anat_affine, geometry["affine"], atol=options["atol_mm"]):
+        return anat
+    log.warning("%s: anatomy geometry differs from its image; anatomy not used", anat_path)
+    return None
 
 
 class _Unusable(Exception):
@@ -455,12 +481,40 @@ def build_cohort(
         raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(dicomio.TILT_POLICIES)}")
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     clinical = read_clinical(raw_dir / "clinical.csv")
-    dicom_root = raw_dir / "dicom"
     scan = _scan(raw_dir, accept_derived, workers)
-    series = scan.series
-    screened = set(clinical["patient_id"])
-    unknown = sorted(set(series["patient_folder"]) - screened)
-    warnings: list[dict[str, str]] = []
+    warnings = _scan_warnings(scan, set(clinical["patient_id"]), raw_dir / "dicom")
+    options = {"tilt_policy": tilt_policy, "accept_derived": accept_derived, "mask_label": mask_label,
+               "mask_tolerance_mm": mask_tolerance_mm, "atol_mm": atol_mm}
+    exclusions, jobs = _screen(clinical, scan, raw_dir, out_dir, min_age, central_name, options)
+    results = _convert(jobs, workers)
+    rows, sources = [], {}
+    for job, res in zip(jobs, results):
+        pid = job[0]["patient_id"]
+        if "row" in res:
+            rows.append(res["row"])
+            sources[res["row"]["case_id"]] = {"series_uid": res["row"]["series_uid"], "files": res["files"], "sop_uids": res["sop_uids"]}
+            warnings.extend({"patient_id": pid, "series_uid": res["row"]["series_uid"], "kind": k, "detail": d} for k, d in res["warnings"])
+        else:
+            exclusions.append({"patient_id": pid, "reason": res["exclusion"][0], "detail": res["exclusion"][1]})
+    full = pd.DataFrame(rows)
+    manifest = full.reindex(columns=list(mf.COLUMN_NAMES)) if len(full) else mf.empty_manifest()
+    excl = _exclusions_table(exclusions)
+    warn = pd.DataFrame(warnings, columns=list(WARNING_COLUMNS)).sort_values(["patient_id", "kind"], kind="stable").reset_index(drop=True)
+    flow = cohort_flow(len(clinical), excl, manifest)
+    flow.update({"series_selected": {k: int(v) for k, v in (full["series_kind"].value_counts().to_dict() if len(full) else {}).items()},
+                 "min_age": min_age, "source": {"raw_dir": str(raw_dir.resolve())}, "unreadable_files": int(len(scan.unreadable)),
+                 "skipped_non_dicom_files": int(len(scan.skipped)), "other_dicom_objects": int(len(scan.objects)),
+                 "warnings_by_kind": {str(k): int(v) for k, v in warn["kind"].value_counts().sort_index().items()},
+                 "options": {k: v for k, v in options.items() if k != "atol_mm"}})
+    paths = write_outputs(out_dir, manifest, excl, flow, warn, sources)
+    _log_summary(excl, warn, paths)
+    return CohortResult(manifest, excl, flow, paths, warn)
+
+
+def _scan_warnings(scan: Any, screened: set[str], dicom_root: Path) -> list[dict[str, str]]:
+    """warnings.csv rows of the scan: patient folders not in clinical.csv (ignored), then the scan's own."""
+    warnings = []
+    unknown = sorted(set(scan.series["patient_folder"]) - screened)
     if unknown:
         log.warning("%d patient folder(s) under dicom/ not in clinical.csv, ignored: %s", len(unknown), ", ".join(unknown[:10]))
         for pid in unknown:
@@ -468,16 +522,22 @@ def build_cohort(
                              "detail": f"{dicom_root / pid}: no row in clinical.csv; not screened, ignored"})
     for w in scan.warnings.itertuples():
         warnings.append({"patient_id": w.patient_folder, "series_uid": w.series_uid, "kind": w.kind, "detail": w.detail})
+    return warnings
+
+
+def _screen(clinical: pd.DataFrame, scan: Any, raw_dir: Path, out_dir: Path, min_age: float, central_name: str,
+            options: dict[str, Any]) -> tuple[list[dict[str, str]], list[tuple]]:
+    """The clinical criteria and the presence of a CT series, patient by patient in clinical.csv order:
+    exclusion rows for those who fail, and one :func:`process_patient` job (its ranked series) for the rest."""
+    dicom_root = raw_dir / "dicom"
+    series = scan.series
     unreadable_files: dict[str, list[str]] = {}
     for path in scan.unreadable["path"]:
         unreadable_files.setdefault(str(Path(path).parent), []).append(path)
     annotations = annotation_index(raw_dir, scan.objects)
-
-    options = {"tilt_policy": tilt_policy, "accept_derived": accept_derived, "mask_label": mask_label,
-               "mask_tolerance_mm": mask_tolerance_mm, "atol_mm": atol_mm}
+    by_patient = dict(tuple(series.groupby("patient_folder"))) if len(series) else {}
     exclusions: list[dict[str, str]] = []
     jobs: list[tuple] = []
-    by_patient = dict(tuple(series.groupby("patient_folder"))) if len(series) else {}
     for _, patient in clinical.iterrows():
         pid = patient["patient_id"]
         failed = clinical_reason(patient, min_age)
@@ -489,42 +549,26 @@ def build_cohort(
         ranked = rank_series(by_patient[pid], central_name).assign(_n_candidates=len(by_patient[pid]))
         ranked["_annotations"] = [tuple(annotations.get(uid, ())) for uid in ranked["series_uid"]]
         jobs.append((patient.to_dict(), ranked.to_dict("records"), raw_dir, out_dir, unreadable_files, options))
+    return exclusions, jobs
 
+
+def _convert(jobs: list[tuple], workers: int) -> list[dict[str, Any]]:
+    """Run :func:`process_patient` on every job, in ``workers`` processes when > 1, results in job order."""
     from amtlib.progress import track  # cases done and ETA, as plain lines under papermill
 
     if workers > 1 and len(jobs) > 1:
         with process_pool(workers) as pool:
             # small chunks: results (and the progress line) arrive steadily, not in bursts of 1/8 of the cohort
-            results = list(track(pool.map(_process_star, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))),
-                                 len(jobs), "cohort", "patient"))
-    else:
-        results = list(track(map(_process_star, jobs), len(jobs), "cohort", "patient"))
-    rows, sources = [], {}
-    for job, res in zip(jobs, results):
-        pid = job[0]["patient_id"]
-        if "row" in res:
-            rows.append(res["row"])
-            sources[res["row"]["case_id"]] = {"series_uid": res["row"]["series_uid"], "files": res["files"], "sop_uids": res["sop_uids"]}
-            warnings.extend({"patient_id": pid, "series_uid": res["row"]["series_uid"], "kind": k, "detail": d} for k, d in res["warnings"])
-        else:
-            exclusions.append({"patient_id": pid, "reason": res["exclusion"][0], "detail": res["exclusion"][1]})
+            return list(track(pool.map(_process_star, jobs, chunksize=max(1, min(4, len(jobs) // (4 * workers)))),
+                              len(jobs), "cohort", "patient"))
+    return list(track(map(_process_star, jobs), len(jobs), "cohort", "patient"))
 
-    full = pd.DataFrame(rows)
-    kinds = full["series_kind"].value_counts().to_dict() if len(full) else {}
-    manifest = full.reindex(columns=list(mf.COLUMN_NAMES)) if len(full) else mf.empty_manifest()
+
+def _exclusions_table(exclusions: list[dict[str, str]]) -> pd.DataFrame:
+    """exclusions.csv: sorted by reason in the order of :data:`REASONS` (Fig 2's boxes), then patient id."""
     excl = pd.DataFrame(exclusions, columns=["patient_id", "reason", "detail"])
     order = {r: i for i, r in enumerate(REASONS)}
-    excl = excl.sort_values(["reason", "patient_id"], key=lambda s: s.map(order) if s.name == "reason" else s).reset_index(drop=True)
-    warn = pd.DataFrame(warnings, columns=list(WARNING_COLUMNS)).sort_values(["patient_id", "kind"], kind="stable").reset_index(drop=True)
-    flow = cohort_flow(len(clinical), excl, manifest)
-    flow.update({"series_selected": {k: int(v) for k, v in kinds.items()}, "min_age": min_age,
-                 "source": {"raw_dir": str(raw_dir.resolve())}, "unreadable_files": int(len(scan.unreadable)),
-                 "skipped_non_dicom_files": int(len(scan.skipped)), "other_dicom_objects": int(len(scan.objects)),
-                 "warnings_by_kind": {str(k): int(v) for k, v in warn["kind"].value_counts().sort_index().items()},
-                 "options": {k: v for k, v in options.items() if k != "atol_mm"}})
-    paths = write_outputs(out_dir, manifest, excl, flow, warn, sources)
-    _log_summary(excl, warn, paths)
-    return CohortResult(manifest, excl, flow, paths, warn)
+    return excl.sort_values(["reason", "patient_id"], key=lambda s: s.map(order) if s.name == "reason" else s).reset_index(drop=True)
 
 
 def _log_summary(exclusions: pd.DataFrame, warnings: pd.DataFrame, paths: dict[str, Path]) -> None:
