@@ -252,7 +252,20 @@ def test_score_case_equals_full_volume_computation_on_random_masks():
         assert row["max_axial_diameter_mm"] == pytest.approx(lesions.max_axial_diameter_mm(ref, (2.0, 0.5, 0.5)))
 
 
+def _errorbar_series(ax, label: str) -> tuple[np.ndarray, list, list]:
+    """The points (n, 2) of the errorbar series called ``label`` on ``ax`` and its bars' segments,
+    horizontal and vertical, one per point in the points' order (empty list where the series has none)."""
+    (series,) = [c for c in ax.containers if c.get_label() == label]
+    bars = list(series.lines[2])
+    horizontal = bars.pop(0).get_segments() if series.has_xerr else []
+    vertical = bars.pop(0).get_segments() if series.has_yerr else []
+    return series.lines[0].get_xydata(), horizontal, vertical
+
+
 def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys):
+    """The figures draw the CLI's numbers: the FROC line is froc.csv's (FP/scan, sensitivity) with its CIs
+    as bars and the paper's Table 4 points beside it; the forest plot puts each subgroup's mean and CI
+    on the row its tick names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,14 +276,49 @@ def test_figures_and_paper_comparison_from_cli_outputs(folders, tmp_path, capsys
     out = tmp_path / "out"
     assert run(["--pred", str(pred), "--ref", str(ref), "--out", str(out)], capsys)[0] == 0
     froc = pd.read_csv(out / "froc.csv")
-    fig = plot_froc(froc)
-    assert fig.axes[0].get_xlabel() == "False positives per scan"
+    ax = plot_froc(froc.sample(frac=1, random_state=0)).axes[0]  # rows shuffled: the curve runs by IoU threshold
+    f = froc.sort_values("iou_threshold")
+    points, fp_bars, sens_bars = _errorbar_series(ax, "regenerated (95% CI)")
+    np.testing.assert_allclose(points, f[["fp_per_scan", "sensitivity"]].to_numpy())
+    x, y = f["fp_per_scan"].to_numpy(), f["sensitivity"].to_numpy()
+    np.testing.assert_allclose(fp_bars, np.stack([np.c_[f["fp_per_scan_ci_low"], y], np.c_[f["fp_per_scan_ci_high"], y]], 1))
+    np.testing.assert_allclose(sens_bars, np.stack([np.c_[x, f["sensitivity_ci_low"]], np.c_[x, f["sensitivity_ci_high"]]], 1))
+    ours = {line.get_label(): line.get_xydata() for line in ax.lines if line.get_label().startswith("regenerated, IoU")}
+    # IoU 0.1: a and b found, no FP; 0.5 (strict): b's IoU of 1/2 no longer matches, one FP in three scans
+    assert ours.keys() == {"regenerated, IoU 0.1", "regenerated, IoU 0.5"}
+    np.testing.assert_allclose(ours["regenerated, IoU 0.1"], [[0, 2 / 3]])
+    np.testing.assert_allclose(ours["regenerated, IoU 0.5"], [[1 / 3, 1 / 3]])
+    t4 = paper.reported()["table4"]["overall"]["iou_0.5"]
+    paper_05, _, paper_sens_bar = _errorbar_series(ax, "paper, IoU 0.5")
+    np.testing.assert_allclose(paper_05, [[t4["fp_per_scan"][0], t4["sensitivity"][0]]])
+    np.testing.assert_allclose(paper_sens_bar[0][:, 1], [0.81, 0.92])  # the paper's CI of 0.87
     cmp = paper.froc_vs_paper(froc)
     assert cmp.loc["sensitivity, IoU 0.5", "paper"] == "0.87 ± 0.02 (0.81–0.92)"
     assert cmp.loc["sensitivity, IoU 0.5", "regenerated"].startswith("0.33 ± ")
-    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).assign(manufacturer="SIEMENS", histology="thymoma")
-    fig = plot_subgroup_forest(stats.table3(pc, n_resamples=50), ["dice", "recall"])
-    assert len(fig.axes) == 2
+
+    # a: Dice 1, b: 2/3, c: 0 (missed), on two vendors and two histologies, so the rows differ
+    pc = pd.read_csv(out / "per_case.csv", dtype={"case_id": str}).assign(
+        manufacturer=["SIEMENS", "TOSHIBA", "SIEMENS"], histology=["thymoma", "lymphoma", "thymoma"])
+    table = stats.table3(pc, n_resamples=50)
+    fig = plot_subgroup_forest(table, ["dice", "recall"], ["Dice", "Recall"])
+    assert [a.get_title() for a in fig.axes] == ["Dice", "Recall"]
+    rows = {tick.get_text(): y for y, tick in zip(fig.axes[0].get_yticks(), fig.axes[0].get_yticklabels())}
+    by_key = table.set_index("subgroup")
+    assert {k: by_key.loc[k, "dice_mean"] for k in ("overall", "siemens", "canon_medical_systems", "lymphoma")} == \
+        pytest.approx({"overall": 5 / 9, "siemens": 1 / 2, "canon_medical_systems": 2 / 3, "lymphoma": 2 / 3})
+    for ax, col in zip(fig.axes, ["dice", "recall"]):
+        points, ci_bars, _ = _errorbar_series(ax, "regenerated")
+        paper_points, _, _ = _errorbar_series(ax, "paper")
+        for i, r in enumerate(table.itertuples()):
+            y = rows[f"{r.label} (n={r.n})"]
+            mean, lo, hi = (getattr(r, f"{col}_{k}") for k in ("mean", "ci_low", "ci_high"))
+            if r.n:
+                np.testing.assert_allclose(points[i], [mean, y + 0.15])
+                np.testing.assert_allclose(ci_bars[i], [[lo, y + 0.15], [hi, y + 0.15]])
+            else:
+                assert np.isnan(points[i, 0])  # no case: only the paper's value is drawn
+            cell = paper.reported_cell(col, r.subgroup)
+            np.testing.assert_allclose(paper_points[i], [cell[0] if cell else np.nan, y - 0.15])
 
 
 def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocation(folders, tmp_path, capsys):
