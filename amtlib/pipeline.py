@@ -260,10 +260,11 @@ def notebook_source_hash(notebook: str | Path) -> str:
     return _sha(json.dumps(cells).encode())
 
 
-def library_hash() -> str:
-    """Hash of every ``amtlib`` source and data file, so a code change re-runs the steps."""
+def library_hash(pkg: Path | None = None) -> str:
+    """Hash of every ``amtlib`` source and data file and its path in the package (``pkg``, default
+    amtlib's folder), so a code change, or a module moved to another subpackage, re-runs the steps."""
     h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parent if pkg is None else Path(pkg)
     for p in sorted(pkg.rglob("*")):
         if p.is_file() and p.suffix in {".py", ".yaml", ".json"} and "__pycache__" not in p.parts:
             h.update(str(p.relative_to(pkg)).encode())

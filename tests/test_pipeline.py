@@ -203,3 +203,26 @@ def test_a_step_that_skips_its_work_says_so_on_the_terminal(tmp_path):
     pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, overrides={"skip": False}, echo=lines.append)
     assert any("08_fusion: done in " in line for line in lines) and not (run / "08_fusion" / "skipped.json").exists()
     assert "skipped_reason" not in json.loads((run / "run.json").read_text())["steps"]["08_fusion"]
+
+
+def test_a_run_folder_made_by_another_library_version_reruns_once_then_is_skipped(project, tmp_path, monkeypatch):
+    """The README's promise for run folders made before the subpackage move (issue 24): moving a module
+    (same bytes, another path) changes the library hash; a changed hash re-runs every step once, and
+    the next run skips them all."""
+    pkg = tmp_path / "pkg"
+    (pkg / "evaluation").mkdir(parents=True)
+    (pkg / "metrics.py").write_text("x = 1\n")
+    flat = pipeline.library_hash(pkg)
+    (pkg / "metrics.py").rename(pkg / "evaluation" / "metrics.py")
+    moved = pipeline.library_hash(pkg)
+    assert moved != flat
+    (pkg / "evaluation" / "notes.txt").write_text("not code")
+    assert pipeline.library_hash(pkg) == moved  # only .py, .yaml and .json files count
+
+    nbs, cfg = project
+    run = tmp_path / "run"
+    pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None)
+    monkeypatch.setattr(pipeline, "library_hash", lambda: "another version of amtlib")
+    first = pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None)
+    second = pipeline.run_pipeline(cfg, out=run, notebooks_dir=nbs, echo=lambda m: None)
+    assert first.executed == ["00_make", "01_use"] and second.executed == [] and second.skipped == ["00_make", "01_use"]
