@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import multiprocessing as mp
 import shutil
 import time
-from amtlib.workers import process_pool
 from pathlib import Path
-from typing import Any
-
-import multiprocessing as mp
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +41,7 @@ from amtlib.phantom.backgrounds import (
 )
 from amtlib.phantom.clinical import CENTRAL, CENTRAL_THICKNESS_MM, CLINICAL_COLUMNS, MANUFACTURER_TO_VENDOR, design_cohort, _central_model
 from amtlib.phantom.render import CaseImage, max_axial_diameter_mm, render_case, size_bin, tumour_bounding_region
+from amtlib.workers import process_pool
 
 __all__ = [
     "LABELS", "MANUFACTURER_TO_VENDOR", "synthesize_cohort", "design_cohort", "render_case", "tumour_bounding_region",
@@ -218,42 +216,14 @@ def synthesize_cohort(
         raise ValueError(f"backgrounds must be 'real' or 'procedural', got {backgrounds!r}")
     names = REAL_BACKGROUNDS if backgrounds == "real" else ("procedural",)
     final = Path(out_dir)
-    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "synthesis.csv").is_file())):
-        raise ValueError(f"{final}: exists and is not a generated cohort (no synthesis.csv); refusing to replace it. "
-                         "Choose an empty or new folder")
-    out = final.with_name(f".{final.name}.partial")
-    if out.exists():
-        shutil.rmtree(out)  # a partial cohort of an interrupted run
-    out.mkdir(parents=True)
+    out = _partial_folder(final)
     design = design_cohort(scale, seed, names)
     if images:
-        thicknesses = set(design["slice_thickness_mm"]) | set(CENTRAL_THICKNESS_MM)
-        for name in names:
-            bg = _background(name, cache_dir)  # prepared once here, shared with forked workers
-            for t in sorted(thicknesses):
-                bg.ct_for_thickness(float(t))
+        _prepare_backgrounds(design, names, cache_dir)
     tasks = [(row, seed, str(out), images, None if cache_dir is None else str(cache_dir), tuple(crop_yx))
              for row in design.to_dict("records")]
-    if workers > 1:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with process_pool(workers, mp_context=ctx) as pool:
-            results = list(track(pool.map(_make_patient, tasks, chunksize=2), len(tasks), "synthesis", "patient"))
-    else:
-        results = list(track(map(_make_patient, tasks), len(tasks), "synthesis", "patient"))
-    series = pd.DataFrame([r for rows in results for r in rows])
-    clinical = design[list(CLINICAL_COLUMNS)]
-    write_csv(out / "clinical.csv", clinical)
-    write_csv(out / "synthesis.csv", series)
-    # The study protocol's list of development institutions (the central hospital and the referral
-    # institutions whose cases went to development): what a real cohort would document beside its
-    # clinical table, and what the split step reads (amtlib.split.DEVELOPMENT_FILE).
-    dev_included = (design["role"] == "development") & (design["intended_exclusion"] == "")
-    dev = sorted(set(design.loc[dev_included, "institution"]))
-    write_text(out / "development_institutions.txt", "\n".join(dev) + "\n")
-    if backgrounds == "real":
-        from amtlib.fetch import CREDITS
-
-        write_text(out / "CREDITS.txt", CREDITS + "\n")
+    series = pd.DataFrame([r for rows in _make_patients(tasks, workers) for r in rows])
+    _write_tables(out, design, series, backgrounds == "real")
     n_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     _replace_dir(out, final)
     included = design[design["intended_exclusion"] == ""]
@@ -265,6 +235,54 @@ def synthesize_cohort(
         "size_bin_mismatch": int((images and (series["size_bin_design"] != series["size_bin_measured"]).sum()) or 0),
         "bytes": n_bytes, "duration_s": round(time.perf_counter() - t0, 2), "workers": workers,
     }
+
+
+def _partial_folder(final: Path) -> Path:
+    """The empty sibling ``.<name>.partial`` folder the cohort is written into (an interrupted run's
+    removed first); refuses a ``final`` that exists and is not a generated cohort."""
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "synthesis.csv").is_file())):
+        raise ValueError(f"{final}: exists and is not a generated cohort (no synthesis.csv); refusing to replace it. "
+                         "Choose an empty or new folder")
+    out = final.with_name(f".{final.name}.partial")
+    if out.exists():
+        shutil.rmtree(out)  # a partial cohort of an interrupted run
+    out.mkdir(parents=True)
+    return out
+
+
+def _prepare_backgrounds(design: pd.DataFrame, names: Sequence[str], cache_dir: str | Path | None) -> None:
+    """Load each background and its CT at every slice thickness the design uses, once, before any
+    worker forks (the workers share them)."""
+    thicknesses = set(design["slice_thickness_mm"]) | set(CENTRAL_THICKNESS_MM)
+    for name in names:
+        bg = _background(name, cache_dir)
+        for t in sorted(thicknesses):
+            bg.ct_for_thickness(float(t))
+
+
+def _make_patients(tasks: list[tuple], workers: int) -> list[list[dict[str, Any]]]:
+    """:func:`_make_patient` on every task, in ``workers`` forked processes when > 1, in task order."""
+    if workers > 1:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with process_pool(workers, mp_context=ctx) as pool:
+            return list(track(pool.map(_make_patient, tasks, chunksize=2), len(tasks), "synthesis", "patient"))
+    return list(track(map(_make_patient, tasks), len(tasks), "synthesis", "patient"))
+
+
+def _write_tables(out: Path, design: pd.DataFrame, series: pd.DataFrame, credits: bool) -> None:
+    """clinical.csv, synthesis.csv, development_institutions.txt and (real backgrounds) CREDITS.txt."""
+    write_csv(out / "clinical.csv", design[list(CLINICAL_COLUMNS)])
+    write_csv(out / "synthesis.csv", series)
+    # The study protocol's list of development institutions (the central hospital and the referral
+    # institutions whose cases went to development): what a real cohort would document beside its
+    # clinical table, and what the split step reads (amtlib.split.DEVELOPMENT_FILE).
+    dev_included = (design["role"] == "development") & (design["intended_exclusion"] == "")
+    dev = sorted(set(design.loc[dev_included, "institution"]))
+    write_text(out / "development_institutions.txt", "\n".join(dev) + "\n")
+    if credits:
+        from amtlib.fetch import CREDITS
+
+        write_text(out / "CREDITS.txt", CREDITS + "\n")
 
 
 def _replace_dir(new: Path, final: Path) -> None:
