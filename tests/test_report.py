@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +138,98 @@ def test_page_is_self_contained_and_shows_other_steps(written):
     assert page.count("<h2") == 6
 
 
+class _PageTables(HTMLParser):
+    """Every ``<table>`` of a page as ``(css class, rows)``, each row a dict header -> (cell text, cell class)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, list[dict[str, tuple[str, str]]]]] = []
+        self._header: list[str] = []
+        self._row: list[tuple[str, str]] | None = None
+        self._cell: list[str] | None = None
+        self._cell_class = ""
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append((dict(attrs).get("class") or "", []))
+            self._header = []
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell, self._cell_class = [], dict(attrs).get("class") or ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(("".join(self._cell), self._cell_class))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if not self._header:
+                self._header = [text for text, _ in self._row]
+            else:
+                self.tables[-1][1].append(dict(zip(self._header, self._row)))
+            self._row = None
+
+
 def test_cli(written, tmp_path, capsys):
+    """``amt report``'s page and its one line say what the CSVs it wrote beside them hold: the headline
+    counts of comparison.csv, each shown value's verdict, the audit's counts and findings; without
+    run.json, one line naming the file and what to do, and nothing written."""
     root, _ = written
-    assert cli.main(["report", "--run", str(root), "--out", str(tmp_path / "o")]) == 0
-    assert "compared values agree" in capsys.readouterr().out
-    assert (tmp_path / "o" / "index.html").is_file()
-    assert cli.main(["report", "--run", str(tmp_path / "nothing")]) == 2
-    assert "run.json: not found" in capsys.readouterr().err
+    out = tmp_path / "o"
+    assert cli.main(["report", "--run", str(root), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    comp = pd.read_csv(out / "comparison.csv", keep_default_na=False).set_index("key")
+    findings = pd.read_csv(out / "audit.csv", keep_default_na=False)
+    page = (out / "index.html").read_text()
+
+    v = comp["verdict"].value_counts()
+    agree, differ, designed = v[paper.AGREE], v[paper.DIFFER], v[paper.AS_DESIGNED]
+    not_compared = v[paper.NOT_COMPARED] + v[paper.MISSING] + v.get(paper.BOTH_ZERO, 0)  # steps 03 and 06 missing
+    assert differ and agree < (agree + differ) / 2  # so the run is "not reproduced"
+    assert stdout == (f"{out / 'index.html'}: not reproduced ({agree} of {agree + differ} compared values agree; "
+                      f"{designed} as designed, {differ} differ, {not_compared} not compared)\n")
+    assert (f"Overall: <b>not reproduced</b>: {agree} of {agree + differ} values that can show it agree."
+            f'<div class="counts"><span class="as-designed">as designed: {designed}</span><span class="agrees">agrees: '
+            f'{agree}</span><span class="differs">differs: {differ}</span><span class="not-compared">not compared: '
+            f"{not_compared}</span></div>") in page
+
+    tables = _PageTables(page).tables
+    shown = {r["key"][0]: r for css, rows in tables if css == "cmp" for r in rows}
+    assert set(shown) == set(comp.index[comp["verdict"] != paper.NOT_COMPARED])  # not-compared ones are folded away
+    for key, r in shown.items():
+        verdict = comp.loc[key, "verdict"]
+        assert (r["verdict"], r["regenerated"][0]) == ((verdict, verdict.replace(" ", "-")), comp.loc[key, "regenerated"]), key
+    assert shown["cohort_flow.screened"]["regenerated"][0] == "33"  # cohort_flow.json of the made run
+    assert shown["training.optimizer.beta2"]["verdict"][0] == paper.AGREE  # 0.999 both
+    assert shown["table3.overall.n"]["verdict"][0] == paper.DIFFER  # 10 external cases, not the paper's
+    assert shown["radiomics_failure_modes.groups.top"]["verdict"][0] == paper.MISSING  # step 06 did not run
+    (diffs,) = [rows for css, rows in tables if css == "diffs"]
+    assert f'<h3 class="differences">The {differ} real differences</h3>' in page and len(diffs) == differ
+
+    for source, title in (("paper", "The paper's reported tables"), ("regenerated", "The regenerated tables (self-check)")):
+        sub = findings[findings["source"] == source]
+        said = re.search(rf"<h3>{re.escape(title)}</h3><p>(\d+) checks: ([^<]*)\.</p>", page)
+        assert int(said.group(1)) == len(sub)
+        assert {k: int(n) for n, k in (part.split(" ", 1) for part in said.group(2).split(", "))} == \
+            sub["verdict"].value_counts().to_dict()
+    flagged = [r for css, rows in tables if css == "" for r in rows if "allowed" in r and r["verdict"][0] != "consistent"]
+    assert len(flagged) == (findings["verdict"] != "consistent").sum() > 0
+    canon = [r for r in flagged if r["row"][0] == "canon_medical_systems dice" and r["rule"][0].startswith("CI width")]
+    assert [r["verdict"] for r in canon] == [("inconsistent", "inconsistent")]
+
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    for argv, written_to in (([], empty / "report"), (["--out", str(tmp_path / "o2")], tmp_path / "o2")):
+        assert cli.main(["report", "--run", str(empty), *argv]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err == (
+            f"amt report: {empty / 'run.json'}: not found; is {empty} a run folder? Run `amt run` first\n")
+        assert not written_to.exists() and list(empty.iterdir()) == []
 
 
 def test_seed_spread_is_shown_when_the_run_has_it(tmp_path):
