@@ -144,8 +144,6 @@ def test_close_from_inside_fn_does_not_deadlock():
     assert errors == [] and not p._thread.is_alive()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the running worker thread holds a reference to the Prefetcher, so an "
-                                        "abandoned one is never collected and its thread polls forever")
 def test_an_abandoned_prefetcher_is_collected_and_its_thread_stops():
     p = Prefetcher(lambda i: i, 0, 1000, depth=2)
     it = iter(p)
@@ -157,8 +155,6 @@ def test_an_abandoned_prefetcher_is_collected_and_its_thread_stops():
     assert ref() is None and not thread.is_alive()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after close() the items still queued are handed out, then the "
-                                        "iteration blocks for ever on the empty queue")
 def test_iterating_after_close_ends_instead_of_blocking():
     p = Prefetcher(lambda i: i, 0, 1000, depth=2)
     it = iter(p)

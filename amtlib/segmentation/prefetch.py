@@ -18,6 +18,32 @@ T = TypeVar("T")
 _DONE = object()
 
 
+def _produce(fn: Callable[[int], object], start: int, end: int, stop: threading.Event, q: queue.Queue) -> None:
+    """The thread's loop: ``(True, fn(i))`` in order, or ``(False, exception)`` once, then ``_DONE``;
+    ends early when ``stop`` is set (waiting on a full queue included)."""
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    for i in range(start, end):
+        if stop.is_set():
+            return
+        try:
+            item: object = (True, fn(i))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((False, exc))
+            return
+        if not put(item):
+            return
+    put(_DONE)
+
+
 class Prefetcher(Generic[T]):
     """Iterate ``fn(i)`` for ``i`` in ``range(start, end)``, computed ``depth`` items ahead in one thread.
 
@@ -32,39 +58,23 @@ class Prefetcher(Generic[T]):
         self._queue: queue.Queue = queue.Queue(maxsize=max(self.depth, 1))
         self._thread: threading.Thread | None = None
         if self.depth > 0 and self.end > self.start:
-            self._thread = threading.Thread(target=self._work, name="amt-batch-prefetch", daemon=True)
+            # the thread holds what it needs, not this object, so an abandoned Prefetcher is collected
+            # (and its __del__ stops the thread)
+            self._thread = threading.Thread(target=_produce, args=(fn, self.start, self.end, self._stop, self._queue),
+                                            name="amt-batch-prefetch", daemon=True)
             self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        for i in range(self.start, self.end):
-            if self._stop.is_set():
-                return
-            try:
-                item: object = (True, self.fn(i))
-            except BaseException as exc:  # handed to the consumer, raised there
-                self._put((False, exc))
-                return
-            if not self._put(item):
-                return
-        self._put(_DONE)
 
     def __iter__(self) -> Iterator[T]:
         if self._thread is None:
             for i in range(self.start, self.end):
                 yield self.fn(i)
             return
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _DONE or self._stop.is_set():  # closed while waiting: the item is dropped
                 return
             ok, value = item
             if not ok:
@@ -73,7 +83,7 @@ class Prefetcher(Generic[T]):
             yield value
 
     def close(self) -> None:
-        """Stop the background thread and drop items not yet taken."""
+        """Stop the background thread and drop items not yet taken; a later iteration yields nothing."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
