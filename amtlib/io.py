@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from amtlib.errors import AmtError
+from amtlib.errors import AmtError, DomainError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -304,19 +304,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class NiftiError(ValueError):
-    """A NIfTI file that cannot be read as one 3D volume; the message names the file.
+class NiftiError(DomainError):
+    """A NIfTI file that cannot be read as one 3D volume: ``NiftiError(file, problem, remedy, reason=...)``.
 
     ``reason``: ``not_found``, ``unreadable`` (not NIfTI, truncated, or fewer bytes than its header
     claims) or ``not_3d``; callers decide by the code, never by the message.
     """
 
-    def __init__(self, message: str, reason: str = "unreadable") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (str(self), self.reason))
+    DEFAULT_REASON = "unreadable"
 
 
 def load_nifti(path: str | Path, dtype: "np.typing.DTypeLike | None" = None) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
@@ -332,19 +327,21 @@ def load_nifti(path: str | Path, dtype: "np.typing.DTypeLike | None" = None) -> 
 
     path = Path(path)
     if not path.is_file():
-        raise NiftiError(f"{path}: file not found", "not_found")
+        raise NiftiError(path, "file not found", "check the path (a NIfTI file .nii or .nii.gz)", reason="not_found")
     problem = nifti_size_problem(path)  # before allocating what the header claims (a 79-byte file can claim 16 GB)
     if problem:
-        raise NiftiError(f"{path}: {problem}")
+        raise NiftiError(path, problem, "copy or convert the file again (it is damaged)")
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for non-NIfTI input
-        raise NiftiError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+        raise NiftiError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})",
+                         "give a NIfTI file (.nii or .nii.gz), or copy or convert it again") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise NiftiError(f"{path}: expected a 3D volume, got shape {data.shape}", "not_3d")
+        raise NiftiError(path, f"expected a 3D volume, got shape {data.shape}", "give one 3D volume per file",
+                         reason="not_3d")
     arr = np.ascontiguousarray(data.transpose(2, 1, 0))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)

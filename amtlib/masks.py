@@ -22,11 +22,15 @@ from typing import Sequence
 
 import numpy as np
 
+from amtlib.errors import DomainError
+
 #: Mask file suffixes read here, in the order tried when several files match a series.
 MASK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
 #: Default tolerance (mm) between a mask's voxel centres and the image's.
 TOLERANCE_MM = 0.1
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Remedy for a damaged mask file.
+_REEXPORT = "copy the file again or re-export it from the segmentation tool"
 
 
 #: Reason codes of :class:`MaskError` (the cohort maps them to its exclusion reasons; messages may change).
@@ -34,18 +38,13 @@ OFF_GRID = "off_grid"
 INVALID = "invalid"
 
 
-class MaskError(ValueError):
-    """A mask that cannot be used for its image; the message names the file, the problem and the remedy.
+class MaskError(DomainError):
+    """A mask that cannot be used for its image: ``MaskError(file, problem, remedy, reason=...)``.
 
     ``reason``: :data:`OFF_GRID` for a mask on another voxel grid, else :data:`INVALID`.
     """
 
-    def __init__(self, message: str, reason: str = INVALID) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (str(self), self.reason))
+    DEFAULT_REASON = INVALID
 
 
 @dataclass
@@ -74,7 +73,7 @@ def _read_nifti(path: Path) -> LoadedMask:
 
     problem = nifti_size_problem(path)  # before allocating what the header claims (a tiny file can claim gigabytes)
     if problem:
-        raise MaskError(f"{path}: {problem}")
+        raise MaskError(path, problem, _REEXPORT)
     img = nib.load(str(path))
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -91,7 +90,7 @@ def _read_nrrd(path: Path) -> LoadedMask:
     reader.LoadPrivateTagsOn()
     img = reader.Execute()
     if img.GetDimension() != 3:
-        raise MaskError(f"{path}: a {img.GetDimension()}D NRRD; a tumour mask is one 3D volume")
+        raise MaskError(path, f"a {img.GetDimension()}D NRRD", "a tumour mask is one 3D volume: export it as one")
     segments: dict[str, int] = {}
     keys = set(img.GetMetaDataKeys())
     for key in sorted(keys):
@@ -103,7 +102,7 @@ def _read_nrrd(path: Path) -> LoadedMask:
             if value.strip().lstrip("-").isdigit():
                 segments[img.GetMetaData(key).strip()] = int(value)
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise MaskError(f"{path}: {img.GetNumberOfComponentsPerPixel()} layers (overlapping segments); "
+        raise MaskError(path, f"{img.GetNumberOfComponentsPerPixel()} layers (overlapping segments)",
                         "export the tumour segment alone as a labelmap (.nrrd or .nii.gz)")
     arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (x, y, z) like the file's index order
     direction = np.array(img.GetDirection(), dtype=float).reshape(3, 3)
@@ -118,15 +117,17 @@ def read_mask_file(path: str | Path) -> LoadedMask:
     path = Path(path)
     suffix = mask_suffix(path)
     if not suffix:
-        raise MaskError(f"{path}: not a mask format read here ({', '.join(MASK_SUFFIXES)}; DICOM SEG/RTSTRUCT via amtlib.dicom.annotations)")
+        raise MaskError(path, f"not a mask format read here ({', '.join(MASK_SUFFIXES)}; DICOM SEG/RTSTRUCT via "
+                        "amtlib.dicom.annotations)", "convert it to NIfTI (.nii.gz) or NRRD")
     try:
         loaded = _read_nifti(path) if suffix.startswith(".nii") else _read_nrrd(path)
     except MaskError:
         raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for truncated or foreign files
-        raise MaskError(f"{path}: not a readable {suffix} file, truncated or corrupt? ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise MaskError(path, f"not a readable {suffix} file, truncated or corrupt? ({type(exc).__name__}: {str(exc)[:120]})",
+                        _REEXPORT) from None
     if loaded.data.ndim != 3:
-        raise MaskError(f"{path}: mask has {loaded.data.ndim} dimensions {loaded.data.shape}; expected one 3D volume")
+        raise MaskError(path, f"mask has {loaded.data.ndim} dimensions {loaded.data.shape}", "expected one 3D volume")
     return loaded
 
 
@@ -226,9 +227,9 @@ def grid_placement(affine: np.ndarray, shape: Sequence[int], image_affine: np.nd
                 f"not the image's ({shape_note}; only a mask padded in-plane around the image is cropped)")
     else:
         what = f"largest distance between voxel centres {distance:.3g} mm (tolerance {tolerance_mm:g} mm; {shape_note})"
-    raise MaskError(f"{path}: voxel grid does not coincide with the image's: {what}; export the mask on the "
-                    "image's own grid (same series, no resampling or cropping) or resample it to the image before use",
-                    reason=OFF_GRID)
+    raise MaskError(path, f"voxel grid does not coincide with the image's: {what}",
+                    "export the mask on the image's own grid (same series, no resampling or cropping) or resample "
+                    "it to the image before use", reason=OFF_GRID)
 
 
 def _apply_placement(binary_ijk: np.ndarray, placement: tuple[np.ndarray, np.ndarray | None],
@@ -246,8 +247,8 @@ def _apply_placement(binary_ijk: np.ndarray, placement: tuple[np.ndarray, np.nda
         (x0, y0, z0), total = start, int(on_image.sum())
         on_image = on_image[x0:x0 + nx, y0:y0 + ny, z0:z0 + nz]
         if int(on_image.sum()) != total:
-            raise MaskError(f"{path}: on a grid larger than the image's ({shape} vs (x, y, z) {(nx, ny, nz)}), "
-                            f"{total - int(on_image.sum())} tumour voxel(s) lie outside the image; "
+            raise MaskError(path, f"on a grid larger than the image's ({shape} vs (x, y, z) {(nx, ny, nz)}), "
+                            f"{total - int(on_image.sum())} tumour voxel(s) lie outside the image",
                             "export the mask on the image's own grid", reason=OFF_GRID)
         if notes is not None:
             notes.append(("mask_cropped", f"{path}: on a larger grid {shape} containing the image's (x, y, z) "
@@ -290,21 +291,23 @@ def mask_on_image_grid(path: str | Path, image_affine: np.ndarray, image_shape_z
     if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
         if label not in loaded.segments:
             names = ", ".join(repr(n) for n in loaded.segments) or "none recorded"
-            raise MaskError(f"{path}: no segment named {label!r} (segments: {names}); set the mask label to one of them")
+            raise MaskError(path, f"no segment named {label!r} (segments: {names})", "set the mask label to one of them")
         binary = values == loaded.segments[label]
     elif label is not None:
         wanted = int(label)
         present = np.unique(values)
         if wanted not in present:
-            raise MaskError(f"{path}: label {wanted} not in the mask (values {present[:8].tolist()}); set the tumour's label")
+            raise MaskError(path, f"label {wanted} not in the mask (values {present[:8].tolist()})", "set the tumour's label")
         binary = values == wanted
     else:
         present = np.unique(values)
         if np.setdiff1d(present, [0, 1]).size:
             segs = f"; segments {loaded.segments}" if loaded.segments else ""
-            raise MaskError(f"{path}: values {present[:8].tolist()} are not 0/1{segs}; name the tumour label "
-                            "(parameter mask_label: a value or a .seg.nrrd segment name), it is never guessed")
+            raise MaskError(path, f"values {present[:8].tolist()} are not 0/1{segs}",
+                            "name the tumour label (parameter mask_label: a value or a .seg.nrrd segment name), "
+                            "it is never guessed")
         binary = values == 1
     if not binary.any():
-        raise MaskError(f"{path}: no tumour voxel (label {label if label is not None else 1})")
+        raise MaskError(path, f"no tumour voxel (label {label if label is not None else 1})",
+                        "give the mask that holds the tumour, or set its label")
     return _apply_placement(binary, placement, image_shape_zyx, path, notes)

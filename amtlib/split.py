@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from amtlib.errors import AmtError, DomainError
 from amtlib.io import write_csv, write_json
 
 CENTRAL = "CENTRAL"
@@ -50,7 +51,7 @@ DEFAULT_SPLIT_SEED = 19869
 PAPER_TUNING_FRACTION: float = 62 / 547
 
 
-class LeakageError(ValueError):
+class LeakageError(DomainError):
     """Two splits share a patient, study, series, image or (external vs development) institution."""
 
 
@@ -97,21 +98,21 @@ def external_institutions(
     institution at all; warns when ``referral_outside_development`` gets no list.
     """
     if rule not in RULES:
-        raise ValueError(f"external_rule {rule!r} unknown; use one of {', '.join(RULES)}")
+        raise AmtError(None, f"external_rule {rule!r} unknown", f"use one of {', '.join(RULES)}")
     institutions = set(cases["institution"].astype(str))
     referral = sorted(i for i in institutions if i.upper() != central_name.upper())
     listed = parse_institutions(development_institutions) if rule == "referral_outside_development" else []
     absent = sorted(set(listed) - institutions)
     if absent:
-        raise ValueError(f"development institutions not in the cohort: {', '.join(absent)}; check the spelling "
-                         f"against the manifest's institution column")
+        raise AmtError(None, f"development institutions not in the cohort: {', '.join(absent)}",
+                       "check the spelling against the manifest's institution column")
     if rule == "referral_outside_development" and not listed:
         warnings.warn(f"no development institutions listed (parameter or {DEVELOPMENT_FILE}); every referral "
                       "institution goes to the external test set", stacklevel=2)
     external = [i for i in referral if i not in set(listed)]
     if not external:
-        raise ValueError("no external institution: every referral institution is in development; "
-                         "list fewer development_institutions or use external_rule='all_referral'")
+        raise AmtError(None, "no external institution: every referral institution is in development",
+                       "list fewer development_institutions or use external_rule='all_referral'")
     return external
 
 
@@ -130,7 +131,7 @@ def assign_splits(
     order, so the result depends only on the ids and the seed. All cases of one patient share a split.
     """
     if not 0 <= tuning_fraction < 1:
-        raise ValueError(f"tuning_fraction must be in [0, 1), got {tuning_fraction}")
+        raise AmtError(None, f"tuning_fraction must be in [0, 1), got {tuning_fraction}", "e.g. tuning_fraction: 0.1")
     ext, forced = set(external), set(forced_external)
     out = cases[["case_id", "patient_id", "institution"]].astype(str).copy()
     is_ext = out["institution"].isin(ext) | out["case_id"].isin(forced)
@@ -211,7 +212,7 @@ def raise_on_leakage(audit: dict[str, Any]) -> None:
             items = list(check["offenders"].items())
             shown = "; ".join(f"{k} in {', '.join(v)}" for k, v in items[:5])
             lines.append(f"{name}: {len(items)} shared ({shown}{' ...' if len(items) > 5 else ''})")
-    raise LeakageError("leakage between splits: " + " | ".join(lines) + "; fix the split before training")
+    raise LeakageError(None, "leakage between splits: " + " | ".join(lines), "fix the split before training")
 
 
 def splits_json(split: pd.DataFrame) -> list[dict[str, list[str]]]:
@@ -283,12 +284,12 @@ def make_split(
     forced: list[str] = []
     if unseen_background:
         if backgrounds is None:
-            raise ValueError(f"unseen_background={unseen_background!r} needs the clinical 'background' column "
-                             "(synthetic cohort); leave it empty for real data")
+            raise AmtError(None, f"unseen_background={unseen_background!r} needs the clinical 'background' column "
+                           "(synthetic cohort)", "leave it empty for real data")
         bg = manifest["patient_id"].astype(str).map(backgrounds)
         if not (bg == unseen_background).any():
-            raise ValueError(f"unseen_background {unseen_background!r} matches no case; backgrounds present: "
-                             f"{', '.join(sorted(bg.dropna().unique()))}")
+            raise AmtError(None, f"unseen_background {unseen_background!r} matches no case",
+                           f"backgrounds present: {', '.join(sorted(bg.dropna().unique()))}")
         forced = manifest.loc[bg == unseen_background, "case_id"].astype(str).tolist()
     split = assign_splits(manifest, external, tuning_fraction, split_seed, forced)
     exempt = [c for c in forced if c in set(split.loc[~split["institution"].isin(external), "case_id"])]

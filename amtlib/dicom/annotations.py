@@ -46,6 +46,7 @@ import numpy as np
 from pydicom.multival import MultiValue
 
 from amtlib.dicom.dicomio import shift_mask_slice, slice_shift
+from amtlib.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 KIND_OF_CLASS: dict[str, str] = {SEG_STORAGE: "seg", LABELMAP_SEG_STORAGE: "seg", RTSTRUCT_STORAGE: "rtstruct"}
 #: Where a user names the segment or ROI: both options, since the same reader serves both commands.
 _CHOOSE = "(mask_label in the cohort step, --segment in amt evaluate)"
+#: Remedies shared by several AnnotationErrors.
+_OTHER_GRID = "the SEG is on another grid: export it from this series"
+_REEXPORT_SEG = "re-export the SEG from its tool"
 #: Fractional segments: a pixel is tumour when its fraction is at least this.
 FRACTIONAL_THRESHOLD = 0.5
 
@@ -66,19 +70,14 @@ OFF_GRID = "off_grid"
 INVALID = "invalid"
 
 
-class AnnotationError(ValueError):
-    """A SEG/RTSTRUCT that cannot give a mask for the series; the message names the file and the fix.
+class AnnotationError(DomainError):
+    """A SEG/RTSTRUCT that cannot give a mask for the series: ``AnnotationError(file, problem, remedy, reason=...)``.
 
     ``reason``: :data:`OFF_GRID` when the object lies on another grid (frames or contours off the
     series' slices, another size, orientation or spacing), else :data:`INVALID`.
     """
 
-    def __init__(self, message: str, reason: str = INVALID) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (str(self), self.reason))
+    DEFAULT_REASON = INVALID
 
 
 def _note(notes: list[tuple[str, str]] | None, kind: str, detail: str) -> None:
@@ -121,11 +120,11 @@ def _dcmread(path: Path, **kw: Any) -> Any:
     import pydicom
 
     if not path.is_file():
-        raise AnnotationError(f"{path}: file not found")
+        raise AnnotationError(path, "file not found", "check the path of the SEG or RTSTRUCT file")
     try:
         return pydicom.dcmread(str(path), **kw)
     except Exception as exc:  # pydicom raises several types for non-DICOM or truncated input
-        raise AnnotationError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc}); "
+        raise AnnotationError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})",
                               "re-export the annotation from its tool") from None
 
 
@@ -164,7 +163,7 @@ def referenced_series_uid(path: str | Path) -> str | None:
     path = Path(path)
     ds = _dcmread(path, stop_before_pixels=True)
     if str(ds.get("SOPClassUID", "")) not in KIND_OF_CLASS:
-        raise AnnotationError(f"{path}: not a DICOM SEG or RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')}); "
+        raise AnnotationError(path, f"not a DICOM SEG or RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')})",
                               "give the segmentation or structure set file")
     uids = _referenced_series(ds)
     return uids[0] if uids else None
@@ -186,15 +185,15 @@ def _check_reference(path: Path, ds: Any, geometry: dict[str, Any]) -> None:
     uids = _referenced_series(ds)
     series = str(geometry.get("series_uid", ""))
     if uids and series and series not in uids:
-        raise AnnotationError(f"{path}: references series {', '.join(uids)}, not the CT series {series}; "
+        raise AnnotationError(path, f"references series {', '.join(uids)}, not the CT series {series}",
                               "put it beside the series it annotates or export it from that series")
     frame_uids = {str(ds.get("FrameOfReferenceUID", ""))} | {
         str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
     frame_uids.discard("")
     expected = str(geometry.get("frame_of_reference_uid", ""))
     if not uids and frame_uids and expected and expected not in frame_uids:
-        raise AnnotationError(f"{path}: frame of reference {', '.join(sorted(frame_uids))} differs from the CT "
-                              f"series' {expected}; it annotates another acquisition")
+        raise AnnotationError(path, f"frame of reference {', '.join(sorted(frame_uids))} differs from the CT "
+                              f"series' {expected}", "it annotates another acquisition: give the annotation of this series")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
     listing = ", ".join(f"{n}: {label!r}" for n, label in items)
     if segment is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} segments ({listing}); name one {_CHOOSE}")
+            raise AnnotationError(path, f"{len(items)} segments ({listing})", f"name one {_CHOOSE}")
         return items[0][0]
     if isinstance(segment, (int, np.integer)) and not isinstance(segment, bool):
         hits = [n for n, _ in items if n == int(segment)]
@@ -215,7 +214,7 @@ def _choose_segment(path: Path, seg: Any, segment: str | int | None) -> int:
         hits = [n for n, label in items if label.strip().lower() == str(segment).strip().lower()]
     if len(hits) != 1:
         what = "no" if not hits else f"{len(hits)}"
-        raise AnnotationError(f"{path}: {what} segment matching {segment!r} (segments {listing}); "
+        raise AnnotationError(path, f"{what} segment matching {segment!r} (segments {listing})",
                               f"name one of these labels or numbers {_CHOOSE}")
     return hits[0]
 
@@ -235,7 +234,7 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
                     return slice_of_uid[key]
     plane = item.get("PlanePositionSequence") or (shared.get("PlanePositionSequence") if shared else None)
     if not plane:
-        raise AnnotationError(f"{path}: frame {index + 1} references no slice of the series and has no position; "
+        raise AnnotationError(path, f"frame {index + 1} references no slice of the series and has no position",
                               "export the SEG from this series", reason=OFF_GRID)
     pos = np.array([float(v) for v in plane[0].ImagePositionPatient])
     x, y, z = lps_to_voxel(geometry, pos)[0]
@@ -244,30 +243,30 @@ def _frame_slice(path: Path, item: Any, shared: Any, index: int, geometry: dict[
     sy, sx = slice_shift(geometry, k) if 0 <= k < geometry["shape"][0] else (0.0, 0.0)
     off_mm = np.abs(voxel_to_lps(geometry)[:3, :3] @ np.array([x - sx, y - sy, z - k]))
     if not 0 <= k < geometry["shape"][0] or off_mm.max() > atol_mm:
-        raise AnnotationError(f"{path}: frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
-                              f"series (nearest slice {k}, {off_mm.max():.3g} mm off); the SEG is on another grid", reason=OFF_GRID)
+        raise AnnotationError(path, f"frame {index + 1} at {pos.round(3).tolist()} mm (LPS) lies on no slice of the "
+                              f"series (nearest slice {k}, {off_mm.max():.3g} mm off)", _OTHER_GRID, reason=OFF_GRID)
     return k
 
 
 def _check_seg_grid(path: Path, seg: Any, geometry: dict[str, Any], atol_mm: float) -> None:
     nz, ny, nx = geometry["shape"]
     if (int(seg.Rows), int(seg.Columns)) != (ny, nx):
-        raise AnnotationError(f"{path}: frames are {seg.Rows}x{seg.Columns} pixels, the series' slices {ny}x{nx}; "
-                              "the SEG is on another grid", reason=OFF_GRID)
+        raise AnnotationError(path, f"frames are {seg.Rows}x{seg.Columns} pixels, the series' slices {ny}x{nx}",
+                              _OTHER_GRID, reason=OFF_GRID)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     direction = np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
     orient = shared.get("PlaneOrientationSequence") if shared else None
     if orient:
         iop = np.array([float(v) for v in orient[0].ImageOrientationPatient])
         if not np.allclose(iop, np.r_[direction[:, 0], direction[:, 1]], atol=1e-4):
-            raise AnnotationError(f"{path}: orientation {iop.round(4).tolist()} differs from the series'; "
-                                  "the SEG is on another grid", reason=OFF_GRID)
+            raise AnnotationError(path, f"orientation {iop.round(4).tolist()} differs from the series'",
+                                  _OTHER_GRID, reason=OFF_GRID)
     measures = shared.get("PixelMeasuresSequence") if shared else None
     if measures and "PixelSpacing" in measures[0]:
         spacing = np.array([float(v) for v in measures[0].PixelSpacing])
         if not np.allclose(spacing, geometry["spacing"][1:], atol=atol_mm):
-            raise AnnotationError(f"{path}: pixel spacing {spacing.tolist()} mm differs from the series' "
-                                  f"{list(geometry['spacing'][1:])}; the SEG is on another grid", reason=OFF_GRID)
+            raise AnnotationError(path, f"pixel spacing {spacing.tolist()} mm differs from the series' "
+                                  f"{list(geometry['spacing'][1:])}", _OTHER_GRID, reason=OFF_GRID)
 
 
 def _frame_segments(path: Path, seg: Any, frames: np.ndarray, kind: str, shared: Any) -> list[int] | None:
@@ -278,25 +277,25 @@ def _frame_segments(path: Path, seg: Any, frames: np.ndarray, kind: str, shared:
     if kind == "LABELMAP":
         values = {int(v) for v in np.unique(frames)} - defined - {0}
         if values:
-            raise AnnotationError(f"{path}: pixel values {sorted(values)[:5]} name no segment of this label map "
-                                  f"(segments {sorted(defined)}); re-export the SEG from its tool")
+            raise AnnotationError(path, f"pixel values {sorted(values)[:5]} name no segment of this label map "
+                                  f"(segments {sorted(defined)})", _REEXPORT_SEG)
         return None
     numbers: list[int] = []
     undefined: dict[int, list[int]] = {}
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
         ident = item.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
         if not ident:
-            raise AnnotationError(f"{path}: frame {i + 1} names no segment (no SegmentIdentificationSequence); "
-                                  "re-export the SEG from its tool")
+            raise AnnotationError(path, f"frame {i + 1} names no segment (no SegmentIdentificationSequence)",
+                                  _REEXPORT_SEG)
         number = int(ident[0].ReferencedSegmentNumber)
         numbers.append(number)
         if number not in defined:
             undefined.setdefault(number, []).append(i + 1)
     if undefined:
         number, where = next(iter(undefined.items()))
-        raise AnnotationError(f"{path}: {sum(map(len, undefined.values()))} frame(s) (e.g. frame {where[0]}) reference "
-                              f"segment {number}, which the SEG does not define (segments {sorted(defined)}); "
-                              "re-export the SEG from its tool")
+        raise AnnotationError(path, f"{sum(map(len, undefined.values()))} frame(s) (e.g. frame {where[0]}) reference "
+                              f"segment {number}, which the SEG does not define (segments {sorted(defined)})",
+                              _REEXPORT_SEG)
     return numbers
 
 
@@ -309,8 +308,8 @@ def _max_fractional_value(path: Path, seg: Any) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if not number > 0:
-        raise AnnotationError(f"{path}: FRACTIONAL SEG with MaximumFractionalValue {value!r} (must be a positive "
-                              "number, the stored value of a fraction of 1); re-export the SEG from its tool")
+        raise AnnotationError(path, f"FRACTIONAL SEG with MaximumFractionalValue {value!r} (must be a positive "
+                              "number, the stored value of a fraction of 1)", _REEXPORT_SEG)
     return number
 
 
@@ -330,13 +329,14 @@ def read_seg(path: str | Path, geometry: dict[str, Any], segment: str | int | No
     path = Path(path)
     head = _dcmread(path, stop_before_pixels=True)
     if KIND_OF_CLASS.get(str(head.get("SOPClassUID", ""))) != "seg":
-        raise AnnotationError(f"{path}: not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})")
+        raise AnnotationError(path, f"not a DICOM SEG (SOP Class {head.get('SOPClassUID', 'missing')})",
+                              "give the segmentation file")
     _check_reference(path, head, geometry)
     try:
         seg = hd.seg.segread(str(path))
         frames = np.asarray(seg.pixel_array)
     except Exception as exc:  # highdicom/pydicom raise several types for a broken SEG
-        raise AnnotationError(f"{path}: corrupt DICOM SEG ({type(exc).__name__}: {exc}); re-export it from its tool") from None
+        raise AnnotationError(path, f"corrupt DICOM SEG ({type(exc).__name__}: {exc})", "re-export it from its tool") from None
     number = _choose_segment(path, seg, segment)
     _check_seg_grid(path, seg, geometry, atol_mm)
     if frames.ndim == 2:
@@ -373,14 +373,14 @@ def _choose_roi(path: Path, ds: Any, roi: str | None) -> int:
     items = [(int(r.ROINumber), str(r.get("ROIName", ""))) for r in ds.get("StructureSetROISequence", [])]
     names = ", ".join(repr(n) for _, n in items)
     if not items:
-        raise AnnotationError(f"{path}: the structure set holds no ROI; re-export it with the tumour contour")
+        raise AnnotationError(path, "the structure set holds no ROI", "re-export it with the tumour contour")
     if roi is None:
         if len(items) != 1:
-            raise AnnotationError(f"{path}: {len(items)} ROIs ({names}); name one {_CHOOSE}")
+            raise AnnotationError(path, f"{len(items)} ROIs ({names})", f"name one {_CHOOSE}")
         return items[0][0]
     hits = [n for n, name in items if name.strip().lower() == str(roi).strip().lower()]
     if len(hits) != 1:
-        raise AnnotationError(f"{path}: {'no' if not hits else len(hits)} ROI named {roi!r} (ROIs {names}); "
+        raise AnnotationError(path, f"{'no' if not hits else len(hits)} ROI named {roi!r} (ROIs {names})",
                               f"name one of these ROIs {_CHOOSE}")
     return hits[0]
 
@@ -432,7 +432,8 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
     path = Path(path)
     ds = _dcmread(path)
     if str(ds.get("SOPClassUID", "")) != RTSTRUCT_STORAGE:
-        raise AnnotationError(f"{path}: not an RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')})")
+        raise AnnotationError(path, f"not an RTSTRUCT (SOP Class {ds.get('SOPClassUID', 'missing')})",
+                              "give the structure set file")
     _check_reference(path, ds, geometry)
     number = _choose_roi(path, ds, roi)
     nz, ny, nx = geometry["shape"]
@@ -457,14 +458,14 @@ def read_rtstruct(path: str | Path, geometry: dict[str, Any], roi: str | None = 
             k = int(round(float(np.median(vox[:, 2]))))
             if np.abs(vox[:, 2] - k).max() > slice_tol or not 0 <= k < nz:
                 raise AnnotationError(
-                    f"{path}: contour {i + 1} of ROI {number} (first point {points[0].round(2).tolist()} mm LPS) lies on "
-                    f"no slice of the series (slice index {vox[:, 2].min():.2f}..{vox[:, 2].max():.2f}); "
-                    "the structure set belongs to another grid", reason=OFF_GRID)
+                    path, f"contour {i + 1} of ROI {number} (first point {points[0].round(2).tolist()} mm LPS) lies on "
+                    f"no slice of the series (slice index {vox[:, 2].min():.2f}..{vox[:, 2].max():.2f})",
+                    "the structure set belongs to another grid: export it from this series", reason=OFF_GRID)
             per_slice.setdefault(k, []).append(vox[:, :2])
     except AnnotationError:
         raise
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
-        raise AnnotationError(f"{path}: corrupt RTSTRUCT contour data ({type(exc).__name__}: {exc}); "
+        raise AnnotationError(path, f"corrupt RTSTRUCT contour data ({type(exc).__name__}: {exc})",
                               "re-export it from its tool") from None
     mask = np.zeros((nz, ny, nx), dtype=np.uint8)
     for k, polygons in per_slice.items():
@@ -483,4 +484,4 @@ def read_annotation(path: str | Path, geometry: dict[str, Any], label: str | int
         return read_seg(path, geometry, label)
     if kind == "rtstruct":
         return read_rtstruct(path, geometry, None if label is None else str(label), notes=notes)
-    raise AnnotationError(f"{path}: neither a DICOM SEG nor an RTSTRUCT; give a segmentation or structure set file")
+    raise AnnotationError(path, "neither a DICOM SEG nor an RTSTRUCT", "give a segmentation or structure set file")

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from amtlib.errors import AmtError, DomainError
 from amtlib.io import save_nifti
 
 log = logging.getLogger(__name__)
@@ -68,21 +69,17 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SERIES_REASONS: tuple[str, ...] = ("tilted_gantry", "unreadable_file", "inconsistent_series", "not_found")
 
 
-class DicomSeriesError(ValueError):
+class DicomSeriesError(DomainError):
     """A DICOM series that cannot be turned into one consistent volume; the message names the folder.
 
     ``reason`` (:data:`SERIES_REASONS`): ``tilted_gantry`` (sheared positions with
     ``tilt_policy="exclude"``), ``unreadable_file`` (a file that does not parse, truncated or
     undecodable pixel data, a frame without geometry tags), ``inconsistent_series`` (no image, several
     series, mixed geometry, duplicate, missing or uneven slices) or ``not_found`` (no such folder).
+    Built as ``DicomSeriesError(folder, problem, remedy, reason=...)``.
     """
 
-    def __init__(self, message: str, reason: str = "inconsistent_series") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (str(self), self.reason))
+    DEFAULT_REASON = "inconsistent_series"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,7 +345,7 @@ def scan_tree(root: str | Path, patient_level: bool = True, accept_derived: bool
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder; give the raw cohort's dicom/ folder")
+        raise AmtError(root, "not a folder", "give the raw cohort's dicom/ folder")
     by_patient: dict[str, list[Path]] = defaultdict(list)
     found = _Found()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -621,7 +618,8 @@ def _as_paths(source: str | Path | Sequence[str | Path]) -> tuple[str, list[Path
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not folder.is_dir():
-            raise DicomSeriesError(f"{folder}: series folder not found", reason="not_found")
+            raise DicomSeriesError(folder, "series folder not found", "give the folder that holds the series' DICOM files",
+                                   reason="not_found")
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         return str(folder), files
     files = [Path(p) for p in source]
@@ -839,11 +837,11 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
     series and every problem :func:`check_series` would report.
     """
     if tilt_policy not in TILT_POLICIES:
-        raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(TILT_POLICIES)}")
+        raise AmtError(f"tilt_policy {tilt_policy!r}", "unknown tilt policy", f"use one of {', '.join(TILT_POLICIES)}")
     label, problems, frames, pixels, order, pos_sorted, tilt = _series_problems(source, tilt_policy, accept_derived)
     if problems:
         found = {code for code, _ in problems}
-        raise DicomSeriesError(f"{label}: " + "; ".join(m for _, m in problems) + "; exclude this series or repair it",
+        raise DicomSeriesError(label, "; ".join(m for _, m in problems), "exclude this series or repair it",
                                reason=next(code for code in SERIES_REASONS if code in found))
     slices = []
     for idx in order:

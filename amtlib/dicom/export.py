@@ -52,7 +52,7 @@ import pandas as pd
 from amtlib import __version__
 from amtlib.dicom.annotations import RTSTRUCT_STORAGE, voxel_to_lps
 from amtlib.dicom.dicomio import deterministic_uid, fill_uids_from_file_meta, shift_mask_slice, slice_shift
-from amtlib.errors import AmtError
+from amtlib.errors import AmtError, DomainError
 from amtlib.io import atomic_path, load_nifti, output_lock, refuse_link, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ CASE_FILES: frozenset[str] = frozenset({"seg.dcm", "rtstruct.dcm"})
 _FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
-class ExportError(ValueError):
-    """A prediction that cannot be exported; the message names the case or file and what to do."""
+class ExportError(DomainError):
+    """A prediction that cannot be exported: ``ExportError(file, problem, remedy)``, the file being the
+    case, file, folder or option at fault."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class Algorithm:
     def check(self) -> "Algorithm":
         for what, text in (("algorithm name", self.name), ("algorithm version", self.version)):
             if not text.strip() or len(text) > 64 or "\\" in text:
-                raise ExportError(f"{what} {text!r}: give 1-64 characters without a backslash (a DICOM LO value)")
+                raise ExportError(f"{what} {text!r}", "not a DICOM LO value",
+                                  "give 1-64 characters without a backslash")
         return self
 
 
@@ -125,8 +127,8 @@ def read_source_headers(geometry: dict[str, Any]) -> list[Any]:
             _check_source_uids(path, read[path])
         ds = read[path]
         if str(ds.SOPInstanceUID) != sop:
-            raise ExportError(f"{path}: SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({sop}); "
-                              "the source series changed since the cohort was built")
+            raise ExportError(path, f"SOPInstanceUID {ds.SOPInstanceUID} is not the slice read before ({sop})",
+                              "the source series changed since the cohort was built: build the cohort again")
         headers.append(ds)
     return headers
 
@@ -144,11 +146,11 @@ def _check_source_uids(path: str | Path, ds: Any) -> None:
     for keyword in SOURCE_UIDS:
         value = str(ds.get(keyword, "") or "")
         if not value:
-            raise ExportError(f"{path}: the source slice has no {keyword}; a SEG or RTSTRUCT must reference it, so "
-                              "the series cannot be exported (restore the tag from the original export)")
+            raise ExportError(path, f"the source slice has no {keyword}; a SEG or RTSTRUCT must reference it, so "
+                              "the series cannot be exported", "restore the tag from the original export")
         if not UID(value).is_valid:
-            raise ExportError(f"{path}: {keyword} {value[:70]!r} is not a valid DICOM UID (digits and dots, at most "
-                              "64 characters); the series cannot be referenced (restore the original UIDs)")
+            raise ExportError(path, f"{keyword} {value[:70]!r} is not a valid DICOM UID (digits and dots, at most "
+                              "64 characters)", "the series cannot be referenced: restore the original UIDs")
 
 
 def _as_the_standard_reads_it(ds: Any) -> Any:
@@ -177,10 +179,11 @@ def frame_numbers(geometry: dict[str, Any]) -> list[int | None]:
 def _check_mask(mask: np.ndarray, geometry: dict[str, Any], what: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.shape != tuple(geometry["shape"]):
-        raise ExportError(f"{what}: mask shape (z, y, x) {mask.shape} != source series {tuple(geometry['shape'])}")
+        raise ExportError(what, f"mask shape (z, y, x) {mask.shape} != source series {tuple(geometry['shape'])}",
+                          "export masks predicted on this series' grid")
     values = np.unique(mask)
     if np.setdiff1d(values, [0, 1]).size:
-        raise ExportError(f"{what}: mask values {values[:6].tolist()} are not 0/1; threshold the prediction first")
+        raise ExportError(what, f"mask values {values[:6].tolist()} are not 0/1", "threshold the prediction first")
     return mask.astype(bool)
 
 
@@ -206,7 +209,7 @@ def creation_time() -> _dt.datetime:
     try:
         return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc).replace(tzinfo=None)
     except (ValueError, OverflowError, OSError):
-        raise ExportError(f"SOURCE_DATE_EPOCH={epoch!r}: not a whole number of seconds since 1970; unset it or fix it") from None
+        raise ExportError(f"SOURCE_DATE_EPOCH={epoch!r}", "not a whole number of seconds since 1970", "unset it or fix it") from None
 
 
 def _stamp_seg(seg: Any, when: _dt.datetime) -> Any:
@@ -254,7 +257,7 @@ def mask_to_seg(mask: np.ndarray, sources: Sequence[Any], geometry: dict[str, An
         # a multi-frame source: one source image, the segmentation's frames in its frame order
         instances = {str(ds.SOPInstanceUID) for ds in sources}
         if len(instances) != 1 or None in frames:
-            raise ExportError(f"case {uid_seed}: the series spans {len(instances)} instance(s), some multi-frame; "
+            raise ExportError(f"case {uid_seed}", f"the series spans {len(instances)} instance(s), some multi-frame",
                               "DICOM SEG export needs single-frame slices or one multi-frame instance")
         source_images = [sources[0]]
         pixels = np.zeros((int(sources[0].NumberOfFrames), *on.shape[1:]), np.uint8)
@@ -456,15 +459,15 @@ def export_case(mask: np.ndarray, source: str | Path | Sequence[str | Path], out
 
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
-        raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
+        raise ExportError(f"formats {list(formats)}", "not export formats", f"choose from {', '.join(FORMATS)}")
     try:
         _, geometry = read_series(source, tilt_policy="resample")
     except DicomSeriesError as exc:
-        raise ExportError(f"source series unusable for export: {exc}") from None
+        raise ExportError(exc.file, f"source series unusable for export: {exc.problem}", exc.remedy) from None
     where = source if isinstance(source, (str, Path)) else Path(list(source)[0]).parent
     if affine is not None and not np.allclose(affine, geometry["affine"], atol=atol_mm):
-        raise ExportError(f"case {uid_seed}: mask affine differs from source series {where} by up to "
-                          f"{np.abs(np.asarray(affine) - geometry['affine']).max():.3g} mm; export predictions of this series")
+        raise ExportError(f"case {uid_seed}", f"mask affine differs from source series {where} by up to "
+                          f"{np.abs(np.asarray(affine) - geometry['affine']).max():.3g} mm", "export predictions of this series")
     return export_series(mask, geometry, out_dir, uid_seed, formats, model_sha256, algorithm)
 
 
@@ -474,7 +477,7 @@ def export_series(mask: np.ndarray, geometry: dict[str, Any], out_dir: str | Pat
     whose files must still be in place): writes ``seg.dcm`` and/or ``rtstruct.dcm`` into ``out_dir``."""
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
-        raise ExportError(f"formats {list(formats)}: choose from {', '.join(FORMATS)}")
+        raise ExportError(f"formats {list(formats)}", "not export formats", f"choose from {', '.join(FORMATS)}")
     sources = read_source_headers(geometry)
     out_dir = Path(out_dir)
     written = {}
@@ -586,41 +589,41 @@ def _cases_to_export(P: Any, split: str | None, pred_dir: str | Path | None,
     from amtlib.paths import is_safe_id
 
     if pred_dir is not None and (algorithm is None or algorithm.ours):
-        raise ExportError(f"{pred_dir}: masks of another model need that model's name in the exported objects; "
+        raise ExportError(pred_dir, "masks of another model need that model's name in the exported objects",
                           "give it (amt export --algorithm NAME [--algorithm-version V])")
     if algorithm is not None:
         algorithm.check()
     pred_root = Path(pred_dir) if pred_dir is not None else P.predictions_dir
     if not pred_root.is_dir():
-        raise ExportError(f"{pred_root}: prediction folder not found; give the folder of <case_id>.nii.gz masks")
+        raise ExportError(pred_root, "prediction folder not found", "give the folder of <case_id>.nii.gz masks")
     if not P.manifest.is_file():
-        raise ExportError(f"{P.manifest}: not found; run step 01_cohort first")
+        raise ExportError(P.manifest, "not found", "run step 01_cohort first")
     manifest = pd.read_csv(P.manifest, dtype=str, keep_default_na=False)
     if split:
         if not P.split_csv.is_file():
-            raise ExportError(f"{P.split_csv}: not found; run step 02_split first or export without --split")
+            raise ExportError(P.split_csv, "not found", "run step 02_split first or export without --split")
         splits = pd.read_csv(P.split_csv, dtype=str, keep_default_na=False)
         if split not in set(splits["split"]):
-            raise ExportError(f"split {split!r} is not in {P.split_csv}; choose one of "
-                              f"{', '.join(sorted(set(splits['split'])))} or all")
+            raise ExportError(None, f"split {split!r} is not in {P.split_csv}",
+                              f"choose one of {', '.join(sorted(set(splits['split'])))} or all")
         chosen = set(splits.loc[splits["split"] == split, "case_id"])
         manifest = manifest[manifest["case_id"].isin(chosen)]
     else:
         manifest = manifest[[(pred_root / f"{c}.nii.gz").is_file() for c in manifest["case_id"]]]
     if not len(manifest) and pred_dir is not None:
         some = sorted(f.name for f in pred_root.iterdir())[:3]
-        raise ExportError(f"{pred_root}: no mask named after a case of the cohort{' in split ' + split if split else ''} "
-                          f"(found {', '.join(some) or 'no file'}); name each mask <case_id>.nii.gz as in {P.manifest}")
+        raise ExportError(pred_root, f"no mask named after a case of the cohort{' in split ' + split if split else ''} "
+                          f"(found {', '.join(some) or 'no file'})", f"name each mask <case_id>.nii.gz as in {P.manifest}")
     if not len(manifest):
-        raise ExportError(f"{pred_root}: no prediction to export (split {split or 'all'}); run step 03_train first")
+        raise ExportError(pred_root, f"no prediction to export (split {split or 'all'})", "run step 03_train first")
     if (manifest["series_uid"] == "").any():
         bad = manifest.loc[manifest["series_uid"] == "", "case_id"].tolist()
-        raise ExportError(f"cases {bad[:5]} have no series_uid in {P.manifest} (NIfTI input): DICOM export needs the "
-                          "source DICOM series")
+        raise ExportError(P.manifest, f"cases {bad[:5]} have no series_uid (NIfTI input)",
+                          "DICOM export needs the source DICOM series: build the cohort from DICOM")
     unsafe = [c for c in manifest["case_id"] if not is_safe_id(c)]
     if unsafe:  # a case id names a folder under --out: one from an untrusted manifest must not leave it
-        raise ExportError(f"{P.manifest}: case id {unsafe[0][:80]!r} is not a safe folder name (letters, digits, '.', "
-                          f"'_', '-'; at most 128); {len(unsafe)} such case(s) - fix the manifest")
+        raise ExportError(P.manifest, f"case id {unsafe[0][:80]!r} is not a safe folder name (letters, digits, '.', "
+                          f"'_', '-'; at most 128)", f"{len(unsafe)} such case(s) - fix the manifest")
     return manifest, pred_root
 
 
@@ -700,9 +703,9 @@ def _export_job(job: tuple) -> dict[str, Any]:
            "seg_path": "", "rtstruct_path": ""}
     try:
         if not pred_path.is_file():
-            raise ExportError(f"prediction {pred_path} not found; {remedy}")
+            raise ExportError(None, f"prediction {pred_path} not found", remedy)
         if not source_files:
-            raise ExportError(f"source series {uid} not found under the raw DICOM folder; "
+            raise ExportError(None, f"source series {uid} not found under the raw DICOM folder",
                               "set raw_dir to the cohort the run was built from")
         row["source_folder"] = os.path.commonpath([str(Path(f).parent) for f in source_files])
         mask, _, affine = load_nifti(pred_path, dtype=np.uint8)
@@ -773,7 +776,7 @@ def parse_formats(value: str | Sequence[str] | None) -> list[str]:
             out += list(FORMATS) if part == "both" else [part]
     bad = [f for f in out if f not in FORMATS]
     if bad:
-        raise ExportError(f"export format(s) {bad}: choose seg, rtstruct or both")
+        raise ExportError(f"export format(s) {bad}", "choose seg, rtstruct or both")  # text the tests and notebooks match
     return list(dict.fromkeys(out))
 
 
@@ -799,7 +802,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--algorithm-version", default="unspecified", help="with --pred: that model's version")
     args = p.parse_args(argv)
     if args.algorithm is not None and args.pred is None:
-        raise ExportError("--algorithm names another model's masks; give them with --pred DIR")
+        raise ExportError("--algorithm", "names another model's masks", "give them with --pred DIR")
     algorithm = Algorithm(args.algorithm, args.algorithm_version) if args.algorithm is not None else None
     table = export_run(args.run, args.out, None if args.split == "all" else args.split,
                        parse_formats(args.format), args.raw_dir, args.workers, args.pred, algorithm)

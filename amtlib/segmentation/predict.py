@@ -216,7 +216,7 @@ def _volume(item: Item) -> tuple[np.ndarray, tuple[float, float, float], np.ndar
         try:  # load_nifti checks the file's size against its header before allocating
             image, spacing, affine = load_nifti(item.source, dtype=np.float32)
         except NiftiError as exc:
-            problem = str(exc).split(": ", 1)[-1]
+            problem = exc.problem  # the file is named by the row; the remedy is the one below
             if exc.reason == "not_3d":
                 raise _Skip("not_3d", f"{problem}; give one 3D CT volume per file") from None
             raise _Skip("unreadable", f"{problem}; re-export the file") from None
