@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from amtlib.errors import AmtError
+
 STEPS: tuple[str, ...] = (
     "00_data",
     "01_cohort",
@@ -110,7 +112,7 @@ class RunPaths:
         """Folder of step ``name`` (e.g. ``"03_train"``), created when ``create``.
 
         Before creating it, the inputs the step needs from earlier steps (:data:`STEP_INPUTS`) must
-        exist; else ``ValueError`` names the missing file, the run folder and the steps to run first.
+        exist; else :class:`~amtlib.errors.AmtError` names the missing file, the run folder and the steps to run first.
         """
         if name not in STEPS:
             raise ValueError(f"unknown step {name!r}; steps are {', '.join(STEPS)}")
@@ -118,9 +120,9 @@ class RunPaths:
         missing = [getattr(self, key) for key in STEP_INPUTS.get(name, ()) if not getattr(self, key).exists()]
         if create and missing:
             earlier = sorted({p.relative_to(self.root).parts[0] for p in missing})
-            raise ValueError(f"{missing[0]}: not found, so step {name} cannot run on the run folder {self.root}; "
-                             f"run the earlier step(s) {', '.join(earlier)} on this run folder first (amt run --to "
-                             f"{earlier[-1]}), or set run_dir to a run folder that has them")
+            raise AmtError(missing[0], f"not found, so step {name} cannot run on the run folder {self.root}",
+                           f"run the earlier step(s) {', '.join(earlier)} on this run folder first (amt run --to "
+                           f"{earlier[-1]}), or set run_dir to a run folder that has them")
         if create:
             d.mkdir(parents=True, exist_ok=True)
         return d

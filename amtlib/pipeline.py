@@ -47,7 +47,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from amtlib.errors import AmtError, type_problem
+from amtlib.errors import AmtError, one_line, type_problem
 from amtlib.io import append_line, folder_lock, write_json, write_text
 from amtlib.paths import NOTICES, SKIPPED
 
@@ -112,7 +112,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise AmtError(path, f"not valid YAML ({exc})", "fix the file") from None
+        raise AmtError(path, f"not valid YAML ({one_line(exc)})", "fix the file") from None
     if not isinstance(cfg, dict):
         raise AmtError(path, f"expected a mapping of parameter: value, got {type(cfg).__name__}", "see configs/demo.yaml")
     nested = [k for k, v in cfg.items() if isinstance(v, dict)]
@@ -131,7 +131,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError as exc:
-            raise AmtError(f"-p {item!r}", f"value is not YAML ({exc})", "quote strings, write lists as [a, b]") from None
+            raise AmtError(f"-p {item!r}", f"value is not YAML ({one_line(exc)})", "quote strings, write lists as [a, b]") from None
     return out
 
 
@@ -181,7 +181,8 @@ def discover_steps(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[Step]:
     nb_dir = Path(notebooks_dir)
     steps = [Step(p.stem, p) for p in sorted(nb_dir.glob("*.ipynb")) if _STEP_RE.match(p.name)]
     if not steps:
-        raise ValueError(f"{nb_dir}: no numbered notebooks (NN_name.ipynb) found")
+        raise AmtError(nb_dir, "no numbered notebooks (NN_name.ipynb) found",
+                       "give the folder of the pipeline's notebooks as --notebooks (default: the package's notebooks/)")
     return steps
 
 
@@ -220,21 +221,21 @@ def notebook_parameters(notebook: str | Path) -> dict[str, Any]:
     nb = json.loads(Path(notebook).read_text())
     cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ValueError(f"{notebook}: {len(cells)} cells tagged 'parameters'; papermill needs exactly one")
+        raise AmtError(notebook, f"{len(cells)} cells tagged 'parameters'", "papermill needs exactly one: tag one cell")
     source = "".join(cells[0].get("source", []))
     try:
         assigned = [t.id for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                     if isinstance(t, ast.Name)]
     except SyntaxError as exc:
-        raise ValueError(f"{notebook}: parameters cell is not valid Python ({exc})") from None
+        raise AmtError(notebook, f"parameters cell is not valid Python ({one_line(exc)})", "fix the cell") from None
     params = pm.inspect_notebook(str(notebook))
     missed = [name for name in assigned if name not in params]
     if missed:
         # papermill silently drops lines it cannot parse (e.g. an '=' inside a comment); such a
         # parameter would never receive its configured value.
-        raise ValueError(f"{notebook}: papermill cannot parse the parameter line(s) of {missed}; "
-                         "keep one 'name = value  # comment' per line, with no '=' in the comment")
+        raise AmtError(notebook, f"papermill cannot parse the parameter line(s) of {missed}",
+                       "keep one 'name = value  # comment' per line, with no '=' in the comment")
     return params
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib import audit, io, methods_map, paper
+from amtlib.errors import AmtError
 from amtlib.paths import RunPaths
 
 REPORT_DIR = "report"
@@ -45,14 +46,20 @@ SPLIT_NAMES = {"train": "training", "tuning": "tuning", "external_test": "extern
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, dtype={"case_id": str, "patient_id": str}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AmtError(path, f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                       "re-run the step that writes it") from None
 
 
 def _json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); re-run the step that writes it") from None
+        raise AmtError(path, f"not valid JSON ({exc})", "re-run the step that writes it") from None
 
 
 def _cell(row: pd.Series, prefix: str) -> list[float] | None:
@@ -386,7 +393,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     P = RunPaths(run_dir)
     rec = _json(P.root / "run.json")
     if not rec:
-        raise ValueError(f"{P.root / 'run.json'}: not found; is {P.root} a run folder? Run `amt run` first")
+        raise AmtError(P.root / "run.json", "not found", f"is {P.root} a run folder? Run `amt run` first")
     config = rec.get("config", {})
     manifest = _csv(P.manifest)
     flow = _json(P.cohort_flow)
@@ -876,10 +883,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
     """Write ``index.html``, ``comparison.csv``, ``audit.csv``, ``methods_map.csv``, ``checklist.csv``
     and ``summary.json`` into ``run_dir/report``.
 
-    Raises ValueError when ``run_dir`` has no ``run.json``. Missing steps give ``missing`` rows.
+    Raises :class:`~amtlib.errors.AmtError` (a ``ValueError``) when ``run_dir`` has no ``run.json``, a
+    file of the run is not JSON or CSV, or ``out_dir`` is a file. Missing steps give ``missing`` rows.
     """
     root = RunPaths(run_dir).root
     out = io.refuse_link(Path(out_dir) if out_dir else root / REPORT_DIR, "report folder")
+    if out.exists() and not out.is_dir():
+        raise AmtError(out, "--out is a file, not a folder", "give a new or empty folder as --out")
     summary = run_summary(root)
     design = run_design(root, summary["config"])
     findings = audit_run(root)
@@ -917,7 +927,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         paths = write_report(args.run, args.out)
-    except ValueError as exc:
+    except AmtError as exc:  # any other error reaches the guard (amtlib.errors.run_guarded), marked as not designed
         print(f"amt report: {exc}", file=sys.stderr)
         return 2
     cls = json.loads(paths["summary"].read_text())["classification"]

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from amtlib.errors import AmtError
+
 #: Overlay colours (RGB 0-255) matching the static figures: reference orange, prediction blue.
 OVERLAY_RGB: dict[str, tuple[int, int, int]] = {"reference": (255, 140, 0), "prediction": (31, 119, 255)}
 #: Colormap of the anatomy labels (only drawn when asked for).
@@ -104,7 +106,7 @@ def view_case(
         kinds.append("anatomy")
     for layer in layers:
         if not Path(layer["path"]).is_file():
-            raise ValueError(f"{layer['path']}: file not found; check the run folder")
+            raise AmtError(layer["path"], "file not found", "check the run folder")
         layer["path"] = str(layer["path"])
     nv = niivue.NiiVue(height=height)
     nv.load_volumes(layers)

@@ -86,7 +86,14 @@ def parse_address(text: str, need_study: bool = False) -> PacsAddress:
     """
     parts = urlsplit(str(text))
     scheme = parts.scheme.lower()
-    shown = f"{scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    try:
+        port = parts.port
+    except ValueError:  # the address is shown without the port (and never with credentials)
+        given = parts.netloc.rpartition("@")[2].rpartition(":")[2][:20]
+        raise PacsError(f"{scheme}://{parts.hostname or ''}{parts.path}",
+                        f"the port {given!r} is not a number between 0 and 65535",
+                        "fix the address, e.g. dimse://PACS@pacs:104") from None
+    shown = f"{scheme}://{parts.hostname or ''}{':' + str(port) if port else ''}{parts.path}"
     if parts.password is not None or (scheme != "dimse" and parts.username is not None):
         raise PacsError(shown, "credentials in the address are refused (they would reach logs and shell history)",
                         f"set {TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}, or use ~/.netrc")
@@ -101,10 +108,6 @@ def parse_address(text: str, need_study: bool = False) -> PacsAddress:
         raise PacsError(shown, "no StudyInstanceUID given", "add ?StudyInstanceUID=<the study's UID> to the address")
     if not parts.hostname:
         raise PacsError(shown, "no host in the address", "write e.g. dicomweb://pacs:8042/dicom-web or dimse://PACS@pacs:104")
-    try:
-        port = parts.port
-    except ValueError:
-        raise PacsError(shown, "the port is not a number between 0 and 65535", "fix the address") from None
     if scheme == "dimse":
         aet = parts.username or ""
         if not _AET.match(aet):

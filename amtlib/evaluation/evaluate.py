@@ -244,7 +244,7 @@ def load_mask(path: str | Path, label: int | None = None,
         binary = bool(np.all((arr == 0) | (arr == 1)))
     if not binary:
         found = np.unique(arr[(arr != 0) & (arr != 1)])[:5]
-        raise ValueError(f"{path}: mask has label values other than 0/1 (e.g. {found.tolist()}); {hint}")
+        raise AmtError(path, f"mask has label values other than 0/1 (e.g. {found.tolist()})", hint)
     return arr.view(bool) if arr.dtype.itemsize == 1 and np.issubdtype(arr.dtype, np.integer) else arr != 0, spacing, affine
 
 
@@ -290,9 +290,9 @@ def load_pair(
             if not resample_pred:
                 what = (f"shape {pred.shape} != reference shape {ref.shape} (z, y, x)" if pred.shape != ref.shape
                         else f"affine differs from the reference's by up to {np.abs(pred_aff - ref_aff).max():.3g} mm")
-                raise ValueError(f"case {case_id}: prediction {pred_path} {what}, and it is not the reference's grid in "
-                                 "another axis order; resample it onto the reference grid with --resample-pred "
-                                 "(resample_pred=True, nearest neighbour)") from None
+                raise AmtError(f"case {case_id}", f"prediction {pred_path} {what}, and it is not the reference's grid "
+                               "in another axis order", "resample it onto the reference grid with --resample-pred "
+                               "(resample_pred=True, nearest neighbour)") from None
             pred = resample_nearest(pred, pred_aff, ref.shape, ref_aff)
     return pred, ref, spacing
 
@@ -443,14 +443,24 @@ def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
 
 def read_clinical(path: str | Path) -> pd.DataFrame:
     """Case metadata CSV (``case_id, manufacturer, histology`` [, ``split``]); the manifest qualifies."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: clinical CSV not found")
-    df = pd.read_csv(path, dtype={"case_id": str})
+    columns = "give a CSV with case_id, manufacturer and histology (the cohort's manifest.csv has them)"
+    df = _read_table(path, {"case_id": str}, "clinical CSV", columns)
     need = {"case_id", "manufacturer", "histology"}
     if not need <= set(df.columns):
-        raise ValueError(f"{path}: clinical CSV needs columns {sorted(need)}; has {list(df.columns)}")
+        raise AmtError(path, f"clinical CSV needs columns {sorted(need)}; has {list(df.columns)}", columns)
     return df[["case_id", *[c for c in META_COLUMNS if c in df.columns]]]
+
+
+def _read_table(path: str | Path, dtype: dict[str, Any], what: str = "CSV", remedy: str = "give an existing CSV file") -> pd.DataFrame:
+    """A CSV the user named; :class:`AmtError` naming it when it is missing or not CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise AmtError(path, f"{what} not found", remedy)
+    try:
+        return pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AmtError(path, f"not a readable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                       remedy) from None
 
 
 def attach_clinical(cases: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:
@@ -475,12 +485,12 @@ def run_cases(run_dir: str | Path, split: str = "external_test") -> pd.DataFrame
     P = RunPaths(run_dir)
     for f in (P.manifest, P.split_csv):
         if not f.is_file():
-            raise ValueError(f"{f}: not found; run the earlier steps (01_cohort, 02_split) first")
+            raise AmtError(f, "not found", "run the earlier steps (01_cohort, 02_split) first")
     manifest = pd.read_csv(P.manifest, dtype={"case_id": str})
     split_df = pd.read_csv(P.split_csv, dtype={"case_id": str})
     ids = split_df.loc[split_df["split"] == split, "case_id"]
     if ids.empty:
-        raise ValueError(f"{P.split_csv}: no case in split {split!r}; splits are {sorted(split_df['split'].unique())}")
+        raise AmtError(P.split_csv, f"no case in split {split!r}", f"splits are {sorted(split_df['split'].unique())}")
     m = manifest.drop(columns=["split"], errors="ignore").merge(split_df[["case_id", "split"]], on="case_id")
     m = m[m["case_id"].isin(set(ids))].sort_values("case_id").reset_index(drop=True)
     pred = [P.predictions_dir / f"{c}.nii.gz" for c in m["case_id"]]
@@ -673,6 +683,9 @@ def _cli(argv: list[str]) -> int:
     with warnings.catch_warnings(), contextlib.ExitStack() as hold:
         warnings.simplefilter("always")
         warnings.showwarning = show
+        for option, value in (("--min-lesion-voxels", args.min_lesion_voxels), ("--seed", args.seed)):
+            if value < 0:
+                raise AmtError(option, f"{value} is negative", "give 0 or more")
         if args.bootstrap < 1 or not 0 < args.ci_level < 1:
             raise AmtError("--bootstrap/--ci-level", "--bootstrap must be >= 1 and --ci-level in (0, 1)", "e.g. --bootstrap 2000 --ci-level 0.95")
         out = args.out.resolve()
@@ -695,7 +708,7 @@ def _cli(argv: list[str]) -> int:
             from amtlib.dicom import predictions as dicom_predictions
 
             refs = reference_files(args.ref)
-            table = pd.read_csv(args.clinical, dtype={"case_id": str, "series_uid": str}) if args.clinical else None
+            table = _read_table(args.clinical, {"case_id": str, "series_uid": str}) if args.clinical else None
             sources = dicom_predictions.load_sources(args.sources, table)
             cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
         else:

@@ -25,6 +25,7 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 from monai.transforms import RandAffined
 
+from amtlib.errors import AmtError
 from amtlib.segmentation.preprocess import AIR_HU, CaseVolume, Normalisation
 
 Patch = tuple[int, int, int]
@@ -143,7 +144,7 @@ class BatchSampler:
                 idx[-1] = int(rng.integers(len(self.cases)))
                 items[-1] = self._one(idx[-1], False, rng)
         else:
-            raise RuntimeError(f"iteration {iteration}: could not draw a batch with foreground and background "
-                               f"from cases {[self.cases[i].case_id for i in idx]}; check the masks")
+            raise AmtError(f"iteration {iteration}", f"could not draw a batch with foreground and background "
+                           f"from cases {[self.cases[i].case_id for i in idx]}", "check the masks")
         return (torch.stack([i for i, _ in items]), torch.stack([m for _, m in items]),
                 [self.cases[i].case_id for i in idx])

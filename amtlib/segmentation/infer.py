@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -101,8 +102,10 @@ def read_torch_file(path: str | Path, what: str, remedy: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a truncated or corrupt file is an ``AmtError``."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        with warnings.catch_warnings():  # garbage bytes make torch warn about a pickle protocol before it fails
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file raises what the unpickler meets (IndexError, KeyError, ... for garbage)
         if isinstance(exc, FileNotFoundError):
             raise AmtError(path, f"{what} not found", remedy) from None
         if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():

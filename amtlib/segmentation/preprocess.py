@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from amtlib.errors import AmtError
 from amtlib.io import atomic_path, load_nifti, write_json
 
 
@@ -171,8 +172,8 @@ def load_case(
     if mask_path is not None:
         m, _, m_aff = load_nifti(mask_path)
         if m.shape != image.shape or not np.allclose(m_aff, affine, atol=1e-3):
-            raise ValueError(f"case {case_id}: mask {mask_path} geometry {m.shape} differs from image {image.shape}; "
-                             "re-run the cohort step so masks match their images")
+            raise AmtError(f"case {case_id}", f"mask {mask_path} geometry {m.shape} differs from image {image.shape}",
+                           "re-run the cohort step so masks match their images")
         mask = (resample_to_shape((m > 0).astype(np.float32), shape) >= 0.5).astype(np.uint8)
     case = CaseVolume(case_id, image_hu, mask, tuple(int(s) for s in image.shape), spacing, affine,
                       float(np.nanmin(image)), float(np.nanmax(image)),
@@ -220,7 +221,7 @@ def load_cases(
     rows = manifest.set_index(manifest["case_id"].astype(str))
     missing = [c for c in case_ids if c not in rows.index]
     if missing:
-        raise ValueError(f"cases {missing[:5]} (of {len(missing)}) are in the split but not in the manifest; re-run 02_split")
+        raise AmtError(None, f"cases {missing[:5]} (of {len(missing)}) are in the split but not in the manifest", "re-run 02_split")
     root = Path(root)
 
     def one(cid: str) -> CaseVolume:
@@ -238,7 +239,7 @@ def load_cases(
 def training_normalisation(cases: Sequence[CaseVolume]) -> Normalisation:
     """Min-max constants over the original voxels of the training cases (paper: "Data pre-processing")."""
     if not cases:
-        raise ValueError("no training cases; the split has an empty 'train' set")
+        raise AmtError(None, "no training cases", "the split has an empty 'train' set: run 02_split again")
     return Normalisation(min(c.hu_min for c in cases), max(c.hu_max for c in cases))
 
 
@@ -249,5 +250,5 @@ def warn_empty_masks(cases: Sequence[CaseVolume]) -> list[str]:
         warnings.warn(f"{len(empty)} training case(s) have an empty tumour mask ({', '.join(empty[:5])}); "
                       "their crops hold background only", stacklevel=2)
     if cases and len(empty) == len(cases):
-        raise ValueError("no training case has any foreground voxel; check the masks in the manifest")
+        raise AmtError(None, "no training case has any foreground voxel", "check the masks in the manifest")
     return empty

@@ -44,7 +44,7 @@ from amtlib.segmentation.augment import AugmentConfig, BatchSampler
 from amtlib.segmentation.infer import (MODEL_FORMAT, autocast, autocast_dtype, predict_probability, read_torch_file,
                                        write_torch_file)
 from amtlib.evaluation.metrics import dice
-from amtlib.errors import AmtError, type_problem
+from amtlib.errors import AmtError, one_line, type_problem
 from amtlib.io import prune_folder, write_csv, write_json
 from amtlib.segmentation.model import ModelConfig, UNet3D
 from amtlib.paths import add_notice
@@ -152,10 +152,15 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------- device
 
 
+class DeviceUnavailable(AmtError, RuntimeError):
+    """A device the settings ask for that this machine lacks (a ``RuntimeError`` too, as it was before)."""
+
+
 def resolve_device(device: str = "auto", workers: int = 0) -> torch.device:
     """The torch device for ``device`` (``auto``/``cpu``/``cuda[:i]``), with threads and cudnn set up.
 
-    Raises ``RuntimeError`` when CUDA is requested but absent. On CPU, ``workers`` threads (0 = all
+    Raises :class:`DeviceUnavailable` (a ``RuntimeError``) when CUDA is requested but absent, and
+    :class:`~amtlib.errors.AmtError` for an unknown device name. On CPU, ``workers`` threads (0 = all
     available cores) are used.
     """
     want = str(device or "auto").lower()
@@ -163,14 +168,14 @@ def resolve_device(device: str = "auto", workers: int = 0) -> torch.device:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but no CUDA device is available (torch {torch.__version__}); "
-                               "set device: auto or device: cpu in the config")
+            raise DeviceUnavailable(f"device {device!r}", f"requested but no CUDA device is available (torch {torch.__version__})",
+                                    "set device: auto or device: cpu in the config (amt predict: --device auto or cpu)")
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return torch.device(want)
     if want != "cpu":
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+        raise AmtError(f"device {device!r}", "unknown device", "use auto, cpu or cuda")
     n = workers if workers and workers > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(int(n))
     return torch.device("cpu")
@@ -201,7 +206,7 @@ def checkpoint_mismatch(blob: Mapping[str, Any], cfg: TrainConfig) -> str:
 def load_checkpoint(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
     """Load a training checkpoint (``weights_only=True``) after checking it matches ``cfg``.
 
-    Raises ``ValueError`` naming the file and the differing settings when it was written under another
+    Raises :class:`~amtlib.errors.AmtError` naming the file and the differing settings when it was written under another
     model or training configuration (delete ``checkpoints/`` or restore that configuration), and
     :class:`~amtlib.errors.AmtError` naming the file when it is truncated or not a checkpoint.
     """
@@ -212,8 +217,8 @@ def load_checkpoint(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
         raise AmtError(path, "not an amtlib training checkpoint", remedy)
     detail = checkpoint_mismatch(blob, cfg)
     if detail:
-        raise ValueError(f"{path}: checkpoint was written under another configuration ({detail}); "
-                         "delete the checkpoints folder to retrain, or run with the configuration that made it")
+        raise AmtError(path, f"checkpoint was written under another configuration ({detail})",
+                       "delete the checkpoints folder to retrain, or run with the configuration that made it")
     return blob
 
 
@@ -569,10 +574,10 @@ def prepare_data(manifest_csv: str | Path, split_csv: str | Path, cfg: TrainConf
     split = pd.read_csv(split_csv, dtype={"case_id": str})
     bad = set(split["split"]) - {"train", "tuning", "external_test"}
     if bad:
-        raise ValueError(f"{split_csv}: unknown split labels {sorted(bad)}; expected train, tuning, external_test")
+        raise AmtError(split_csv, f"unknown split labels {sorted(bad)}", "expected train, tuning, external_test: run 02_split again")
     ids = {s: split.loc[split["split"] == s, "case_id"].tolist() for s in ("train", "tuning", "external_test")}
     if not ids["train"]:
-        raise ValueError(f"{split_csv}: no case has split 'train'")
+        raise AmtError(split_csv, "no case has split 'train'", "run 02_split again on this run folder (is the cohort too small?)")
     workers = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
     root = Path(manifest_csv).parent
     load = lambda s: load_cases(manifest, ids[s], root, cfg.spacing_mm, cache_dir, workers)  # noqa: E731
@@ -681,7 +686,7 @@ def _yaml_value(where: str, text: str) -> Any:
     try:
         return yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as exc:
-        raise AmtError(where, f"not a YAML value ({exc})", "quote strings, write lists as [a, b]") from None
+        raise AmtError(where, f"not a YAML value ({one_line(exc)})", "quote strings, write lists as [a, b]") from None
 
 
 def _read_config(path: Path) -> dict[str, Any]:
