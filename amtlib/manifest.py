@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from amtlib.errors import DomainError, one_line
 from amtlib.io import nifti_data_problem, sha256_file
 
 HISTOLOGIES: tuple[str, ...] = (
@@ -101,8 +102,9 @@ CLASSIFIER_COLUMNS: tuple[str, ...] = ("who_subtype", "risk_group", "ctc_level",
 INPUT_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if not c.derived or c.name in ("study_uid", "series_uid"))
 
 
-class ManifestError(ValueError):
-    """A manifest failed validation; the message lists every problem, one per line."""
+class ManifestError(DomainError):
+    """A manifest that is missing, not CSV, or failed validation (the problem lists every issue, one per
+    line; the ``amt`` guard prints them joined on one line)."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,11 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
+        raise ManifestError(path, "manifest not found", "give the manifest CSV (template: data_manifest/template.csv)")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable CSV ({exc})") from None
+        raise ManifestError(path, f"not a readable CSV ({one_line(exc)})", "save it as a UTF-8 CSV with a header row") from None
 
 
 def typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -377,7 +379,8 @@ def assert_valid(manifest: str | Path | pd.DataFrame, **kwargs: object) -> None:
         name = manifest if not isinstance(manifest, pd.DataFrame) else "manifest"
         lines = "\n".join(f"  {x}" for x in issues[:50])
         more = f"\n  ... and {len(issues) - 50} more" if len(issues) > 50 else ""
-        raise ManifestError(f"{name}: {len(issues)} problem(s)\n{lines}{more}")
+        raise ManifestError(name, f"{len(issues)} problem(s)\n{lines}{more}",
+                            "correct each row named (columns: data_manifest/schema.yaml), then run again")
 
 
 def empty_manifest() -> pd.DataFrame:
@@ -412,12 +415,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--no-checksums", action="store_true", help="skip SHA-256 checks (faster)")
     v.add_argument("--no-files", action="store_true", help="check the table only, not the files")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        issues = validate_manifest(args.file, stage="input" if args.input else "full", files=not args.no_files,
-                                   checksums=not args.no_checksums)
-    except ManifestError as exc:
-        print(f"amt manifest: {exc}", file=sys.stderr)
-        return 1
+    # a missing or unreadable file is an error of the command (one line, exit 2); problems found in a
+    # readable manifest are its report (one line each, exit 1)
+    issues = validate_manifest(args.file, stage="input" if args.input else "full", files=not args.no_files,
+                               checksums=not args.no_checksums)
     if issues:
         for x in issues:
             print(f"{args.file}: {x}", file=sys.stderr)

@@ -25,8 +25,7 @@ DOMAIN_ERRORS = [
     (export.ExportError, "", ""),
     (split.LeakageError, "", ""),
     (fetch.FetchError, "", ""),
-    pytest.param(manifest.ManifestError, "", "", marks=pytest.mark.xfail(
-        strict=True, reason="manifest.py is being refactored elsewhere; ManifestError still subclasses ValueError")),
+    (manifest.ManifestError, "", ""),
 ]
 
 
@@ -135,8 +134,6 @@ def _no_cuda() -> bool:
 
 _PHANTOM = pytest.mark.xfail(strict=True, reason="amtlib/phantom is being refactored elsewhere: amt synth logs and "
                                                  "returns 1 instead of raising AmtError (see the issue 24 report)")
-_MANIFEST = pytest.mark.xfail(strict=True, reason="amtlib/manifest.py is being refactored elsewhere: amt manifest prints "
-                                                  "ManifestError itself and returns 1 (see the issue 24 report)")
 
 #: id -> (argv from the tmp folder, what the line must name). One row at least per subcommand.
 TABLE = [
@@ -210,10 +207,8 @@ TABLE = [
                                                           "--backgrounds", "procedural"], "--scale", marks=_PHANTOM),
     pytest.param("synth: --out is a file", lambda t: ["synth", "--out", str(t / "a_file"), "--backgrounds", "procedural"],
                  "a_file", marks=_PHANTOM),
-    pytest.param("manifest: file missing", lambda t: ["manifest", "validate", str(t / "absent.csv")], "absent.csv",
-                 marks=_MANIFEST),
-    pytest.param("manifest: not CSV", lambda t: ["manifest", "validate", str(t / "binary.csv")], "binary.csv",
-                 marks=_MANIFEST),
+    ("manifest: file missing", lambda t: ["manifest", "validate", str(t / "absent.csv")], "absent.csv"),
+    ("manifest: not CSV", lambda t: ["manifest", "validate", str(t / "binary.csv")], "binary.csv"),
 ]
 
 
