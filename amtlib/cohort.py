@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.dicom import dicomio
+from amtlib.errors import AmtError
 from amtlib import manifest as mf
 from amtlib import masks as mk
 from amtlib.io import atomic_path, prune_folder, save_nifti, sha256_file, write_csv, write_json
@@ -111,22 +112,22 @@ class CohortResult:
 
 
 def read_clinical(path: str | Path) -> pd.DataFrame:
-    """Read ``clinical.csv`` as text (empty = ``""``); raise ValueError naming the file on missing
-    columns or duplicate patient ids (one row per screened patient is the contract)."""
+    """Read ``clinical.csv`` as text (empty = ``""``); raise :class:`~amtlib.errors.AmtError` naming the
+    file when it is missing, lacks columns or repeats a patient id (one row per screened patient)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: clinical table not found; the raw folder needs clinical.csv (docs/architecture.md)")
+        raise AmtError(path, "clinical table not found", "the raw folder needs clinical.csv (data_manifest/README.md)")
     df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in CLINICAL_COLUMNS if c not in df]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CLINICAL_COLUMNS)}")
+        raise AmtError(path, f"missing column(s) {', '.join(missing)}", f"give the columns {', '.join(CLINICAL_COLUMNS)}")
     df = df.apply(lambda s: s.str.strip())
     dup = df.loc[df["patient_id"].duplicated(keep=False), "patient_id"]
     if len(dup):
         lines = {pid: [int(i) + 2 for i in idx] for pid, idx in dup.groupby(dup).groups.items()}
         shown = "; ".join(f"{pid!r} on lines {v}" for pid, v in list(lines.items())[:10])
-        raise ValueError(f"{path}: duplicate patient_id ({shown}); give one row per screened patient")
+        raise AmtError(path, f"duplicate patient_id ({shown})", "give one row per screened patient")
     return df
 
 
@@ -478,7 +479,7 @@ def build_cohort(
     and :mod:`amtlib.masks`; none of them changes what is read silently (each use is in warnings.csv).
     """
     if tilt_policy not in dicomio.TILT_POLICIES:
-        raise ValueError(f"tilt_policy {tilt_policy!r}: use one of {', '.join(dicomio.TILT_POLICIES)}")
+        raise AmtError(f"tilt_policy {tilt_policy!r}", "unknown tilt policy", f"use one of {', '.join(dicomio.TILT_POLICIES)}")
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     clinical = read_clinical(raw_dir / "clinical.csv")
     scan = _scan(raw_dir, accept_derived, workers)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from amtlib.dicom.dicomio import write_ct_series
+from amtlib.errors import AmtError
 from amtlib.io import atomic_path, save_nifti, write_csv, write_text
 from amtlib.progress import track
 from amtlib.phantom.backgrounds import (
@@ -213,7 +214,7 @@ def synthesize_cohort(
     """
     t0 = time.perf_counter()
     if backgrounds not in ("real", "procedural"):
-        raise ValueError(f"backgrounds must be 'real' or 'procedural', got {backgrounds!r}")
+        raise AmtError(f"backgrounds {backgrounds!r}", "unknown backgrounds", "use real or procedural")
     names = REAL_BACKGROUNDS if backgrounds == "real" else ("procedural",)
     final = Path(out_dir)
     out = _partial_folder(final)
@@ -241,8 +242,8 @@ def _partial_folder(final: Path) -> Path:
     """The empty sibling ``.<name>.partial`` folder the cohort is written into (an interrupted run's
     removed first); refuses a ``final`` that exists and is not a generated cohort."""
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / "synthesis.csv").is_file())):
-        raise ValueError(f"{final}: exists and is not a generated cohort (no synthesis.csv); refusing to replace it. "
-                         "Choose an empty or new folder")
+        raise AmtError(final, "exists and is not a generated cohort (no synthesis.csv); refusing to replace it",
+                       "choose an empty or new folder")
     out = final.with_name(f".{final.name}.partial")
     if out.exists():
         shutil.rmtree(out)  # a partial cohort of an interrupted run
@@ -315,16 +316,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="background cache (default $AMT_CACHE or ~/.cache/amtlib)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = synthesize_cohort(args.out, args.scale, args.seed, args.backgrounds, not args.no_images,
-                                    args.workers, args.cache_dir)
-    except Exception as exc:  # the CLI reports one line; the API raises
-        from amtlib.fetch import FetchError
-
-        if isinstance(exc, (FetchError, ValueError)):
-            log.error("amt synth: %s", exc)
-            return 1
-        raise
+    # bad input (AmtError, FetchError) reaches the guard of amtlib.cli: one line, exit 2
+    summary = synthesize_cohort(args.out, args.scale, args.seed, args.backgrounds, not args.no_images,
+                                args.workers, args.cache_dir)
     for key, value in summary.items():
         log.info("%-22s %s", key, value)
     return 0

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from amtlib.errors import AmtError
+
 log = logging.getLogger(__name__)
 
 #: Anatomy label codes (name -> code); see docs/architecture.md.
@@ -306,7 +308,7 @@ def prepare_real_background(name: str, paths: dict[str, Path], target_mm: float 
         ct, labels = _crop_to_body(ct, labels)
         contrast = False
     else:
-        raise ValueError(f"unknown background {name!r}; choose lidc, lung1, lung2 or procedural")
+        raise AmtError(f"background {name!r}", "unknown background", "choose lidc, lung1, lung2 or procedural")
     ct16 = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
     return Background(name, ct16, labels, spacing, contrast, _anchor(labels, spacing))
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from amtlib.errors import AmtError
 from amtlib.reported import CTC_ROW, reported
 
 #: Why a screened patient is built to be excluded, with its share of the 147 (our choice).
@@ -210,7 +211,7 @@ def design_cohort(scale: float = 0.1, seed: int = 0, backgrounds: tuple[str, ...
     order (institutions, included patients, excluded patients, image design).
     """
     if not 0 < scale <= 1.0:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
+        raise AmtError(f"--scale {scale}", "outside (0, 1]", "give a fraction of the paper's cohort, at most 1.0 (the paper's counts)")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     flow = reported()["cohort_flow"]
     n_screened = max(3, round(flow["screened"] * scale))
