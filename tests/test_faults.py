@@ -16,7 +16,6 @@ import tracemalloc
 import warnings
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest

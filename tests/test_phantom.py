@@ -38,7 +38,7 @@ def test_ages_have_exact_median_and_range() -> None:
 
 def test_scale_one_clinical_table_matches_paper() -> None:
     d = design_cohort(1.0, seed=0)
-    flow, t1, t2 = reported()["cohort_flow"], reported()["table1"], reported()["table2"]
+    t1, t2 = reported()["table1"], reported()["table2"]
     inc = d[d["intended_exclusion"] == ""]
     assert (len(d), len(d) - len(inc), len(inc)) == (858, 147, 711)
     assert inc["institution"].nunique() == 136

@@ -228,7 +228,7 @@ def test_cli(written, tmp_path, capsys):
         assert cli.main(["report", "--run", str(empty), *argv]) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err == (
-            f"amt report: {empty / 'run.json'}: not found; is {empty} a run folder? Run `amt run` first\n")
+            f"amt report: error: {empty / 'run.json'}: not found; is {empty} a run folder? Run `amt run` first\n")
         assert not written_to.exists() and list(empty.iterdir()) == []
 
 

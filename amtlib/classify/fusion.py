@@ -12,7 +12,7 @@ threshold of the training scores, multi-class calls the largest probability.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

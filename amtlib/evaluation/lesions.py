@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.optimize import linear_sum_assignment

@@ -18,7 +18,6 @@ paper does not say how its intervals were computed; the standard choices made he
 
 from __future__ import annotations
 
-import re
 import warnings
 import zlib
 from typing import Iterable

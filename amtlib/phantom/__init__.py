@@ -37,7 +37,7 @@ from amtlib.errors import AmtError
 from amtlib.io import atomic_path, save_nifti, write_csv, write_text
 from amtlib.progress import track
 from amtlib.phantom.backgrounds import (
-    AIRWAY_CODES, BONE_CODES, CAVITY, HEART, LABELS, SOFT_TISSUE, TUMOUR_ALLOWED, VESSEL_CODES, Background,
+    AIRWAY_CODES, BONE_CODES, CAVITY, HEART, LABELS, SOFT_TISSUE, VESSEL_CODES, Background,
     load_background, procedural_background,
 )
 from amtlib.phantom.clinical import CENTRAL, CENTRAL_THICKNESS_MM, CLINICAL_COLUMNS, MANUFACTURER_TO_VENDOR, design_cohort, _central_model
