@@ -164,7 +164,7 @@ def test_bad_masks_and_formats_are_refused(exported, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
     assert export.parse_formats("both") == ["seg", "rtstruct"] and export.parse_formats([]) == []
     assert export.parse_formats(["rtstruct"]) == ["rtstruct"]
-    with pytest.raises(export.ExportError, match=r"\['png'\]: choose seg, rtstruct or both"):
+    with pytest.raises(export.ExportError, match=r"\['png'\]: not a format written here; choose seg, rtstruct or both"):
         export.parse_formats("seg,png")
 
 

@@ -776,7 +776,7 @@ def parse_formats(value: str | Sequence[str] | None) -> list[str]:
             out += list(FORMATS) if part == "both" else [part]
     bad = [f for f in out if f not in FORMATS]
     if bad:
-        raise ExportError(f"export format(s) {bad}", "choose seg, rtstruct or both")  # text the tests and notebooks match
+        raise ExportError(f"export format(s) {bad}", "not a format written here", "choose seg, rtstruct or both")
     return list(dict.fromkeys(out))
 
 
