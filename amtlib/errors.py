@@ -7,8 +7,9 @@ stderr, without a traceback, and returns exit code 2. ``--debug`` (or ``AMT_DEBU
 traceback instead. Ctrl-C prints one line and returns 130.
 
 A new subcommand hooks in by adding ``"name": ("amtlib.module", "help")`` to ``amtlib.cli.DELEGATED``
-and defining ``cli_main(argv) -> int`` in that module that raises :class:`AmtError` (or ``ValueError``
-/ ``OSError`` with a message naming the file) for bad input; it needs no ``try``/``except`` of its own.
+and defining ``cli_main(argv) -> int`` in that module that raises :class:`AmtError` (a module's own
+:class:`DomainError` subclass, with a reason code) for bad input; it needs no ``try``/``except`` of its
+own. A stray ``ValueError``/``OSError`` still prints as one line, marked "(--debug shows the traceback)".
 """
 
 from __future__ import annotations
