@@ -219,6 +219,10 @@ def notebook_parameters(notebook: str | Path) -> dict[str, Any]:
     import papermill as pm
 
     nb = json.loads(Path(notebook).read_text())
+    if not nb.get("metadata", {}).get("kernelspec", {}).get("name"):
+        # papermill's own ValueError says neither which notebook nor what to do
+        raise AmtError(notebook, "no kernel named in its metadata (metadata.kernelspec.name)",
+                       "open and save it in JupyterLab with the Python 3 kernel, or add the kernelspec")
     cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise AmtError(notebook, f"{len(cells)} cells tagged 'parameters'", "papermill needs exactly one: tag one cell")
