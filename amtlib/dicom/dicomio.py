@@ -946,10 +946,6 @@ def write_ct_series(
     ``IM00001.dcm``...; the series is written in a hidden sibling folder and renamed onto ``out_dir``
     (replacing an existing one), so a folder is either complete or absent. Returns the paths in slice order.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-
     volume = np.asarray(volume_hu)
     if volume.ndim != 3:
         raise ValueError(f"{out_dir}: expected a 3D (z, y, x) volume, got shape {volume.shape}")
@@ -963,12 +959,41 @@ def write_ct_series(
     fields = {**_DEFAULT_META, **meta}
     study_uid = str(fields.pop("StudyInstanceUID", "") or deterministic_uid(seed, "study"))
     series_uid = str(fields.pop("SeriesInstanceUID", "") or deterministic_uid(seed, "series", study_uid))
-    frame_uid = deterministic_uid(seed, "frame", series_uid)
+    ds = _ct_series_header(fields, study_uid, series_uid, deterministic_uid(seed, "frame", series_uid), (dz, dy, dx), (ny, nx))
     stored = np.clip(np.rint(volume.astype(np.float64)) + 1024.0, -32768, 32767).astype(np.int16)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # the series is written into a hidden sibling folder and renamed into place in one step
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    writer = _SliceEncoder(ds, ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation", "PixelData"))
+    paths: list[Path] = []
+    for k in range(nz):
+        sop_uid = deterministic_uid(seed, "sop", series_uid, k)
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        z = _ds_str(origin[2] + k * dz)
+        body = writer.encode({
+            "SOPInstanceUID": sop_uid, "InstanceNumber": k + 1,
+            "ImagePositionPatient": [_ds_str(origin[0]), _ds_str(origin[1]), z], "SliceLocation": z,
+            "PixelData": np.ascontiguousarray(stored[k]).astype("<i2").tobytes(),
+        })
+        name = f"IM{k + 1:05d}.dcm"
+        (staging / name).write_bytes(_file_meta_bytes(ds.file_meta) + body)
+        paths.append(out_dir / name)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    return paths
+
+
+def _ct_series_header(fields: dict[str, Any], study_uid: str, series_uid: str, frame_uid: str,
+                      spacing_zyx: tuple[float, float, float], rows_columns: tuple[int, int]) -> Any:
+    """The elements every slice of :func:`write_ct_series` shares (with its file meta): identifiers,
+    the Type 2 elements present and empty, ``fields`` by keyword, geometry and the int16 pixel format."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    dz, dy, dx = spacing_zyx
     file_meta = FileMetaDataset()
     file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
     file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -999,7 +1024,7 @@ def write_ct_series(
     ds.SliceThickness = fields.get("SliceThickness", dz)
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
-    ds.Rows, ds.Columns = ny, nx
+    ds.Rows, ds.Columns = rows_columns
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
@@ -1011,24 +1036,7 @@ def write_ct_series(
     ds.RescaleType = "HU"
     ds.WindowCenter = 40
     ds.WindowWidth = 400
-    paths: list[Path] = []
-    writer = _SliceEncoder(ds, ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation", "PixelData"))
-    for k in range(nz):
-        sop_uid = deterministic_uid(seed, "sop", series_uid, k)
-        file_meta.MediaStorageSOPInstanceUID = sop_uid
-        z = _ds_str(origin[2] + k * dz)
-        body = writer.encode({
-            "SOPInstanceUID": sop_uid, "InstanceNumber": k + 1,
-            "ImagePositionPatient": [_ds_str(origin[0]), _ds_str(origin[1]), z], "SliceLocation": z,
-            "PixelData": np.ascontiguousarray(stored[k]).astype("<i2").tobytes(),
-        })
-        name = f"IM{k + 1:05d}.dcm"
-        (staging / name).write_bytes(_file_meta_bytes(file_meta) + body)
-        paths.append(out_dir / name)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
-    return paths
+    return ds
 
 
 class _SliceEncoder:
