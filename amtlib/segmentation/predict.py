@@ -506,7 +506,6 @@ def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, 
     """
     warn = warn or (lambda line: print(line, file=sys.stderr))
     from amtlib.dicom.pacs import Pacs, is_pacs_address, parse_address
-    from amtlib.progress import track
     from amtlib.segmentation.infer import load_model
     from amtlib.segmentation.model_card import identity_line
     from amtlib.segmentation.train import resolve_device
@@ -515,14 +514,7 @@ def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, 
     model, meta = load_model(model_path, torch_device)
     sha = sha256_file(model_path)
     say(f"amt predict: {identity_line(meta, sha)}; device {torch_device}")
-    threshold = float(meta.get("threshold", 0.5) if options_kw.get("threshold") is None else options_kw["threshold"])
-    overlap = float(meta.get("sw_overlap", 0.25) if options_kw.get("overlap") is None else options_kw["overlap"])
-    if not 0.0 < threshold < 1.0:
-        raise AmtError("--threshold", f"{threshold} must lie strictly between 0 and 1", "give e.g. --threshold 0.5")
-    if not 0.0 <= overlap < 1.0:
-        raise AmtError("--overlap", f"{overlap} must lie in [0, 1)", "give e.g. --overlap 0.25")
-    options = Options(sha, threshold, overlap, bool(options_kw.get("tta")), int(options_kw.get("min_component_voxels") or 0),
-                      bool(options_kw.get("probabilities")), FORMATS[options_kw.get("format") or "both"])
+    options = _options(meta, sha, options_kw)
     pacs = Pacs(parse_address(source, need_study=True), calling_aet) if is_pacs_address(source) else None
     shown = pacs.name if pacs is not None else str(source)
     record = {"format": PREDICT_FORMAT, "model": {"path": str(model_path), "sha256": sha, "format": meta.get("format"),
@@ -554,27 +546,46 @@ def run_predict(source: str, model_path: Path, out: Path, options_kw: dict[str, 
         + (f"; {len(todo) - len(fresh)} already done" if len(todo) != len(fresh) else ""))
     if options.tta:
         say("amt predict: --tta: 8 sliding-window passes per series (the three axes mirrored), about 8x the time")
-    predictor = Predictor(model, meta, options, torch_device)
-    for it in track(fresh, desc="predict", unit="series"):
+    _predict_each(fresh, Predictor(model, meta, options, torch_device), pacs, run, warn)
+    run.table = write_table(out, items, run.rows, options)
+    return run
+
+
+def _options(meta: dict[str, Any], sha: str, options_kw: dict[str, Any]) -> Options:
+    """The run's :class:`Options`: threshold and overlap from the command line, else the model's own
+    (0.5 and 0.25 when it has none); a threshold outside (0, 1) or an overlap outside [0, 1) is refused."""
+    threshold = float(meta.get("threshold", 0.5) if options_kw.get("threshold") is None else options_kw["threshold"])
+    overlap = float(meta.get("sw_overlap", 0.25) if options_kw.get("overlap") is None else options_kw["overlap"])
+    if not 0.0 < threshold < 1.0:
+        raise AmtError("--threshold", f"{threshold} must lie strictly between 0 and 1", "give e.g. --threshold 0.5")
+    if not 0.0 <= overlap < 1.0:
+        raise AmtError("--overlap", f"{overlap} must lie in [0, 1)", "give e.g. --overlap 0.25")
+    return Options(sha, threshold, overlap, bool(options_kw.get("tta")), int(options_kw.get("min_component_voxels") or 0),
+                   bool(options_kw.get("probabilities")), FORMATS[options_kw.get("format") or "both"])
+
+
+def _predict_each(items: list[Item], predictor: Predictor, pacs: Any, run: Run, warn: Any) -> None:
+    """Predict each series into ``run`` (a PACS series retrieved first, its copy removed after); a series
+    that cannot be predicted is its row's status and one ``warn`` line, and the others go on."""
+    from amtlib.errors import describe
+    from amtlib.progress import track
+
+    for it in track(items, desc="predict", unit="series"):
         try:
-            target = _retrieve(pacs, it, out) if it.kind == "pacs" else it
-            run.rows[it.id] = predict_item(target, predictor, out)
+            target = _retrieve(pacs, it, run.out) if it.kind == "pacs" else it
+            run.rows[it.id] = predict_item(target, predictor, run.out)
         except _Skip as skip:
             run.rows[it.id] = it.row(status=skip.code, detail=skip.detail)
             if skip.code not in ("single_slice",):
                 run.failed.append(it.id)
             warn(f"amt predict: {it.source}: {skip.detail}")
         except (AmtError, ValueError, OSError) as exc:
-            from amtlib.errors import describe
-
             run.rows[it.id] = it.row(status="failed", detail=describe(exc))
             run.failed.append(it.id)
             warn(f"amt predict: {it.source}: {describe(exc)}")
         finally:
             if it.kind == "pacs":
-                shutil.rmtree(_incoming(out, it), ignore_errors=True)
-    run.table = write_table(out, items, run.rows, options)
-    return run
+                shutil.rmtree(_incoming(run.out, it), ignore_errors=True)
 
 
 def push_results(run: Run, address: str, calling_aet: str, say: Any = print) -> int:
