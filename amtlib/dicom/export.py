@@ -333,14 +333,20 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     Contours per slice from :func:`mask_contours`, in LPS mm through the series' voxel -> LPS matrix
     (so oblique and flipped grids are exact). An empty mask gives the ROI without contours.
     """
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence as Seq
-    from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-
     on = _check_mask(mask, geometry, f"case {uid_seed}")
     algo = (algorithm or Algorithm(model_sha256=model_sha256)).check()
-    first = sources[0]
+    ds = _rtstruct_header(sources[0], uid_seed, algo, series_number)
+    ds.ReferencedFrameOfReferenceSequence = _referenced_frame(sources, geometry)
+    _add_roi(ds, roi_name, algo, _slice_contours(on, geometry, sources))
+    return ds
+
+
+def _rtstruct_header(first: Any, uid_seed: str, algo: Algorithm, series_number: int) -> Any:
+    """The structure set's file meta, identifiers, patient and study (copied from the source's ``first``
+    slice), series and structure-set labels, in the source's frame of reference."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
     sop_uid = deterministic_uid(uid_seed, "rtstruct-instance")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_STORAGE
@@ -362,11 +368,19 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     ds.SoftwareVersions = __version__
     ds.StructureSetLabel = "AMT prediction" if algo.ours else "prediction"
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
-    frame_uid = str(first.FrameOfReferenceUID)
-    ds.FrameOfReferenceUID = frame_uid  # the structures lie in the source's frame of reference
+    ds.FrameOfReferenceUID = str(first.FrameOfReferenceUID)  # the structures lie in the source's frame of reference
     ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
-    frames = frame_numbers(geometry)
-    images = [_image_ref(s, f) for s, f in zip(sources, frames)]
+    return ds
+
+
+def _referenced_frame(sources: Sequence[Any], geometry: dict[str, Any]) -> Any:
+    """Referenced Frame of Reference Sequence: frame -> study -> series -> every source image (and its
+    frame in a multi-frame source)."""
+    import pydicom
+    from pydicom.sequence import Sequence as Seq
+
+    first = sources[0]
+    images = [_image_ref(s, f) for s, f in zip(sources, frame_numbers(geometry))]
     series_ref = pydicom.Dataset()
     series_ref.SeriesInstanceUID = str(first.SeriesInstanceUID)
     series_ref.ContourImageSequence = Seq(images)
@@ -375,11 +389,19 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     study_ref.ReferencedSOPInstanceUID = str(first.StudyInstanceUID)
     study_ref.RTReferencedSeriesSequence = Seq([series_ref])
     frame_ref = pydicom.Dataset()
-    frame_ref.FrameOfReferenceUID = frame_uid
+    frame_ref.FrameOfReferenceUID = str(first.FrameOfReferenceUID)
     frame_ref.RTReferencedStudySequence = Seq([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = Seq([frame_ref])
+    return Seq([frame_ref])
+
+
+def _add_roi(ds: Any, roi_name: str, algo: Algorithm, contours: list[Any]) -> None:
+    """The one ROI (number 1, automatic, naming the algorithm and model), its contours (none for an
+    empty mask) and its observation, added to ``ds``."""
+    import pydicom
+    from pydicom.sequence import Sequence as Seq
+
     roi = pydicom.Dataset()
-    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = 1, frame_uid, roi_name
+    roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = 1, ds.FrameOfReferenceUID, roi_name
     roi.ROIGenerationAlgorithm = "AUTOMATIC"
     roi.ROIGenerationDescription = ((f"amtlib {__version__}" if algo.ours else f"{algo.name} {algo.version}"[:48] + " via amtlib")
                                     + (f" model sha256 {algo.model_sha256[:16]}" if algo.model_sha256 else ""))
@@ -387,7 +409,6 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     contour_roi = pydicom.Dataset()
     contour_roi.ReferencedROINumber = 1
     contour_roi.ROIDisplayColor = [0, 114, 178]
-    contours = _slice_contours(on, geometry, sources)
     if contours:
         contour_roi.ContourSequence = Seq(contours)
     ds.ROIContourSequence = Seq([contour_roi])
@@ -396,7 +417,6 @@ def mask_to_rtstruct(mask: np.ndarray, sources: Sequence[Any], geometry: dict[st
     obs.RTROIInterpretedType = ""
     obs.ROIInterpreter = ""
     ds.RTROIObservationsSequence = Seq([obs])
-    return ds
 
 
 def _image_ref(source: Any, frame: int | None = None) -> Any:
