@@ -683,38 +683,11 @@ def _cli(argv: list[str]) -> int:
     with warnings.catch_warnings(), contextlib.ExitStack() as hold:
         warnings.simplefilter("always")
         warnings.showwarning = show
-        for option, value in (("--min-lesion-voxels", args.min_lesion_voxels), ("--seed", args.seed)):
-            if value < 0:
-                raise AmtError(option, f"{value} is negative", "give 0 or more")
-        if args.bootstrap < 1 or not 0 < args.ci_level < 1:
-            raise AmtError("--bootstrap/--ci-level", "--bootstrap must be >= 1 and --ci-level in (0, 1)", "e.g. --bootstrap 2000 --ci-level 0.95")
+        extra = _checked_options(args)
         out = args.out.resolve()
-        if out in (args.pred.resolve(), args.ref.resolve()):
-            raise AmtError(out, "--out must differ from the --pred and --ref folders", "give a new folder as --out")
-        if args.sources is not None and args.label is not None:
-            raise AmtError("--label", "applies to NIfTI predictions (a label value); DICOM predictions name a segment",
-                           "use --segment NAME (a SEG segment label or number, or an RTSTRUCT ROI name)")
-        if (args.dicom_kind or args.segment) and args.sources is None:
-            raise AmtError("--dicom-kind/--segment", "apply to DICOM predictions only",
-                           "give --sources (the cohort's sources.json or the DICOM folder of the CT series)")
-        try:
-            extra = extra_metrics(args.metrics, args.nsd_tolerance_mm, args.pq_iou_threshold)
-        except ValueError as exc:
-            raise AmtError("--metrics/--nsd-tolerance-mm/--pq-iou-threshold", str(exc),
-                           "e.g. --metrics hd95,assd,nsd,pq --nsd-tolerance-mm 1,2 --pq-iou-threshold 0.5") from None
         hold.enter_context(io.output_lock(out, "amt evaluate"))  # a second one into this folder is refused at once
         stale = claim_out_dir(out)
-        if args.sources is not None:
-            from amtlib.dicom import predictions as dicom_predictions
-
-            refs = reference_files(args.ref)
-            table = _read_table(args.clinical, {"case_id": str, "series_uid": str}) if args.clinical else None
-            sources = dicom_predictions.load_sources(args.sources, table)
-            cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
-        else:
-            cases = pair_folders(args.pred, args.ref)
-        if args.clinical is not None:
-            cases = attach_clinical(cases, read_clinical(args.clinical))
+        cases = _cli_cases(args)
         ev = evaluate_cases(cases, None, args.min_lesion_voxels, args.connectivity, args.label,
                             args.resample_pred, args.workers, progress=not args.no_progress, ref_label=args.ref_label,
                             segment=args.segment, extra=extra)
@@ -733,8 +706,7 @@ def _cli(argv: list[str]) -> int:
             "pq_iou_threshold": extra.pq_threshold,
             **summary_extras(ev, cases),
         }, args.bootstrap, args.ci_level, args.seed)
-    froc = pd.read_csv(paths["froc"])
-    at = froc.set_index("iou_threshold")
+    at = pd.read_csv(paths["froc"]).set_index("iou_threshold")
     summary = (f"{len(ev.per_case)} cases ({len(missing)} without prediction){' scored as empty' if missing else ''}; "
                f"mean Dice {ev.per_case['dice'].mean():.3f}; sensitivity {at.loc[0.1, 'sensitivity']:.3f} / "
                f"{at.loc[0.5, 'sensitivity']:.3f} and FP/scan {at.loc[0.1, 'fp_per_scan']:.3f} / "
@@ -743,6 +715,47 @@ def _cli(argv: list[str]) -> int:
     if extra.metrics:
         sys.stdout.write(extra_summary_line(ev) + "\n")
     return 0
+
+
+def _checked_options(args: argparse.Namespace) -> Any:
+    """Refuse option values and combinations that cannot work, before any file is read; returns the
+    parsed ``--metrics`` request (:func:`extra_metrics`)."""
+    for option, value in (("--min-lesion-voxels", args.min_lesion_voxels), ("--seed", args.seed)):
+        if value < 0:
+            raise AmtError(option, f"{value} is negative", "give 0 or more")
+    if args.bootstrap < 1 or not 0 < args.ci_level < 1:
+        raise AmtError("--bootstrap/--ci-level", "--bootstrap must be >= 1 and --ci-level in (0, 1)", "e.g. --bootstrap 2000 --ci-level 0.95")
+    out = args.out.resolve()
+    if out in (args.pred.resolve(), args.ref.resolve()):
+        raise AmtError(out, "--out must differ from the --pred and --ref folders", "give a new folder as --out")
+    if args.sources is not None and args.label is not None:
+        raise AmtError("--label", "applies to NIfTI predictions (a label value); DICOM predictions name a segment",
+                       "use --segment NAME (a SEG segment label or number, or an RTSTRUCT ROI name)")
+    if (args.dicom_kind or args.segment) and args.sources is None:
+        raise AmtError("--dicom-kind/--segment", "apply to DICOM predictions only",
+                       "give --sources (the cohort's sources.json or the DICOM folder of the CT series)")
+    try:
+        return extra_metrics(args.metrics, args.nsd_tolerance_mm, args.pq_iou_threshold)
+    except ValueError as exc:
+        raise AmtError("--metrics/--nsd-tolerance-mm/--pq-iou-threshold", str(exc),
+                       "e.g. --metrics hd95,assd,nsd,pq --nsd-tolerance-mm 1,2 --pq-iou-threshold 0.5") from None
+
+
+def _cli_cases(args: argparse.Namespace) -> pd.DataFrame:
+    """The case table of the command: NIfTI/NRRD folders paired by file name, or DICOM predictions
+    paired through the CT series they reference (``--sources``), with ``--clinical`` columns attached."""
+    if args.sources is not None:
+        from amtlib.dicom import predictions as dicom_predictions
+
+        refs = reference_files(args.ref)
+        table = _read_table(args.clinical, {"case_id": str, "series_uid": str}) if args.clinical else None
+        sources = dicom_predictions.load_sources(args.sources, table)
+        cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
+    else:
+        cases = pair_folders(args.pred, args.ref)
+    if args.clinical is not None:
+        cases = attach_clinical(cases, read_clinical(args.clinical))
+    return cases
 
 
 def summary_extras(ev: Evaluation, cases: pd.DataFrame) -> dict[str, Any]:
