@@ -219,38 +219,55 @@ def _auc_row(r: dict[str, Any]) -> list[float]:
     return [float(r[c]) for c in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity", "specificity", "ppv", "npv")]
 
 
+#: Key prefix of the TET paper's values (amtlib/data/reported_values.yaml).
+_TET = "tet_risk_stratification."
+
+
 def _tet_values(step: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Step 07's twins of the TET paper's numbers: Table 2 rows (external set scored on the ROIs of
     ``roi_source``; training rows), DeLong CNN vs SVM, the drawn correlates' rates, its settings."""
+    roi = config.get("roi_source", "predicted")
+    return {**_tet_settings(step, config), **_tet_feature_counts(step / "radiomics_features.csv"),
+            **_tet_auc_rows(_csv(step / "auc.csv"), _csv(step / "delong_cnn_vs_svm.csv"), roi),
+            **_tet_correlate_rates(_csv(step / "cohort_summary.csv")), **_tet_cohort(_csv(step / "scores.csv"))}
+
+
+def _tet_settings(step: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The step's settings the paper states: the radiomics and CNN parameters of the config, and (when
+    the step ran) the interpolator and the HU window it used."""
     from amtlib.classify.arms import TET_WINDOW_HU
 
-    out: dict[str, Any] = {}
-    base = "tet_risk_stratification."
     settings = {"radiomics.resampled_spacing_mm": "histology_spacing_mm", "radiomics.bin_width": "histology_bin_width",
                 "radiomics.icc_threshold": "histology_icc", "radiomics.correlation_threshold": "histology_corr",
                 "radiomics.lasso_cv_folds": "histology_lasso_folds", "cnn.input_size_px": "cnn_size_px",
                 "cnn.training_offsets_mm": "cnn_offsets_mm", "cnn.lr": "cnn_lr", "cnn.epochs": "cnn_epochs",
                 "cnn.batch_size": "cnn_batch_size"}
-    for leaf, param in settings.items():
-        if param in config:
-            out[base + leaf] = config[param]
+    out: dict[str, Any] = {_TET + leaf: config[param] for leaf, param in settings.items() if param in config}
     if "histology_smote" in config:
-        out[base + "radiomics.smote_ratio"] = 1.0 if config["histology_smote"] else 0.0
+        out[_TET + "radiomics.smote_ratio"] = 1.0 if config["histology_smote"] else 0.0
     if step.is_dir():
-        out[base + "radiomics.interpolator"] = "bspline"  # amtlib.evaluation.radiomics.radiomics_params (sitkBSpline)
+        out[_TET + "radiomics.interpolator"] = "bspline"  # amtlib.evaluation.radiomics.radiomics_params (sitkBSpline)
         lo, hi = TET_WINDOW_HU
-        out[base + "radiomics.window_width_hu"], out[base + "radiomics.window_level_hu"] = hi - lo, (hi + lo) / 2
-    feats = step / "radiomics_features.csv"
-    if feats.is_file():
-        with open(feats) as f:
-            columns = f.readline().strip().split(",")
-        kinds = {"shape": ("_shape_",), "firstorder": ("_firstorder_",),
-                 "texture": ("_glcm_", "_glrlm_", "_glszm_", "_gldm_", "_ngtdm_")}
-        counts = {k: sum(any(t in c for t in tags) for c in columns) for k, tags in kinds.items()}
-        for k, n in {**counts, "total": sum(counts.values())}.items():
-            out[f"{base}radiomics.features_extracted.{k}"] = n
-    auc = _csv(step / "auc.csv")
-    roi = config.get("roi_source", "predicted")
+        out[_TET + "radiomics.window_width_hu"], out[_TET + "radiomics.window_level_hu"] = hi - lo, (hi + lo) / 2
+    return out
+
+
+def _tet_feature_counts(features_csv: Path) -> dict[str, Any]:
+    """How many shape, first-order and texture features the radiomics table's header holds, and in all."""
+    if not features_csv.is_file():
+        return {}
+    with open(features_csv) as f:
+        columns = f.readline().strip().split(",")
+    kinds = {"shape": ("_shape_",), "firstorder": ("_firstorder_",),
+             "texture": ("_glcm_", "_glrlm_", "_glszm_", "_gldm_", "_ngtdm_")}
+    counts = {k: sum(any(t in c for t in tags) for c in columns) for k, tags in kinds.items()}
+    return {f"{_TET}radiomics.features_extracted.{k}": n for k, n in {**counts, "total": sum(counts.values())}.items()}
+
+
+def _tet_auc_rows(auc: pd.DataFrame | None, delong: pd.DataFrame | None, roi: str) -> dict[str, Any]:
+    """Table 2 rows of the two models (training on the reference ROIs; external test on ``roi``) and
+    the DeLong test of CNN vs SVM on ``roi``; a model without an AUC is left out."""
+    out: dict[str, Any] = {}
     if auc is not None:
         names = {"cnn_resnet2d": "resnet101", "radiomics_svm": "rad_svm"}
         for r in auc.to_dict("records"):
@@ -258,31 +275,42 @@ def _tet_values(step: Path, config: dict[str, Any]) -> dict[str, Any]:
             if name is None or pd.isna(r.get("auc")):
                 continue
             if r["split"] == "train" and r["roi"] == "reference":
-                out[f"{base}table2.{name}_training"] = _auc_row(r)
+                out[f"{_TET}table2.{name}_training"] = _auc_row(r)
             elif r["split"] == "external_test" and r["roi"] == roi:
-                out[f"{base}table2.{name}"] = _auc_row(r)
-    dl = _csv(step / "delong_cnn_vs_svm.csv")
-    if dl is not None and len(dl[dl["roi"] == roi]):
-        r = dl[dl["roi"] == roi].iloc[0]
-        out[base + "cnn_vs_svm_delong_p_below"] = [float(r["p"]), float(r["auc_cnn"]), float(r["auc_svm"])]
-    summary = _csv(step / "cohort_summary.csv")
-    if summary is not None:
-        t = summary.set_index("variable")
-        for group in ("LRT", "HRT"):
-            if group not in t or "n" not in t.index:
-                continue
-            n = int(float(t.loc["n", group]))
-            for row, leaf in (("margin_irregular_pct", "margin_unclear"), ("heterogeneous_enhancement_pct", "heterogeneous_enhancement")):
-                if row in t.index and not pd.isna(t.loc[row, group]):
-                    out[f"{base}table1_pooled_rates.{group}.{leaf}"] = [float(t.loc[row, group]) / 100, n]
-    scores = _csv(step / "scores.csv")
-    if scores is not None and {"split", "label", "case_id"} <= set(scores.columns):
-        cases = scores.drop_duplicates(["case_id", "split"])
-        for split, leaf in (("train", "training"), ("external_test", "external_testing")):
-            sub = cases[cases["split"] == split]
-            out[f"{base}cohort.{leaf}.n"] = len(sub)
-            out[f"{base}cohort.{leaf}.lrt"] = int((sub["label"] == 0).sum())
-            out[f"{base}cohort.{leaf}.hrt"] = int((sub["label"] == 1).sum())
+                out[f"{_TET}table2.{name}"] = _auc_row(r)
+    if delong is not None and len(delong[delong["roi"] == roi]):
+        r = delong[delong["roi"] == roi].iloc[0]
+        out[_TET + "cnn_vs_svm_delong_p_below"] = [float(r["p"]), float(r["auc_cnn"]), float(r["auc_svm"])]
+    return out
+
+
+def _tet_correlate_rates(summary: pd.DataFrame | None) -> dict[str, Any]:
+    """Table 1's pooled rates of an unclear margin and heterogeneous enhancement per risk group, with n."""
+    out: dict[str, Any] = {}
+    if summary is None:
+        return out
+    t = summary.set_index("variable")
+    for group in ("LRT", "HRT"):
+        if group not in t or "n" not in t.index:
+            continue
+        n = int(float(t.loc["n", group]))
+        for row, leaf in (("margin_irregular_pct", "margin_unclear"), ("heterogeneous_enhancement_pct", "heterogeneous_enhancement")):
+            if row in t.index and not pd.isna(t.loc[row, group]):
+                out[f"{_TET}table1_pooled_rates.{group}.{leaf}"] = [float(t.loc[row, group]) / 100, n]
+    return out
+
+
+def _tet_cohort(scores: pd.DataFrame | None) -> dict[str, Any]:
+    """Cases, low-risk and high-risk counts of the training and external sets."""
+    out: dict[str, Any] = {}
+    if scores is None or not {"split", "label", "case_id"} <= set(scores.columns):
+        return out
+    cases = scores.drop_duplicates(["case_id", "split"])
+    for split, leaf in (("train", "training"), ("external_test", "external_testing")):
+        sub = cases[cases["split"] == split]
+        out[f"{_TET}cohort.{leaf}.n"] = len(sub)
+        out[f"{_TET}cohort.{leaf}.lrt"] = int((sub["label"] == 0).sum())
+        out[f"{_TET}cohort.{leaf}.hrt"] = int((sub["label"] == 1).sum())
     return out
 
 
