@@ -843,12 +843,23 @@ def read_series(source: str | Path | Sequence[str | Path], tilt_policy: str = "r
         found = {code for code, _ in problems}
         raise DicomSeriesError(label, "; ".join(m for _, m in problems), "exclude this series or repair it",
                                reason=next(code for code in SERIES_REASONS if code in found))
+    return _on_grid(_hu_volume(frames, pixels, order), frames, order, pos_sorted, tilt)
+
+
+def _hu_volume(frames: Sequence[Any], pixels: dict[Any, np.ndarray], order: Sequence[int]) -> np.ndarray:
+    """The slices in ``order`` as HU float32 (z, y, x): stored value x RescaleSlope + RescaleIntercept."""
     slices = []
     for idx in order:
         f = frames[idx]
         stored = pixels[f.path][0 if f.frame is None else f.frame]
         slices.append(stored.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept))
-    volume = np.stack(slices, axis=0)
+    return np.stack(slices, axis=0)
+
+
+def _on_grid(volume: np.ndarray, frames: Sequence[Any], order: Sequence[int], pos_sorted: np.ndarray,
+             tilt: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """The volume on an orthogonal grid (a tilted series' slices shifted back, see :func:`_unshear`) and
+    the geometry :func:`read_series` returns, from the first slice's orientation and position."""
     first = frames[order[0]]
     row_dir, col_dir = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row_dir, col_dir)
