@@ -47,16 +47,13 @@ class DomainError(AmtError):
     """Base of the modules' own error types (``MaskError``, ``NiftiError``, ``DicomSeriesError`` ...).
 
     An :class:`AmtError` with a ``reason`` code that callers decide by (never by the message text):
-    ``Cls(file, problem, remedy, reason=...)``; a subclass sets :attr:`DEFAULT_REASON`. The older
-    one-text form ``Cls(message)`` still works (the whole text is the problem, no file part).
+    ``Cls(file, problem, remedy, reason=...)``; a subclass sets :attr:`DEFAULT_REASON`. The problem
+    is required: one text with the file, problem and remedy run together is what this type replaces.
     """
 
     DEFAULT_REASON = ""
 
-    def __init__(self, file: "str | Path | None", problem: "str | None" = None, remedy: str = "",
-                 reason: "str | None" = None) -> None:
-        if problem is None:  # Cls(message): one text, as before the three parts
-            file, problem = None, str(file)
+    def __init__(self, file: "str | Path | None", problem: str, remedy: str = "", reason: "str | None" = None) -> None:
         self.reason = self.DEFAULT_REASON if reason is None else reason
         super().__init__(file, problem, remedy)
 

@@ -39,9 +39,8 @@ def test_each_domain_error_is_an_amt_error_with_its_reason_that_survives_picklin
     back = pickle.loads(pickle.dumps(err))  # raised in a worker (cohort, evaluate, export pools), it comes back whole
     assert type(back) is cls
     assert (back.file, back.problem, back.remedy, back.reason, str(back)) == (err.file, err.problem, err.remedy, other, str(err))
-    legacy = cls("C1: a message written as one text")  # the older form (notebook 09 raises ExportError so)
-    assert str(legacy) == "C1: a message written as one text" and legacy.reason == default
-    assert str(pickle.loads(pickle.dumps(legacy))) == str(legacy)
+    with pytest.raises(TypeError):
+        cls("C1: file, problem and remedy run together")  # the form this type replaces
 
 
 def test_fetch_error_is_still_a_runtime_error() -> None:
