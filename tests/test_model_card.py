@@ -269,3 +269,18 @@ def test_amt_model_card_on_a_model_without_a_card(tmp_path, capsys):
     assert lines[2] == f"- file SHA-256: `{hashlib.sha256(path.read_bytes()).hexdigest()}`"
     assert lines[-1].startswith("- card: none in this file") and "## Training" not in lines
     assert math.isnan(read_torch_file(path, "model file", "")["tuning_dice"])
+
+
+def test_institution_codes_are_read_as_text(tmp_path):
+    """Institution "001" stays "001" and an institution called "NA" is a name, as the cohort and split
+    steps read them (found by this file's tests: the card read the manifest with numbers parsed)."""
+    import pandas as pd
+
+    from amtlib.segmentation.model_card import build_card
+
+    pd.DataFrame({"case_id": ["1", "2", "3"], "institution": ["001", "NA", "010"], "manufacturer": ["GE", "GE", "SIEMENS"],
+                  "spacing_z": ["2.5", "5", "2.5"]}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"case_id": ["1", "2", "3"], "split": ["train", "train", "tuning"]}).to_csv(tmp_path / "s.csv", index=False)
+    card = build_card({}, tmp_path / "m.csv", tmp_path / "s.csv")
+    assert card["training_cohort"]["institutions"] == ["001", "NA"] and card["training_cohort"]["cases"] == 2
+    assert card["training_cohort"]["manufacturers"] == ["GE"]

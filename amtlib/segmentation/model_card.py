@@ -51,11 +51,12 @@ def build_card(meta: Mapping[str, Any], manifest_csv: str | Path | None, split_c
                                 "training_grid_mm_zyx": meta.get("spacing_mm"), "patch_zyx": meta.get("patch"),
                                 "hu_range_used": meta.get("norm")}
     if manifest_csv and Path(manifest_csv).is_file():
-        manifest = pd.read_csv(manifest_csv, dtype={"case_id": str})
+        # every column as text, as the cohort and split steps read it: institution "001" stays "001", "NA" a name
+        manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False, na_values=[])
         cohort["manifest_sha256"] = sha256_file(manifest_csv)
         train = manifest
         if split_csv and Path(split_csv).is_file():
-            split = pd.read_csv(split_csv, dtype={"case_id": str})
+            split = pd.read_csv(split_csv, dtype=str, keep_default_na=False, na_values=[])
             train = manifest[manifest["case_id"].isin(split.loc[split["split"] == "train", "case_id"])]
         cohort["cases"] = int(len(train))
         cohort["institutions"] = _names(train["institution"]) if "institution" in train else None
