@@ -479,6 +479,33 @@ def test_dimse_store_of_a_class_the_pacs_does_not_take(scp, tmp_path):
     assert list(scp.stored) == [str(pydicom.dcmread(ct).SOPInstanceUID)]
 
 
+
+def test_dimse_store_to_a_pacs_that_takes_none_of_the_classes_says_so(scp, tmp_path):
+    """Only MR objects, which the SCP does not offer: pynetdicom aborts an association with no accepted
+    context. That is a PACS that answered and refuses the class, not one that cannot be reached."""
+    files = _ct_files(tmp_path / "src", n=2)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+        ds.save_as(f)
+    with pytest.raises(PacsError) as err:
+        Pacs(scp.address(), timeout_s=10).store(files)
+    assert err.value.problem == "answered, but accepts none of the services asked for (MR Image Storage)"
+    assert err.value.remedy == "ask the PACS administrator to accept them from our AE title AMT" and scp.stored == {}
+
+
+@pytest.mark.parametrize("text, url, shown", [
+    ("dicomweb://[::1]:8042/dicom-web", "http://[::1]:8042/dicom-web", "dicomweb://[::1]:8042/dicom-web"),
+    ("https://[fe80::1]/wado", "https://[fe80::1]/wado", "https://[fe80::1]/wado"),
+])
+def test_an_ipv6_dicomweb_address_keeps_its_brackets(text, url, shown):
+    a = parse_address(text)
+    assert (a.host, a.url) == (url.split("[")[1].split("]")[0], url)
+    with pytest.raises(PacsError) as err:
+        parse_address(text.replace("/dicom-web", "/dicom-web?Bogus=1").replace("/wado", "/wado?Bogus=1"))
+    assert err.value.file == shown
+
+
 # ------------------------------------------------------------------------------------------ a real Orthanc
 
 

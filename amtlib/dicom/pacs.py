@@ -93,7 +93,8 @@ def parse_address(text: str, need_study: bool = False) -> PacsAddress:
         raise PacsError(f"{scheme}://{parts.hostname or ''}{parts.path}",
                         f"the port {given!r} is not a number between 0 and 65535",
                         "fix the address, e.g. dimse://PACS@pacs:104") from None
-    shown = f"{scheme}://{parts.hostname or ''}{':' + str(port) if port else ''}{parts.path}"
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""  # IPv6 in brackets
+    shown = f"{scheme}://{host}{':' + str(port) if port else ''}{parts.path}"
     if parts.password is not None or (scheme != "dimse" and parts.username is not None):
         raise PacsError(shown, "credentials in the address are refused (they would reach logs and shell history)",
                         f"set {TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}, or use ~/.netrc")
@@ -119,7 +120,7 @@ def parse_address(text: str, need_study: bool = False) -> PacsAddress:
     if scheme not in ("dicomweb", "dicomwebs", "http", "https"):
         raise PacsError(shown, f"unknown scheme {scheme!r}", "use dicomweb://, dicomwebs://, https:// or dimse://")
     http = {"dicomweb": "http", "dicomwebs": "https"}.get(scheme, scheme)
-    url = f"{http}://{parts.hostname}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
+    url = f"{http}://{host}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
     return PacsAddress("dicomweb", parts.hostname, port or (443 if http == "https" else 80), url=url,
                        study_uid=study, series_uid=series)
 
@@ -210,6 +211,13 @@ class Pacs:
         except (OSError, ValueError) as exc:
             raise PacsError(self.name, f"cannot open an association ({exc})", "check the host, port and AE titles") from None
         if not assoc.is_established:
+            refused = [] if assoc.accepted_contexts else [c.abstract_syntax for c in assoc.rejected_contexts]
+            if assoc.is_aborted and refused:  # pynetdicom aborts when the PACS accepts none of what we asked for
+                from pydicom.uid import UID
+
+                names = ", ".join(sorted({UID(u).name for u in refused}))
+                raise PacsError(self.name, f"answered, but accepts none of the services asked for ({names})",
+                                f"ask the PACS administrator to accept them from our AE title {self.calling_aet}")
             why = "rejected the association" if assoc.is_rejected else "cannot be reached or did not answer"
             raise PacsError(self.name, f"{why} (our AE title {self.calling_aet})",
                             "check the host and port, and that the PACS knows our AE title (--calling-aet)")
