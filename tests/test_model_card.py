@@ -129,7 +129,7 @@ def test_render_states_each_field_in_its_section(tmp_path):
                      "- CT in HU",
                      "- spacing seen in training (z, y, x) mm: [[1.25, 5], [0.6836, 0.9766], [0.6836, 0.9766]]",
                      "- size seen in training (z, y, x) voxels: [[60, 300], [512, 512], [512, 512]]",
-                     "- training grid (z, y, x) mm: [5, 1.5, 1.5] (None: native spacing); patch [32, 96, 96]"]:
+                     "- training grid (z, y, x) mm: [5, 1.5, 1.5]; patch [32, 96, 96]"]:
         assert expected in lines, expected
     order = [lines.index(h) for h in ("## Training", "## Expected input", "## Intended use")]
     assert order == sorted(order)
@@ -284,3 +284,11 @@ def test_institution_codes_are_read_as_text(tmp_path):
     card = build_card({}, tmp_path / "m.csv", tmp_path / "s.csv")
     assert card["training_cohort"]["institutions"] == ["001", "NA"] and card["training_cohort"]["cases"] == 2
     assert card["training_cohort"]["manufacturers"] == ["GE"]
+
+
+def test_a_card_without_a_cohort_or_training_grid_says_unknown_and_native_spacing():
+    from amtlib.segmentation.model_card import build_card, render
+
+    lines = render(build_card({"format": "f"}, None, None), "0" * 64, {"format": "f"}).splitlines()
+    assert "- institutions: unknown" in lines and "- manufacturers: unknown" in lines
+    assert "- training grid (z, y, x) mm: native spacing; patch unknown" in lines

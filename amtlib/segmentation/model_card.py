@@ -125,11 +125,13 @@ def render(card: Mapping[str, Any] | None, sha256: str, meta: Mapping[str, Any],
         lines += ["- card: none in this file (trained before model cards existed; re-run step 03 to add one)"]
         return "\n".join(lines) + "\n"
     cohort, expected = card.get("training_cohort", {}), card.get("expected_input", {})
+    names = cohort.get("institutions")
+    institutions = "unknown" if names is None else f"{len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+    grid = expected.get("training_grid_mm_zyx")
     lines += [f"- card format: {card.get('format')}", f"- paper: {card.get('paper')}", "",
               "## Training", "",
               f"- training cases: {_fmt(cohort.get('cases'))}",
-              f"- institutions: {_fmt(len(cohort['institutions']) if cohort.get('institutions') is not None else None)}"
-              f" ({', '.join((cohort.get('institutions') or [])[:8])}{', ...' if len(cohort.get('institutions') or []) > 8 else ''})",
+              f"- institutions: {institutions}",
               f"- manufacturers: {', '.join(cohort.get('manufacturers') or []) or 'unknown'}",
               f"- manifest SHA-256: `{_fmt(cohort.get('manifest_sha256'))}`",
               f"- seed: {_fmt(card.get('seed'))}",
@@ -140,7 +142,7 @@ def render(card: Mapping[str, Any] | None, sha256: str, meta: Mapping[str, Any],
               f"- {expected.get('modality', 'CT')} in {expected.get('units', 'HU')}",
               f"- spacing seen in training (z, y, x) mm: {_fmt(expected.get('spacing_mm_zyx'))}",
               f"- size seen in training (z, y, x) voxels: {_fmt(expected.get('shape_zyx'))}",
-              f"- training grid (z, y, x) mm: {_fmt(expected.get('training_grid_mm_zyx'))} (None: native spacing); "
+              f"- training grid (z, y, x) mm: {'native spacing' if grid is None else _fmt(grid)}; "
               f"patch {_fmt(expected.get('patch_zyx'))}", ""]
     if evaluation:
         lines += ["## External test (this run)", ""] + [f"- {k}: {v}" for k, v in evaluation.items()] + [""]
