@@ -295,6 +295,19 @@ def nifti_size_problem(path: str | Path) -> str | None:
     return None
 
 
+def library_hash(pkg: Path | None = None) -> str:
+    """Hash of every ``amtlib`` source and data file and its path in the package (``pkg``, default
+    amtlib's folder): the runner re-runs a step when it changes (a code change, or a module moved to
+    another subpackage), and training resumes a checkpoint only under the code that wrote it."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent if pkg is None else Path(pkg)  # this file lies in amtlib/
+    for p in sorted(pkg.rglob("*")):
+        if p.is_file() and p.suffix in {".py", ".yaml", ".json"} and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(pkg)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -48,7 +48,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import yaml
 
 from amtlib.errors import AmtError, one_line, type_problem
-from amtlib.io import append_line, folder_lock, write_json, write_text
+from amtlib.io import append_line, folder_lock, library_hash, write_json, write_text
 from amtlib.paths import NOTICES, SKIPPED
 
 log = logging.getLogger(__name__)
@@ -263,18 +263,6 @@ def notebook_source_hash(notebook: str | Path) -> str:
     nb = json.loads(Path(notebook).read_text())
     cells = [(c.get("cell_type"), "".join(c.get("source", []))) for c in nb.get("cells", [])]
     return _sha(json.dumps(cells).encode())
-
-
-def library_hash(pkg: Path | None = None) -> str:
-    """Hash of every ``amtlib`` source and data file and its path in the package (``pkg``, default
-    amtlib's folder), so a code change, or a module moved to another subpackage, re-runs the steps."""
-    h = hashlib.sha256()
-    pkg = Path(__file__).resolve().parent if pkg is None else Path(pkg)
-    for p in sorted(pkg.rglob("*")):
-        if p.is_file() and p.suffix in {".py", ".yaml", ".json"} and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(pkg)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def input_files_state(run_dir: Path, step: Step) -> list[tuple[str, int, int]]:

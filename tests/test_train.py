@@ -122,6 +122,26 @@ def test_checkpoint_trained_on_other_data_is_not_resumed(data, tmp_path):
         warnings.simplefilter("error")
         train([changed, *data.train[1:]], data.tuning, cfg, tmp_path, data.norm, progress=False)
 
+
+
+def test_checkpoint_written_by_other_amtlib_code_is_not_resumed(data, tmp_path, monkeypatch):
+    """A code change re-runs step 03 (the runner's library hash): a finished checkpoint of the old code
+    must not stand in for training under the new one, even with the same settings and data."""
+    from amtlib.segmentation import train as train_module
+
+    cfg = TrainConfig(**TINY)
+    first = train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False)
+    assert first.iterations_done == 6
+    monkeypatch.setattr(train_module, "library_hash", lambda: "the next version of amtlib")
+    with pytest.warns(UserWarning, match="written by another version of the amtlib code"):
+        again = train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False)
+    assert again.resumed_from == 0 and again.log["iteration"].tolist() == [3, 6]
+    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["code"] == "the next version of amtlib"
+    with warnings.catch_warnings():  # under that code it resumes silently (nothing left to do)
+        warnings.simplefilter("error")
+        assert train(data.train, data.tuning, cfg, tmp_path, data.norm, progress=False).resumed_from == 6
+
+
 @pytest.mark.filterwarnings("ignore:no tuning cases")
 def test_nan_loss_stops_with_iteration_and_cases(data, tmp_path):
     src = data.train[0]

@@ -45,7 +45,7 @@ from amtlib.segmentation.infer import (MODEL_FORMAT, autocast, autocast_dtype, p
                                        write_torch_file)
 from amtlib.evaluation.metrics import dice
 from amtlib.errors import AmtError, one_line, type_problem
-from amtlib.io import prune_folder, write_csv, write_json
+from amtlib.io import library_hash, prune_folder, write_csv, write_json
 from amtlib.segmentation.model import ModelConfig, UNet3D
 from amtlib.paths import add_notice
 from amtlib.segmentation.prefetch import Prefetcher
@@ -318,6 +318,7 @@ class _Session:
     scaler: Any
     norm: Normalisation
     data_id: str
+    code: str = field(default_factory=lambda: library_hash())  # the amtlib code this run trains under (resume key)
     start: int = 0
     best: float = -math.inf
     best_it: int = 0
@@ -418,7 +419,7 @@ def _checkpoint(s: _Session, done: int) -> None:
             "format": CHECKPOINT_FORMAT, "model_config": s.cfg.model_config.to_dict(), "fingerprint": s.cfg.fingerprint(),
             "model": s.model.state_dict(), "optimizer": s.opt.state_dict(), "scaler": s.scaler.state_dict(),
             "iteration": done, "best_dice": s.best, "best_iteration": s.best_it, "log": s.rows, "loss_sum": s.loss_sum,
-            "loss_n": s.loss_n, "norm": s.norm.to_dict(), "rng": _rng_state(), "data": s.data_id})
+            "loss_n": s.loss_n, "norm": s.norm.to_dict(), "rng": _rng_state(), "data": s.data_id, "code": s.code})
 
 
 def train(
@@ -513,9 +514,10 @@ def train(
 def resume_state(ckpt_path: Path, model_path: Path, cfg: TrainConfig, data_id: str) -> tuple[dict[str, Any] | None, str]:
     """``(checkpoint, "")`` when ``ckpt_path`` continues this run, else ``(None, why not)``.
 
-    It continues this run when it was made under the same :meth:`TrainConfig.fingerprint` and data
-    and ``model.pt`` is the model it selected (or one written later by the same run, before an
-    interruption). Raises :class:`~amtlib.errors.AmtError` naming the file when it is truncated.
+    It continues this run when it was made under the same :meth:`TrainConfig.fingerprint`, data and
+    amtlib code (:func:`amtlib.io.library_hash`: a resumed run is the uninterrupted one only under the
+    code that began it) and ``model.pt`` is the model it selected (or one written later by the same run,
+    before an interruption). Raises :class:`~amtlib.errors.AmtError` naming the file when it is truncated.
     """
     remedy = "delete it to train afresh (or run with train_resume=false / amt train --no-resume)"
     blob = read_torch_file(ckpt_path, "training checkpoint", remedy)
@@ -527,6 +529,8 @@ def resume_state(ckpt_path: Path, model_path: Path, cfg: TrainConfig, data_id: s
         return None, f"it ({at}) was made under other settings ({detail})"
     if blob.get("data") != data_id:
         return None, f"it ({at}) was trained on other cases or volumes"
+    if blob.get("code") != library_hash():
+        return None, f"it ({at}) was written by another version of the amtlib code"
     best_it = int(blob["best_iteration"])
     if best_it == 0:
         return blob, ""
