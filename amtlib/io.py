@@ -130,6 +130,22 @@ def write_csv(path: str | Path, df: "Any", **kwargs: Any) -> Path:
     return Path(path)
 
 
+def read_csv(path: str | Path, dtype: "dict[str, Any] | None" = None, what: str = "CSV",
+             remedy: str = "give an existing CSV file") -> "Any":
+    """A CSV as a pandas frame; :class:`~amtlib.errors.AmtError` naming ``path`` (``what`` it should be,
+    and ``remedy``) when it is missing or does not parse as CSV."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise AmtError(path, f"{what} not found", remedy)
+    try:
+        return pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AmtError(path, f"not a readable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                       remedy) from None
+
+
 def prune_folder(folder: str | Path, keep: "set[str] | Any", suffix: str = ".nii.gz") -> list[Path]:
     """Delete the ``<name><suffix>`` files of ``folder`` whose name is not in ``keep``; return them.
 

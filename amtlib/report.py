@@ -46,13 +46,10 @@ SPLIT_NAMES = {"train": "training", "tuning": "tuning", "external_test": "extern
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
+    """A run's table, None when the step did not write it (a damaged one is an AmtError)."""
     if not path.is_file():
         return None
-    try:
-        return pd.read_csv(path, dtype={"case_id": str, "patient_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise AmtError(path, f"not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
-                       "re-run the step that writes it") from None
+    return io.read_csv(path, {"case_id": str, "patient_id": str}, remedy="re-run the step that writes it")
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -444,23 +444,11 @@ def pair_folders(pred_dir: str | Path, ref_dir: str | Path) -> pd.DataFrame:
 def read_clinical(path: str | Path) -> pd.DataFrame:
     """Case metadata CSV (``case_id, manufacturer, histology`` [, ``split``]); the manifest qualifies."""
     columns = "give a CSV with case_id, manufacturer and histology (the cohort's manifest.csv has them)"
-    df = _read_table(path, {"case_id": str}, "clinical CSV", columns)
+    df = io.read_csv(path, {"case_id": str}, "clinical CSV", columns)
     need = {"case_id", "manufacturer", "histology"}
     if not need <= set(df.columns):
         raise AmtError(path, f"clinical CSV needs columns {sorted(need)}; has {list(df.columns)}", columns)
     return df[["case_id", *[c for c in META_COLUMNS if c in df.columns]]]
-
-
-def _read_table(path: str | Path, dtype: dict[str, Any], what: str = "CSV", remedy: str = "give an existing CSV file") -> pd.DataFrame:
-    """A CSV the user named; :class:`AmtError` naming it when it is missing or not CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise AmtError(path, f"{what} not found", remedy)
-    try:
-        return pd.read_csv(path, dtype=dtype)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise AmtError(path, f"not a readable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
-                       remedy) from None
 
 
 def attach_clinical(cases: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:
@@ -748,7 +736,7 @@ def _cli_cases(args: argparse.Namespace) -> pd.DataFrame:
         from amtlib.dicom import predictions as dicom_predictions
 
         refs = reference_files(args.ref)
-        table = _read_table(args.clinical, {"case_id": str, "series_uid": str}) if args.clinical else None
+        table = io.read_csv(args.clinical, {"case_id": str, "series_uid": str}) if args.clinical else None
         sources = dicom_predictions.load_sources(args.sources, table)
         cases = dicom_predictions.pair_predictions(args.pred, refs, sources, args.dicom_kind)
     else:

@@ -329,9 +329,7 @@ def render_case(bg: Background, design: dict, rng: np.random.Generator, crop_yx:
     if _flag(design, "margin_irregular"):
         shape["lobes"] = shape["lobes"] + irregular_margin_lobes(corr_rng, shape["lobe_amp"])
     edge_mm = spacing[1] * (2.5 if design.get("low_contrast") else 1.0)
-    frac, box, mask_box, diameter = _sized_tumour(labels, spacing, centre, shape, edge_mm, SIZE_RANGES_MM[size])
-    mask = np.zeros(labels.shape, bool)
-    mask[box] = mask_box
+    frac, box, mask_box, mask, diameter = _sized_tumour(labels, spacing, centre, shape, edge_mm, SIZE_RANGES_MM[size])
     # The reference mask is the >= 50 % tumour region; render its voxels as pure tumour and keep the
     # partial-volume blend outside it, so that mask statistics (mean HU) do not depend on tumour size
     # through the share of edge voxels (the scanner blur below still softens the boundary).
@@ -374,10 +372,11 @@ def _tumour_shape(hist: str, size: str, rng: np.random.Generator) -> dict:
 
 
 def _sized_tumour(labels: np.ndarray, spacing, centre, shape: dict, edge_mm: float, size_range: tuple[float, float]
-                  ) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray, float]:
+                  ) -> tuple[np.ndarray, tuple[slice, ...], np.ndarray, np.ndarray, float]:
     """Scale the outline until the clipped mask's maximum axial diameter lies in ``size_range`` (mm,
     1 mm slack; at most 10 tries, scale at most 2.5). Returns the tumour fraction and mask on a box
-    around it, the box, and the diameter reached (0 when nothing fits the allowed region)."""
+    around it, the box, the mask on the whole grid, and the diameter reached (0 when nothing fits the
+    allowed region)."""
     allowed = tumour_bounding_region(labels)
     lo, hi = size_range
     target = shape["target"]
@@ -410,7 +409,7 @@ def _sized_tumour(labels: np.ndarray, spacing, centre, shape: dict, edge_mm: flo
             scale = (s_lo + scale) / 2 if s_lo > 0 else scale * target / diameter
         if s_lo >= 2.5:
             break
-    return frac, box, mask_box, diameter
+    return frac, box, mask_box, mask, diameter
 
 
 def _add_thymic_bed(out: np.ndarray, labels: np.ndarray, mask: np.ndarray, t_mean: float, spacing, noise_sd: float,
